@@ -2,7 +2,14 @@
 
 from .cache import KVCache
 from .config import PRESETS, ConfigError, GPTConfig, preset
-from .gpt import GPT, Transformer, TrunkOutput, count_parameters, parameter_breakdown, training_flops_per_token
+from .gpt import (
+    GPT,
+    Transformer,
+    TrunkOutput,
+    count_parameters,
+    parameter_breakdown,
+    training_flops_per_token,
+)
 from .heads import ClassifierHead, MultipleChoiceHead, SimilarityHead, gather_positions
 
 __all__ = [
