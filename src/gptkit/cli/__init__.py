@@ -14,7 +14,7 @@ import sys
 
 from ..errors import GptkitError
 
-COMMAND_MODULES = ("info",)
+COMMAND_MODULES = ("info", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
