@@ -1,0 +1,341 @@
+"""Checkpoints: atomic, self-contained, never pickled; the newest complete one is found on resume.
+
+Layout of a run directory:
+
+    RUN_DIR/run.json                      what made this directory (refuses accidental reuse)
+    RUN_DIR/checkpoints/step_000123/      the model as the caller saves it (for GPT: an HF directory
+                                          with the tokenizer, so GPT.from_pretrained works on it)
+                                          + trainer_state.json, optimizer.safetensors, rng_state.safetensors
+    RUN_DIR/checkpoints/latest            the newest step directory's name (a hint; see below)
+    RUN_DIR/checkpoints/best              the best step directory's name, when a metric is tracked
+    RUN_DIR/model/                        the newest model alone (hard links), for downstream commands
+
+A checkpoint is written into `checkpoints/.tmp-step_...`, every file fsynced, and only then renamed
+to `step_...`; a rename is atomic, so a `step_*` directory is complete by construction. Directories
+are deleted by renaming them to `.trash-*` first, so a kill during deletion never leaves a partial
+`step_*`. The `latest` file is only a hint: if it is missing or names something absent, the newest
+complete `step_*` wins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import GptkitError
+from ..interop.weights import (
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_dir,
+    load_safetensors,
+)
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng_state.safetensors"
+TRAINING_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE)
+RUN_FILE = "run.json"
+STEP_RE = re.compile(r"^step_(\d+)$")
+FORMAT_VERSION = 1
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+# --- optimizer and RNG state as tensors + JSON (no pickle) -------------------------------------------
+
+
+def optimizer_state_to_safetensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split `optimizer.state_dict()` into tensors (`state.<param>.<key>`) and a JSON part (the
+    param groups and any non-tensor per-parameter values)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def optimizer_state_from_safetensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, source: Path
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, entry in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(entry)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise GptkitError(f"{source}: optimizer state does not fit this model ({e})") from None
+
+
+def rng_state_to_safetensors() -> tuple[dict[str, torch.Tensor], dict]:
+    """torch (CPU and every CUDA device), numpy's global and Python's `random` states."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).astype(np.int64))
+    version, internal, gauss_next = random.getstate()
+    meta = {
+        "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+    }
+    return tensors, meta
+
+
+def rng_state_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    n = meta["numpy"]
+    keys = tensors["numpy.keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = meta["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+# --- the run directory ------------------------------------------------------------------------------
+
+
+def prepare_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+                    kind: str = "train", info: dict | None = None) -> Path | None:
+    """Make `run_dir` ready and return the checkpoint to resume from (None: start fresh).
+
+    A directory that already holds files is refused unless `resume` (continue from its newest
+    complete checkpoint) or `overwrite` (delete the previous run, but only if it is a gptkit run
+    directory: `overwrite` never deletes a directory gptkit did not make). Call on every rank;
+    only rank 0 writes.
+    """
+    from .ranks import barrier, rank_info
+
+    run_dir = Path(run_dir)
+    main = rank_info().is_main
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GptkitError(f"{run_dir}: exists and is not a directory")
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
+    is_run = (run_dir / RUN_FILE).is_file()
+    if occupied and resume and overwrite:
+        raise GptkitError("--resume and --overwrite contradict each other; pass one")
+    if occupied and resume:
+        if not is_run:
+            raise GptkitError(f"{run_dir}: not a gptkit run directory (no {RUN_FILE}); nothing to resume")
+        found = CheckpointManager(run_dir).latest()
+        if found is None:
+            log.warning("%s: no complete checkpoint yet; starting from step 0", run_dir)
+        return found
+    if occupied and not overwrite:
+        raise GptkitError(
+            f"{run_dir}: already holds {'a run' if is_run else 'files'}; pass --resume to continue it "
+            f"or --overwrite to replace it (or choose another directory)"
+        )
+    if occupied and overwrite and not is_run:
+        raise GptkitError(f"{run_dir}: not a gptkit run directory (no {RUN_FILE}); refusing to delete its files")
+    if main:
+        if occupied:
+            for entry in run_dir.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / RUN_FILE, {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                **(info or {})})
+    barrier()
+    return None
+
+
+def check_run_kind(run_dir: Path, kind: str) -> None:
+    """Refuse to resume, say, a fine-tuning run as a pre-training one."""
+    try:
+        found = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8")).get("kind")
+    except (OSError, json.JSONDecodeError):
+        return
+    if found not in (None, kind):
+        raise GptkitError(f"{run_dir}: holds a {found!r} run, not {kind!r}")
+
+
+class CheckpointManager:
+    """Writes, finds, loads and prunes the checkpoints of one run directory."""
+
+    def __init__(self, run_dir: str | Path, keep_last: int = 3) -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.keep_last = keep_last
+
+    # finding ---------------------------------------------------------------------------------------
+
+    def complete(self) -> list[tuple[int, Path]]:
+        """Every complete checkpoint, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for p in self.dir.iterdir():
+            m = STEP_RE.match(p.name)
+            if m and p.is_dir() and (p / STATE_FILE).is_file():
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        hint = _read_pointer(self.dir / "latest")
+        if hint is not None and STEP_RE.match(hint) and (self.dir / hint / STATE_FILE).is_file():
+            newest = self.complete()
+            # the hint can lag a crash between the rename and its update; the scan is the truth
+            if newest and newest[-1][1].name != hint:
+                return newest[-1][1]
+            return self.dir / hint
+        found = self.complete()
+        return found[-1][1] if found else None
+
+    def best(self) -> Path | None:
+        hint = _read_pointer(self.dir / "best")
+        if hint is not None and STEP_RE.match(hint) and (self.dir / hint / STATE_FILE).is_file():
+            return self.dir / hint
+        return None
+
+    # writing ---------------------------------------------------------------------------------------
+
+    def save(
+        self,
+        step: int,
+        write_model: Callable[[Path], None],
+        state: dict[str, Any],
+        tensor_files: dict[str, dict[str, torch.Tensor]],
+        *,
+        is_best: bool = False,
+    ) -> Path:
+        """Write one checkpoint atomically and return its directory. `tensor_files` maps a file name
+        (e.g. optimizer.safetensors) to its tensors; `state` becomes trainer_state.json, written last."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = step_dir_name(step)
+        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        write_model(tmp)
+        for filename, tensors in tensor_files.items():
+            atomic_save_safetensors(tensors, tmp / filename)
+        _fsync_tree(tmp)
+        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, **state})
+        final = self.dir / name
+        if final.exists():  # e.g. a resumed run saving the step it resumed from
+            self._discard(final)
+        os.replace(tmp, final)
+        fsync_dir(self.dir)
+        atomic_write_bytes(self.dir / "latest", (name + "\n").encode())
+        if is_best:
+            atomic_write_bytes(self.dir / "best", (name + "\n").encode())
+        self.prune()
+        self.export_model(final)
+        return final
+
+    def prune(self) -> None:
+        """Keep the newest `keep_last` complete checkpoints and the best one."""
+        found = self.complete()
+        best = self.best()
+        for _, path in found[: max(0, len(found) - self.keep_last)]:
+            if best is None or path.name != best.name:
+                self._discard(path)
+
+    def export_model(self, checkpoint: Path) -> Path:
+        """Refresh RUN_DIR/model with the checkpoint's model files (hard links: no extra space)."""
+        target = self.run_dir / "model"
+        tmp = self.run_dir / f".tmp-model-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(checkpoint, tmp, copy_function=_link_or_copy,
+                        ignore=lambda d, names: [n for n in names if n in TRAINING_FILES])
+        fsync_dir(tmp)
+        if target.exists():
+            self._discard(target)
+        os.replace(tmp, target)
+        fsync_dir(self.run_dir)
+        return target
+
+    def clean_stale(self) -> None:
+        """Remove temp and trash directories a killed process left behind."""
+        for parent in (self.dir, self.run_dir):
+            if parent.is_dir():
+                for p in parent.iterdir():
+                    if p.name.startswith((".tmp-", ".trash-")) and p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+
+    def _discard(self, path: Path) -> None:
+        trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
+        os.replace(path, trash)
+        fsync_dir(path.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # reading ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def read_state(checkpoint: Path) -> dict[str, Any]:
+        path = Path(checkpoint) / STATE_FILE
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GptkitError(f"{path}: missing; {checkpoint} is not a complete checkpoint") from None
+        except json.JSONDecodeError as e:
+            raise GptkitError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+            raise GptkitError(f"{path}: unknown checkpoint format {state.get('format') if isinstance(state, dict) else state!r}")
+        return state
+
+    @staticmethod
+    def read_tensors(checkpoint: Path, filename: str) -> dict[str, torch.Tensor]:
+        path = Path(checkpoint) / filename
+        if not path.is_file():
+            raise GptkitError(f"{path}: missing from the checkpoint")
+        return load_safetensors(path)
+
+
+def _read_pointer(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

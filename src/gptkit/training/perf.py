@@ -1,0 +1,48 @@
+"""Throughput accounting: a quick matmul probe for the device's peak FLOP/s, and MFU.
+
+MFU (model FLOPs utilisation) = achieved training FLOP/s / peak FLOP/s, with the training FLOPs per
+token of the model (for GPT: `gptkit.model.training_flops_per_token`). The probe measures the peak
+instead of trusting a datasheet, because on a shared CPU the usable ceiling is what a large matmul
+actually reaches here and now.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def measure_matmul_flops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                         size: int = 1024, seconds: float = 0.3) -> float:
+    """FLOP/s of a square matmul (best of a few timed runs of about `seconds` in all)."""
+    device = torch.device(device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    a @ b  # warm-up: first call pays for kernel selection
+    sync()
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync()
+        elapsed = time.perf_counter() - start
+        best = max(best, 4 * 2 * size**3 / elapsed)
+        if time.perf_counter() > deadline:
+            break
+    log.debug("matmul probe: %.1f GFLOP/s (%s, %s, %d^3)", best / 1e9, device, dtype, size)
+    return best
+
+
+def mfu(flops_per_token: float, tokens_per_second: float, peak_flops: float) -> float:
+    return flops_per_token * tokens_per_second / peak_flops if peak_flops > 0 else float("nan")

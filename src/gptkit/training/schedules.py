@@ -1,0 +1,94 @@
+"""Learning-rate schedules as pure functions of the update index.
+
+`lr_at(step)` is the learning rate of the update that takes the model from `step` to `step + 1`
+updates (step counts from 0). Because the rate depends on nothing but the step, a resumed run needs
+to store only the step to continue the schedule exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+
+class Schedule(Protocol):
+    def __call__(self, step: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """GPT-1 pre-training (SPEC section 3): linear warmup from 0 to `max_lr` over `warmup` updates,
+    then cosine annealing to 0 at `total`; 0 afterwards."""
+
+    max_lr: float
+    warmup: int
+    total: int
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.max_lr * step / self.warmup
+        if step >= self.total:
+            return 0.0
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return self.max_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "warmup_cosine", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class WarmupLinear:
+    """GPT-1 fine-tuning (SPEC section 4): linear warmup from 0 over `warmup` updates, then linear
+    decay to 0 at `total`."""
+
+    max_lr: float
+    warmup: int
+    total: int
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.max_lr * step / self.warmup
+        if step >= self.total:
+            return 0.0
+        return self.max_lr * (self.total - step) / max(1, self.total - self.warmup)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "warmup_linear", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A constant rate (handy in tests and small experiments)."""
+
+    lr: float
+
+    def __call__(self, step: int) -> float:
+        return self.lr
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "constant", **asdict(self)}
+
+
+def warmup_cosine(max_lr: float, warmup: int, total: int) -> WarmupCosine:
+    _check(max_lr, warmup, total)
+    return WarmupCosine(max_lr, warmup, total)
+
+
+def warmup_linear(max_lr: float, warmup: int, total: int) -> WarmupLinear:
+    _check(max_lr, warmup, total)
+    return WarmupLinear(max_lr, warmup, total)
+
+
+def constant(lr: float) -> Constant:
+    _check(lr, 0, 1)
+    return Constant(lr)
+
+
+def _check(max_lr: float, warmup: int, total: int) -> None:
+    from ..errors import GptkitError
+
+    if not max_lr >= 0:
+        raise GptkitError(f"learning rate must be >= 0, got {max_lr!r}")
+    if warmup < 0 or total <= 0:
+        raise GptkitError(f"schedule needs warmup >= 0 and total > 0, got warmup={warmup}, total={total}")
