@@ -1,0 +1,315 @@
+"""Corpus preparation: text files / JSON lines -> token shards, streaming and in parallel.
+
+The main process reads and validates the inputs piece by piece (data.textio) and hands batches of
+pieces to a pool of worker processes that encode them with the tokenizer's batch encoder. Results come
+back in submission order and at most a few batches are in flight, so memory is bounded by the shard
+buffers plus those batches, whatever the corpus size. Everything is written into a temporary directory
+beside the output, which is renamed into place only when the whole corpus is done: an error or an
+interrupt leaves nothing partial behind.
+
+Each document ends with the end-of-text token; special-token strings inside the text are encoded as
+plain text. The validation split is drawn by document: a document
+goes to `val` when a hash of (seed, document index) falls below --val-fraction, which is deterministic
+and independent of the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GptkitError
+from ..tokenizer import GPTTokenizer
+from .corpus import FORMAT
+from .shards import dtype_for, write_shard
+from .sources import collect_inputs, iter_pieces
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_TOKENS = 50_000_000  # 100 MB per uint16 shard
+BATCH_CHARS = 1 << 20  # text per task sent to a worker
+SPLITS = ("train", "val")
+
+
+@dataclass
+class PrepareOptions:
+    val_fraction: float = 0.005
+    shard_tokens: int = DEFAULT_SHARD_TOKENS
+    workers: int | None = None  # None: one per CPU core; 1: encode in this process
+    seed: int = 0
+    text_field: str = "text"
+    doc_split: str = "file"  # or "blank-line"
+    min_tokens: int | None = None  # refuse a corpus with fewer training tokens (one context window)
+    overwrite: bool = False
+    show_progress: bool | None = None  # None: only when stderr is a terminal
+
+    def check(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise GptkitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.shard_tokens < 1:
+            raise GptkitError(f"--shard-tokens must be positive, got {self.shard_tokens}")
+        if self.workers is not None and self.workers < 1:
+            raise GptkitError(f"--workers must be at least 1, got {self.workers}")
+        if self.doc_split not in ("file", "blank-line"):
+            raise GptkitError(f"--doc-split must be 'file' or 'blank-line', got {self.doc_split!r}")
+
+
+def in_val(doc_index: int, seed: int, fraction: float) -> bool:
+    """Deterministic per-document coin: hash(seed, index) mapped to [0, 1) compared with `fraction`."""
+    if fraction <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{seed}:{doc_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < fraction
+
+
+@dataclass
+class ShardWriter:
+    """Buffers one split's tokens and writes a shard each time `shard_tokens` have accumulated."""
+
+    directory: Path
+    split: str
+    shard_tokens: int
+    vocab_size: int
+    shards: list[str] = field(default_factory=list)
+    tokens: int = 0
+    documents: int = 0
+    _chunks: list[np.ndarray] = field(default_factory=list)
+    _buffered: int = 0
+
+    def add(self, ids: np.ndarray) -> None:
+        self._chunks.append(ids.astype(dtype_for(self.vocab_size), copy=False))
+        self._buffered += ids.size
+        self.tokens += ids.size
+        while self._buffered >= self.shard_tokens:
+            self._write(self.shard_tokens)
+
+    def take_tail(self, n: int) -> np.ndarray:
+        """Remove and return up to the last `n` buffered (unwritten) tokens."""
+        data = np.concatenate(self._chunks) if self._chunks else np.empty(0, dtype_for(self.vocab_size))
+        n = min(n, data.size)
+        self._chunks = [data[: data.size - n]]
+        self._buffered -= n
+        self.tokens -= n
+        return data[data.size - n:]
+
+    def close(self) -> None:
+        if self._buffered:
+            self._write(self._buffered)
+
+    def _write(self, n: int) -> None:
+        data = np.concatenate(self._chunks)
+        name = f"{self.split}_{len(self.shards):05d}.bin"
+        write_shard(self.directory / name, data[:n], self.vocab_size)
+        self.shards.append(name)
+        rest = data[n:]
+        self._chunks = [rest] if rest.size else []
+        self._buffered = rest.size
+
+
+# ---- encoding: in this process, or in a pool of workers --------------------------------------------
+_worker_tok: GPTTokenizer | None = None
+
+
+def _worker_init(tokenizer_json: str, style: str) -> None:
+    # One process per core already: the tokenizer's own thread pool would only oversubscribe.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer
+
+    global _worker_tok
+    _worker_tok = GPTTokenizer(Tokenizer.from_str(tokenizer_json), style)
+
+
+def _encode(tok: GPTTokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """All pieces' ids concatenated (uint32) plus each piece's length: cheap to send between processes."""
+    # A corpus that happens to contain "<|endoftext|>" or "_start_" must not smuggle special ids in.
+    encoded = tok.encode_batch(texts, allow_special=False)
+    lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
+    flat = np.concatenate([np.asarray(ids, dtype=np.uint32) for ids in encoded]) if encoded else np.empty(0, np.uint32)
+    return flat, lengths
+
+
+def _worker_encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    assert _worker_tok is not None
+    return _encode(_worker_tok, texts)
+
+
+def _bounded_map(tok: GPTTokenizer, batches: Iterator[list[str]], workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Encoded batches in order; with workers > 1 at most 2 x workers batches are in flight."""
+    if workers == 1:
+        for texts in batches:
+            yield _encode(tok, texts)
+        return
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(tok.backend.to_str(), tok.style)) as pool:
+        pending: deque = deque()
+        for texts in batches:
+            pending.append(pool.apply_async(_worker_encode, (texts,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ---- the whole job ------------------------------------------------------------------------------
+def prepare_corpus(inputs: list[str | Path], tokenizer: str | Path, out: str | Path,
+                   options: PrepareOptions | None = None) -> dict:
+    """Tokenize `inputs` into a corpus directory `out`; returns the meta.json contents (with summary)."""
+    opts = options or PrepareOptions()
+    opts.check()
+    out = Path(out)
+    files = collect_inputs(inputs)
+    _check_output(out, opts.overwrite)
+    if not files:
+        raise GptkitError(f"empty corpus: no *.txt, *.jsonl or *.gz files in {', '.join(map(str, inputs))}")
+    tok = GPTTokenizer.load(tokenizer)
+    workers = opts.workers or os.cpu_count() or 1
+    total_bytes = sum(f.stat().st_size for f in files)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the corpus is an ordinary directory
+        meta = _prepare_into(tmp, files, tok, opts, workers, total_bytes)
+        meta["inputs"] = [str(f) for f in inputs]
+        meta["tokenizer_source"] = str(tokenizer)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: PrepareOptions, workers: int,
+                  total_bytes: int) -> dict:
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    writers = {s: ShardWriter(tmp, s, opts.shard_tokens, tok.vocab_size) for s in SPLITS}
+    eot = np.array([tok.eot_id], dtype=np.uint32)
+    # Per submitted batch, the (split, ends-document) of each piece, consumed as results return.
+    routes: deque[list[tuple[str, bool]]] = deque()
+    progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare", leave=False,
+                    disable=(not opts.show_progress) if opts.show_progress is not None else None)
+
+    def batches() -> Iterator[list[str]]:
+        doc_index = 0
+        texts: list[str] = []
+        route: list[tuple[str, bool]] = []
+        size = 0
+        for path in files:
+            for piece in iter_pieces(path, opts.text_field, opts.doc_split):
+                progress.update(piece.advance)
+                if not piece.text and not piece.last:
+                    continue  # progress-only piece
+                split = "val" if in_val(doc_index, opts.seed, opts.val_fraction) else "train"
+                texts.append(piece.text)
+                route.append((split, piece.last))
+                size += len(piece.text)
+                if piece.last:
+                    doc_index += 1
+                if size >= BATCH_CHARS:
+                    routes.append(route)
+                    yield texts
+                    texts, route, size = [], [], 0
+        if texts:
+            routes.append(route)
+            yield texts
+
+    with progress:
+        for flat, lengths in _bounded_map(tok, batches(), workers):
+            route = routes.popleft()
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            for (split, last), a, b in zip(route, offsets[:-1], offsets[1:]):
+                writer = writers[split]
+                writer.add(flat[a:b])
+                if last:
+                    writer.add(eot)
+                    writer.documents += 1
+
+    documents = sum(w.documents for w in writers.values())
+    if documents == 0:
+        raise GptkitError(f"empty corpus: the {len(files)} input file(s) hold no text")
+    val_split = "documents"
+    if opts.val_fraction > 0 and writers["val"].tokens == 0:
+        # Few, long documents (one per file, say) can all miss the validation draw; hold out the
+        # tail of the training stream instead, and say so, rather than leave validation empty.
+        want = max(1, math.ceil(opts.val_fraction * writers["train"].tokens))
+        tail = writers["train"].take_tail(want)
+        if tail.size:
+            writers["val"].add(tail)
+            val_split = "tail"
+            log.warning("no document fell in the validation split (%d documents, --val-fraction %g): the last %d "
+                        "training tokens were held out instead", documents, opts.val_fraction, tail.size)
+    for w in writers.values():
+        w.close()
+    if opts.min_tokens is not None and writers["train"].tokens < opts.min_tokens:
+        raise GptkitError(f"corpus too short: {writers['train'].tokens} training tokens, fewer than --min-tokens "
+                          f"{opts.min_tokens} (one context window)")
+    tok.save(tmp / "tokenizer")
+    seconds = time.perf_counter() - start
+    tokens = sum(w.tokens for w in writers.values())
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "tokenizer": "tokenizer",
+        "vocab_size": tok.vocab_size,
+        "eot_id": tok.eot_id,
+        "dtype": str(dtype_for(tok.vocab_size).name),
+        "splits": {s: {"shards": w.shards, "tokens": w.tokens, "documents": w.documents} for s, w in writers.items()},
+        "val_fraction": opts.val_fraction,
+        "val_split": val_split,
+        "seed": opts.seed,
+        "doc_split": opts.doc_split,
+        "text_field": opts.text_field,
+        "shard_tokens": opts.shard_tokens,
+        "files": len(files),
+        "documents": documents,
+        "tokens": tokens,
+        "bytes": total_bytes,
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(total_bytes / 1e6 / max(seconds, 1e-9), 3),
+        "workers": workers,
+    }
+
+
+def summary_line(meta: dict) -> str:
+    s = meta["splits"]
+    return (f"{meta['documents']:,} documents ({s['train']['documents']:,} train, {s['val']['documents']:,} val), "
+            f"{meta['tokens']:,} tokens ({s['train']['tokens']:,} train, {s['val']['tokens']:,} val), "
+            f"{meta['bytes'] / 1e6:.2f} MB in {meta['seconds']:.2f} s = {meta['mb_per_s']:.2f} MB/s")
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise GptkitError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise GptkitError(f"{out}: output directory is not empty (pass --overwrite to replace it)")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished directory to `out`; an old `out` is moved aside first and removed after."""
+    if out.is_dir() and any(out.iterdir()):
+        trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.replace(out, trash / "old")
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+        return
+    if out.is_dir():
+        out.rmdir()
+    os.replace(tmp, out)

@@ -1,0 +1,186 @@
+"""Reading text inputs as bounded, validated pieces: the streaming layer under corpus preparation and
+tokenizer training.
+
+Every input is read in fixed-size binary chunks and decoded incrementally, so invalid UTF-8 is
+reported with its byte offset and no file, however large or however long its lines, is held in
+memory at once. Long documents are cut into pieces only just before a single whitespace character
+that sits between two non-space characters: both the `gpt1` and the byte-level pre-tokenisers start a
+new word there, so encoding the pieces separately gives the same ids as encoding the whole document.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import GptkitError
+
+CHUNK_BYTES = 1 << 20
+MAX_PIECE_CHARS = 1 << 20
+
+_SAFE_NEWLINE = re.compile(r"(?<=\S)\n(?=\S)")
+_SAFE_SPACE = re.compile(r"(?<=\S)\s(?=\S)")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of one document. `last` marks the document's final piece; `advance` is the number of bytes
+    of the input file (as stored on disk) read since the previous piece, for progress reporting."""
+
+    text: str
+    last: bool
+    advance: int
+
+
+def is_jsonl(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
+
+
+def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
+    """(raw file, decompressed stream): the raw file's position measures progress through a .gz."""
+    try:
+        raw = open(path, "rb")
+    except OSError as e:
+        raise GptkitError(f"{path}: cannot open ({e.strerror})") from None
+    if path.name.lower().endswith(".gz"):
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw, raw
+
+
+def _decode_error(path: Path, offset: int, reason: str) -> GptkitError:
+    where = " (in the decompressed data)" if path.name.lower().endswith(".gz") else ""
+    return GptkitError(f"{path}: invalid UTF-8 at byte offset {offset}{where}: {reason}")
+
+
+def iter_decoded(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[str, int]]:
+    """Decoded text chunks of a file, each with the raw-file position after it."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    consumed = 0  # decompressed bytes handed to the decoder so far
+    raw, stream = _open(path)
+    with raw, stream:
+        while True:
+            try:
+                data = stream.read(chunk_bytes)
+            except (OSError, EOFError, zlib.error) as e:
+                raise GptkitError(f"{path}: cannot read: {e}") from None
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                raise _decode_error(path, consumed - pending + e.start, e.reason) from None
+            consumed += len(data)
+            if text or not data:
+                yield text, raw.tell()
+            if not data:
+                return
+
+
+def split_safe(buf: str, max_chars: int) -> int:
+    """Where to cut a too-long `buf` (see the module docstring): preferably at a line break in the
+    second half of the window, else at the last safe space, else (one giant word) a hard cut."""
+    window = buf[: max_chars + 1]  # one extra character so the (?=\S) look-ahead sees the edge
+
+    def last(pattern: re.Pattern) -> int:
+        cut = 0
+        for m in pattern.finditer(window, 1):
+            cut = m.start()
+        return cut
+
+    newline = last(_SAFE_NEWLINE)
+    cut = newline if newline >= max_chars // 2 else max(newline, last(_SAFE_SPACE))
+    return cut if cut > 0 else max_chars
+
+
+def iter_file_pieces(path: Path, doc_split: str = "file", max_chars: int = MAX_PIECE_CHARS) -> Iterator[Piece]:
+    """Pieces of a plain-text file: one document per file, or per blank-line-separated block."""
+    if doc_split not in ("file", "blank-line"):
+        raise ValueError(f"doc_split must be 'file' or 'blank-line', not {doc_split!r}")
+    buf = ""
+    reported = 0  # raw position already accounted for by yielded pieces
+    pos = 0
+    in_doc = False  # a piece of the current document has been yielded
+    at_start = True
+    for text, pos in iter_decoded(path):
+        buf += text
+        if at_start and doc_split == "blank-line":
+            buf = buf.lstrip()
+            at_start = not buf
+        if doc_split == "blank-line":
+            while (m := _BLANK_LINE.search(buf)) is not None and m.end() < len(buf):
+                doc, buf = buf[: m.start()], buf[m.end():]
+                if doc.strip() or in_doc:
+                    yield Piece(doc, True, pos - reported)
+                    reported = pos
+                in_doc = False
+        while len(buf) > max_chars:
+            cut = split_safe(buf, max_chars)
+            head, buf = buf[:cut], buf[cut:]
+            yield Piece(head, False, pos - reported)
+            reported, in_doc = pos, True
+    if doc_split == "blank-line":
+        buf = buf.rstrip()
+    if buf.strip() or in_doc:
+        yield Piece(buf, True, pos - reported)
+    elif pos > reported:
+        yield Piece("", False, pos - reported)  # nothing left but whitespace: progress only
+
+
+def iter_jsonl_pieces(path: Path, text_field: str = "text", max_chars: int = MAX_PIECE_CHARS) -> Iterator[Piece]:
+    """Pieces of a JSON-lines file whose objects carry the document in `text_field`."""
+    raw, stream = _open(path)
+    offset = 0
+    reported = 0
+    with raw, stream:
+        lineno = 0
+        while True:
+            try:
+                line = stream.readline()
+            except (OSError, EOFError, zlib.error) as e:
+                raise GptkitError(f"{path}: cannot read: {e}") from None
+            if not line:
+                break
+            lineno += 1
+            try:
+                decoded = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _decode_error(path, offset + e.start, f"line {lineno}, {e.reason}") from None
+            offset += len(line)
+            if not decoded.strip():
+                continue
+            text = _field(path, lineno, decoded, text_field)
+            if not text.strip():
+                continue
+            while len(text) > max_chars:
+                cut = split_safe(text, max_chars)
+                yield Piece(text[:cut], False, raw.tell() - reported)
+                reported = raw.tell()
+                text = text[cut:]
+            yield Piece(text, True, raw.tell() - reported)
+            reported = raw.tell()
+        if raw.tell() > reported:
+            yield Piece("", False, raw.tell() - reported)
+
+
+def _field(path: Path, lineno: int, line: str, field: str) -> str:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise GptkitError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise GptkitError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    if field not in obj:
+        found = ", ".join(sorted(map(str, obj))) or "none"
+        raise GptkitError(f"{path}:{lineno}: no {field!r} field (fields found: {found}); choose one with --text-field")
+    value = obj[field]
+    if not isinstance(value, str):
+        raise GptkitError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, expected a string")
+    return value

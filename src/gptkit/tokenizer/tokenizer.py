@@ -1,0 +1,151 @@
+"""GPTTokenizer: a `tokenizers.Tokenizer` plus the reserved special ids the rest of gptkit relies on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer
+
+from . import files
+from .specials import APPEND_ORDER, ATTRIBUTES, EOT, PAD, UNK
+from .styles import detect_style
+
+log = logging.getLogger(__name__)
+
+
+class GPTTokenizer:
+    """Encode/decode text with a BPE vocabulary whose task specials are always present.
+
+    `eot_id` ends every document; `start_id`, `delim_id` and `extract_id` are the paper's task tokens
+    (section 3.3); `pad_id` fills batches. Specials in the input text are recognised as such (as
+    Hugging Face tokenizers do), so ids match `PreTrainedTokenizerFast` on the saved file.
+    """
+
+    eot_id: int
+    pad_id: int
+    start_id: int
+    delim_id: int
+    extract_id: int
+
+    def __init__(self, backend: Tokenizer, style: str | None = None):
+        self.backend = backend
+        self.style = style or detect_style(backend)
+        self._plain: Tokenizer | None = None  # a copy that reads special-token strings as plain text
+        self._ensure_specials()
+
+    # ---- loading and saving -------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, merges: str | Path | None = None) -> GPTTokenizer:
+        """From a tokenizer.json, a directory holding one, or a vocabulary + merges pair (see files.py)."""
+        kind, first, second = files.resolve(path, merges)
+        if kind == "json":
+            return cls(files.read_tokenizer_json(first))
+        backend, style = files.read_pair(first, second)
+        return cls(backend, style)
+
+    def save(self, directory: str | Path) -> None:
+        """Write tokenizer.json plus the small files transformers' AutoTokenizer reads, atomically each."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / "tokenizer.json", self.backend.to_str(pretty=True))
+        specials = {"eos_token": EOT, "bos_token": EOT, "pad_token": PAD}
+        if self.backend.token_to_id(UNK) is not None:
+            specials["unk_token"] = UNK
+        extra = [ATTRIBUTES[a] for a in ("start_id", "delim_id", "extract_id")]
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            # Decoding must give what backend.decode gives: no extra clean-up of spaces.
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": 1_000_000_000,
+            "additional_special_tokens": extra,
+            "gptkit_style": self.style,
+            **specials,
+        }
+        _atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        _atomic_write(directory / "special_tokens_map.json",
+                      json.dumps({**specials, "additional_special_tokens": extra}, indent=2) + "\n")
+
+    # ---- the special tokens -------------------------------------------------------------------
+    def _ensure_specials(self) -> None:
+        """Register every reserved special; those absent from the vocabulary are appended at its end."""
+        present = {t.content for t in self.backend.get_added_tokens_decoder().values() if t.special}
+        missing = [t for t in APPEND_ORDER if t not in present]
+        if self.style == "gpt1" and self.backend.token_to_id(UNK) is not None and UNK not in present:
+            missing.append(UNK)
+        if missing:
+            # A token already in the BPE vocabulary (GPT-2's <|endoftext|> at 50256) keeps its id.
+            self.backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+            appended = [t for t in missing if t != UNK]
+            if appended:
+                log.debug("special tokens registered: %s", ", ".join(f"{t}={self.token_to_id(t)}" for t in appended))
+        for attr, token in ATTRIBUTES.items():
+            setattr(self, attr, self.backend.token_to_id(token))
+        self.unk_id: int | None = self.backend.token_to_id(UNK) if self.style == "gpt1" else None
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return {token: getattr(self, attr) for attr, token in ATTRIBUTES.items()}
+
+    # ---- encoding and decoding ----------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids in use, specials included: a model's vocab_size must be at least this."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, *, allow_special: bool = True) -> list[int]:
+        """Ids of `text`. With allow_special=False a special token's string in the text (say a corpus
+        that mentions "<|endoftext|>") is encoded as ordinary text, never as the special id."""
+        return self._for(allow_special).encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str], *, allow_special: bool = True) -> list[list[int]]:
+        """Many texts at once; the Rust side spreads them over threads."""
+        return [e.ids for e in self._for(allow_special).encode_batch(texts, add_special_tokens=False)]
+
+    def _for(self, allow_special: bool) -> Tokenizer:
+        if allow_special:
+            return self.backend
+        if self._plain is None:
+            self._plain = Tokenizer.from_str(self.backend.to_str())
+            self._plain.encode_special_tokens = True
+        return self._plain
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.backend.id_to_token(i)
+
+    def token_to_id(self, s: str) -> int | None:
+        return self.backend.token_to_id(s)
+
+    def tokens(self, text: str) -> list[str]:
+        """The token strings of `text` (for inspection)."""
+        return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def __repr__(self) -> str:
+        return f"GPTTokenizer(style={self.style!r}, vocab_size={self.vocab_size})"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # Tokenizer files are small; write-to-temp + rename keeps a reader from seeing half a file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; give the usual umask-based mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -1,0 +1,101 @@
+"""Learning a BPE vocabulary from text files with the `tokenizers` trainer.
+
+Text reaches the trainer as bounded pieces (data.textio), so a file without newlines or a file larger
+than memory costs time proportional to its size and memory proportional to one piece.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import pre_tokenizers, trainers
+
+from ..errors import GptkitError
+from .specials import APPEND_ORDER, EOT, PAD, UNK
+from .styles import EOW, STYLES, empty_tokenizer
+from .tokenizer import GPTTokenizer
+
+log = logging.getLogger(__name__)
+
+# Specials take the first ids of a trained vocabulary (the trainer places them there).
+TRAINED_SPECIALS = (EOT, PAD, *[t for t in APPEND_ORDER if t not in (EOT, PAD)])
+
+
+def train_tokenizer(
+    files: Iterable[str | Path],
+    vocab_size: int,
+    style: str = "gpt1",
+    min_frequency: int = 2,
+    show_progress: bool = False,
+    limit_alphabet: int | None = None,
+) -> GPTTokenizer:
+    """Learn a `style` BPE of `vocab_size` ids (specials included) from text files (optionally .gz)."""
+    from ..data.textio import iter_file_pieces  # lazy: data imports the tokenizer package
+
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise GptkitError("no training files given")
+    for p in paths:
+        if not p.is_file():
+            raise GptkitError(f"{p}: no such file")
+
+    def texts() -> Iterator[str]:
+        for p in paths:
+            for piece in iter_file_pieces(p):
+                yield piece.text
+
+    return train_from_texts(texts(), vocab_size, style, min_frequency, show_progress, limit_alphabet)
+
+
+def train_from_texts(
+    texts: Iterable[str],
+    vocab_size: int,
+    style: str = "gpt1",
+    min_frequency: int = 2,
+    show_progress: bool = False,
+    limit_alphabet: int | None = None,
+) -> GPTTokenizer:
+    """Learn a BPE from an iterator of (bounded) text pieces."""
+    if style not in STYLES:
+        raise GptkitError(f"unknown tokenizer style {style!r} (choose from {', '.join(STYLES)})")
+    specials = list(TRAINED_SPECIALS) + ([UNK] if style == "gpt1" else [])
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if style == "bytelevel" else []
+    floor = len(specials) + (len(alphabet) if alphabet else 1)
+    if vocab_size < floor:
+        what = f"the {len(specials)} special tokens" + (f" and the {len(alphabet)} byte symbols" if alphabet else " and at least one symbol")
+        raise GptkitError(f"--vocab-size {vocab_size} is too small: {what} need at least {floor}")
+    backend = empty_tokenizer(style)
+    kwargs = {"end_of_word_suffix": EOW} if style == "gpt1" else {"initial_alphabet": alphabet}
+    if limit_alphabet is not None:
+        kwargs["limit_alphabet"] = limit_alphabet
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        show_progress=show_progress,
+        **kwargs,
+    )
+    seen = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal seen
+        for text in texts:
+            seen += len(text)
+            yield text
+
+    backend.train_from_iterator(counted(), trainer=trainer)
+    if seen == 0 or backend.get_vocab_size() <= len(specials):
+        raise GptkitError("no training text: the inputs are empty")
+    got = backend.get_vocab_size()
+    if got > vocab_size:
+        # The trainer never drops base symbols: every distinct character (and, for gpt1, its
+        # word-final `</w>` form) is kept, so a small vocabulary can overflow.
+        raise GptkitError(
+            f"--vocab-size {vocab_size} is too small: the special tokens and the {got - len(specials)} base "
+            f"symbols of this text need {got} (raise --vocab-size, or pass a smaller limit_alphabet)"
+        )
+    tok = GPTTokenizer(backend, style)
+    log.info("trained %s tokenizer: %d ids (%d specials) from %d characters", style, tok.vocab_size, len(specials), seen)
+    return tok
