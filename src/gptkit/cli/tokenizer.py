@@ -1,0 +1,129 @@
+"""`gptkit tokenizer train|encode|decode|info`: learn a BPE vocabulary, and look at what it does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, encode/decode text, describe a tokenizer")
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+
+    t = sub.add_parser("train", help="learn a BPE vocabulary from text files, directories or .jsonl (optionally .gz)")
+    t.add_argument("inputs", nargs="+", help="text files, .jsonl files or directories (searched for *.txt, *.jsonl, *.gz)")
+    t.add_argument("--out", required=True, help="directory to write tokenizer.json (+ transformers side files) into")
+    t.add_argument("--vocab-size", type=int, required=True, help="total number of ids, special tokens included")
+    t.add_argument("--style", choices=("gpt1", "bytelevel"), default="gpt1",
+                   help="gpt1: lowercased, </w> word ends, as the paper; bytelevel: GPT-2's, never an unknown token")
+    t.add_argument("--min-frequency", type=int, default=2, help="a pair must occur this often to be merged")
+    t.add_argument("--text-field", default="text", help="field holding the text in .jsonl inputs")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing tokenizer.json in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser("encode", help="print the ids (or tokens) of a text")
+    e.add_argument("tokenizer", help="tokenizer.json, a directory holding one, or a vocab.json/encoder.json + merges directory")
+    e.add_argument("text", nargs="*", help="text to encode (default: read --file or standard input)")
+    e.add_argument("--file", help="encode this file's contents")
+    e.add_argument("--tokens", action="store_true", help="print the token strings too")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=run_encode)
+
+    d = sub.add_parser("decode", help="print the text of a list of ids")
+    d.add_argument("tokenizer")
+    d.add_argument("ids", nargs="+", type=int)
+    d.add_argument("--keep-special", action="store_true", help="keep special tokens in the output")
+    d.set_defaults(func=run_decode)
+
+    i = sub.add_parser("info", help="vocabulary size, style and special-token ids of a tokenizer")
+    i.add_argument("tokenizer")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=run_info)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..data.sources import collect_inputs, iter_pieces
+    from ..errors import GptkitError
+    from ..tokenizer import train_from_texts
+
+    out = Path(args.out)
+    if (out / "tokenizer.json").exists() and not args.overwrite:
+        raise GptkitError(f"{out / 'tokenizer.json'}: already exists (pass --overwrite to replace it)")
+    files = collect_inputs(args.inputs)
+    if not files:
+        raise GptkitError(f"no *.txt, *.jsonl or *.gz files in {', '.join(args.inputs)}")
+
+    def texts():
+        for path in files:
+            for piece in iter_pieces(path, args.text_field):
+                if piece.text:
+                    yield piece.text
+
+    show = not args.quiet and sys.stderr.isatty()
+    tok = train_from_texts(texts(), args.vocab_size, args.style, args.min_frequency, show_progress=show)
+    tok.save(out)
+    print(f"wrote {out / 'tokenizer.json'}: {args.style} BPE, {tok.vocab_size} ids; "
+          + ", ".join(f"{t}={i}" for t, i in tok.special_ids.items()))
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from ..tokenizer import GPTTokenizer
+
+    tok = GPTTokenizer.load(args.tokenizer)
+    if args.text:
+        text = " ".join(args.text)
+    elif args.file:
+        from ..errors import GptkitError
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise GptkitError(f"{args.file}: cannot read as UTF-8 text ({e})") from None
+    else:
+        text = sys.stdin.read()
+    ids = tok.encode(text)
+    if args.json:
+        out = {"ids": ids}
+        if args.tokens:
+            out["tokens"] = tok.tokens(text)
+        print(json.dumps(out, ensure_ascii=False))
+    elif args.tokens:
+        for i, t in zip(ids, tok.tokens(text)):
+            print(f"{i}\t{t}")
+    else:
+        print(" ".join(map(str, ids)))
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    from ..errors import GptkitError
+    from ..tokenizer import GPTTokenizer
+
+    tok = GPTTokenizer.load(args.tokenizer)
+    bad = [i for i in args.ids if not 0 <= i < tok.vocab_size]
+    if bad:
+        raise GptkitError(f"ids out of range [0, {tok.vocab_size}): {bad[:10]}")
+    print(tok.decode(args.ids, skip_special_tokens=not args.keep_special))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..tokenizer import GPTTokenizer
+
+    tok = GPTTokenizer.load(args.tokenizer)
+    info = {"tokenizer": args.tokenizer, "style": tok.style, "vocab_size": tok.vocab_size,
+            "special_ids": tok.special_ids, "unk_id": tok.unk_id}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"tokenizer   {args.tokenizer}")
+    print(f"style       {tok.style}")
+    print(f"vocab_size  {tok.vocab_size}  (a model needs at least this many embeddings)")
+    for token, i in tok.special_ids.items():
+        print(f"  {token:<15} {i}")
+    if tok.unk_id is not None:
+        print(f"  {'<unk>':<15} {tok.unk_id}")
+    return 0
