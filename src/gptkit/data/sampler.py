@@ -73,7 +73,7 @@ class WindowSampler:
         data = torch.from_numpy(rows)
         if self.pin_memory:
             data = data.pin_memory()
-        return {"input_ids": data[:, :-1], "targets": data[:, 1:]}
+        return {"input_ids": data[:, :-1].contiguous(), "targets": data[:, 1:].contiguous()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"draws": self.draws, "seed": self.seed, "world_size": self.world_size,

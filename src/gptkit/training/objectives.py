@@ -24,5 +24,5 @@ def lm_objective(module: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
     """
     ids, targets = batch["input_ids"], batch["targets"]
     logits = module(ids)  # (B, T, V)
-    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
     return loss, {"tokens": float(targets.numel())}

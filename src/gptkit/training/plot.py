@@ -1,0 +1,53 @@
+"""Curves of a run: training loss and validation loss (left), learning rate (right), against step.
+
+matplotlib is optional (the `plot` extra) and imported only here, with the Agg backend so it works on
+machines without a display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import GptkitError
+from ..interop.weights import atomic_write_bytes
+from .metrics import read_metrics
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise GptkitError("plotting needs matplotlib: pip install 'gptkit[plot]'") from None
+    import io
+
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    lr = [(r["step"], r["lr"]) for r in records if r.get("lr") is not None]
+    if not train and not val:
+        raise GptkitError(f"{run_dir / 'metrics.jsonl'}: no loss values to plot")
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        ax_loss.plot(*zip(*train), label="train loss", linewidth=1)
+    if val:
+        ax_loss.plot(*zip(*val), "o-", label="validation loss", markersize=3)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("cross-entropy (nats/token)")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend()
+    if lr:
+        ax_lr.plot(*zip(*lr), color="tab:green")
+    ax_lr.set_xlabel("step")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.grid(alpha=0.3)
+    fig.suptitle(str(run_dir))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    out = Path(out) if out is not None else run_dir / "curves.png"
+    atomic_write_bytes(out, buf.getvalue())
+    return out
