@@ -1,0 +1,128 @@
+"""`gptkit generate MODEL_DIR [PROMPT]`: continue a prompt, streaming text to stdout as it is made."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="continue a prompt with a model directory, streaming text as it is produced",
+        description="Continue PROMPT (or --file, or standard input) with the model in MODEL_DIR. "
+        "Text is streamed to stdout token by token; --json prints ids, text and log-probabilities instead.",
+    )
+    p.add_argument("model_dir", help="a model directory (config.json + model.safetensors + tokenizer)")
+    p.add_argument("prompt", nargs="?", help="the prompt text (default: --file, else standard input)")
+    p.add_argument("--file", type=Path, help="read the prompt from this file")
+    p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per sample (default 100)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 means greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop when this text appears (not printed); repeatable")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples of the prompt (default 1)")
+    p.add_argument("--logprobs", type=int, default=0, metavar="N",
+                   help="with --json: also the N most likely alternatives of each token")
+    p.add_argument("--json", action="store_true", help="print one JSON object (ids, text, log-probs) at the end")
+    p.add_argument("--no-cache", action="store_true", help="re-run the whole context every step (slow; for checks)")
+    p.add_argument("--window-stride", type=int, default=None,
+                   help="past the context window, drop this many tokens and re-prefill (default n_ctx // 4)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(func=run)
+
+
+def read_prompt(args: argparse.Namespace) -> str:
+    from ..errors import GptkitError
+
+    if args.prompt is not None and args.file is not None:
+        raise GptkitError("give the prompt as an argument or with --file, not both")
+    if args.prompt is not None:
+        return args.prompt
+    if args.file is not None:
+        try:
+            return args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise GptkitError(f"{args.file}: cannot read the prompt: {e}") from None
+    if sys.stdin.isatty():
+        raise GptkitError("no prompt: give PROMPT, --file F, or pipe text on standard input")
+    return sys.stdin.read()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import GptkitError
+    from ..generation import GenerationConfig, TextStream, stream_generate
+    from ..generation.bundle import load_bundle
+    from ..generation.engine import TokenEvent
+
+    prompt = read_prompt(args)
+    bundle = load_bundle(args.model_dir, device=args.device)
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop_ids=bundle.stop_ids,
+        num_samples=args.num_samples,
+        use_cache=not args.no_cache,
+        window_stride=args.window_stride,
+        top_logprobs=args.logprobs,
+    )
+    try:
+        config.validate(bundle.model.config.n_ctx)
+    except ValueError as e:
+        raise GptkitError(str(e).replace("GenerationConfig.", "--").replace("_", "-")) from None
+
+    prompt_ids = bundle.encode_prompt(prompt)
+    streams = [TextStream(bundle.decode, args.stop) for _ in range(args.num_samples)]
+    samples = [{"ids": [], "logprobs": [], "top_logprobs": [], "finish_reason": None} for _ in streams]
+    live = not args.json and args.num_samples == 1  # several samples print whole, as each finishes
+
+    def hit_stop(row: int, _ids: list[int]) -> bool:
+        return streams[row].stopped
+
+    out = sys.stdout
+    for event in stream_generate(bundle.model, [prompt_ids], config, should_stop=hit_stop):
+        s, stream = samples[event.row], streams[event.row]
+        if isinstance(event, TokenEvent):
+            delta, _ = stream.push(event.token)
+            s["ids"].append(event.token)
+            s["logprobs"].append(event.logprob)
+            s["top_logprobs"].append([[t, lp] for t, lp in event.top])
+            if live and delta:
+                out.write(delta)
+                out.flush()
+            continue
+        s["finish_reason"] = event.reason
+        tail = stream.finish()
+        if live:
+            out.write(tail + "\n")
+        elif not args.json:
+            out.write(f"=== sample {event.row + 1} ({event.reason}) ===\n{stream.text}\n")
+        out.flush()
+
+    if args.json:
+        result = {
+            "prompt": prompt,
+            "prompt_ids": prompt_ids,
+            "samples": [
+                {
+                    "text": stream.text,
+                    "ids": s["ids"],
+                    "tokens": [bundle.tokenizer.id_to_token(i) for i in s["ids"]],
+                    "logprobs": s["logprobs"],
+                    **({"top_logprobs": s["top_logprobs"]} if args.logprobs else {}),
+                    "finish_reason": s["finish_reason"],
+                }
+                for s, stream in zip(samples, streams)
+            ],
+        }
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
