@@ -1,0 +1,109 @@
+"""`gptkit pretrain` and `gptkit plot` through real invocations, on a corpus the test prepares."""
+
+import hashlib
+import json
+import re
+
+import pytest
+
+from gptkit.cli import main
+from gptkit.data.prepare import PrepareOptions, prepare_corpus
+from gptkit.model import GPT
+from gptkit.tokenizer import GPTTokenizer, train_from_texts
+
+WORDS = "the king and queen of a castle walk to the sea while my lord sings softly under stars".split()
+
+
+def make_text(n_paragraphs, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    return "\n\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) + "."
+                       for _ in range(n_paragraphs))
+
+
+def make_corpus(root, n_paragraphs):
+    root.mkdir(parents=True, exist_ok=True)
+    text = make_text(n_paragraphs)
+    (root / "text.txt").write_text(text, encoding="utf-8")
+    tok = train_from_texts([make_text(200)], vocab_size=200)
+    tok.save(root / "tok")
+    prepare_corpus([root / "text.txt"], root / "tok", root / "corpus",
+                   PrepareOptions(val_fraction=0.2, workers=1, doc_split="blank-line", show_progress=False))
+    return root / "corpus"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("data"), 120)
+
+
+def args(corpus, out, *extra):
+    return ["pretrain", "--data", str(corpus), "--out", str(out), "--preset", "tiny", "--batch-size", "4",
+            "--seq-len", "32", "--eval-windows", "4", "--peak-flops", "1e11", "--quiet", "--threads", "1",
+            "--log-every", "1", *extra]
+
+
+def tree_digest(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_pretrain_end_to_end(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(args(corpus, run, "--steps", "6", "--save-every", "3", "--eval-every", "3")) == 0
+    assert "val loss" in capsys.readouterr().out
+    tok = GPTTokenizer.load(run / "model")
+    model = GPT.from_pretrained(run / "model")
+    assert model.config.vocab_size == tok.vocab_size  # the vocabulary comes from the tokenizer
+    assert GPT.from_pretrained(run / "checkpoints" / "step_000003").config.n_layer == 2
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_lines] == [1, 2, 3, 4, 5, 6]
+    assert all(k in train_lines[-1] for k in ("lr", "grad_norm", "tokens_per_s", "mfu"))
+    val = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in val] == [3, 6] and val[-1]["val_ppl"] > 1
+    state = json.loads((run / "checkpoints" / "step_000006" / "trainer_state.json").read_text())
+    assert state["step"] == 6 and state["batches"]["draws"] == 6 and state["schedule"]["name"] == "warmup_cosine"
+
+    # a second run into the same directory is refused
+    assert main(args(corpus, run, "--steps", "6")) == 2
+    assert "--resume" in capsys.readouterr().err
+    # resume extends the run; --overwrite starts over
+    assert main(args(corpus, run, "--steps", "8", "--resume", "--eval-every", "0")) == 0
+    assert (run / "checkpoints" / "step_000008").is_dir()
+    assert main(args(corpus, run, "--steps", "1", "--overwrite")) == 0
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_000001"]
+
+    # the picture
+    capsys.readouterr()
+    assert main(["plot", str(run)]) == 0
+    png = run / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and capsys.readouterr().out.strip() == str(png)
+
+
+def test_nan_stops_with_step_and_checkpoint_untouched(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(args(corpus, run, "--steps", "2", "--warmup", "0", "--eval-every", "0")) == 0
+    before = tree_digest(run / "checkpoints"), tree_digest(run / "model")
+    rc = main(args(corpus, run, "--steps", "8", "--warmup", "0", "--lr", "1e30", "--resume", "--save-every", "0"))
+    err = capsys.readouterr().err
+    assert rc == 2
+    m = re.search(r"step (\d+): non-finite", err)
+    assert m and int(m.group(1)) > 2, err
+    assert "step_000002" in err and "untouched" in err
+    assert (tree_digest(run / "checkpoints"), tree_digest(run / "model")) == before
+
+
+def test_bad_inputs_write_nothing(corpus, tmp_path, capsys):
+    short = make_corpus(tmp_path / "short", 1)
+    out = tmp_path / "out"
+    assert main(args(short, out, "--steps", "2", "--seq-len", "64")) == 2
+    assert "too short for one window" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(args(tmp_path / "missing", out, "--steps", "2")) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(args(corpus, out, "--steps", "2", "--seq-len", "65")) == 2
+    assert "n_ctx (64)" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["plot", str(tmp_path)]) == 2
