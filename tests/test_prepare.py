@@ -1,0 +1,277 @@
+"""Corpus preparation: text/jsonl/gz inputs -> shards; determinism, piecing, and every bad-input case."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pytest
+
+from gptkit.cli import main
+from gptkit.data import load_corpus
+from gptkit.data.prepare import PrepareOptions, in_val, prepare_corpus
+from gptkit.data.textio import iter_file_pieces, iter_jsonl_pieces
+from gptkit.errors import GptkitError
+from gptkit.tokenizer import GPTTokenizer, train_from_texts
+
+WORDS = "the of and to a in that is was he for it with as his on be at by i this had not are but".split()
+
+
+def words(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        out.append(rng.choice(WORDS) + ("\n" if i % 11 == 10 else " "))
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    train_from_texts([words(3000, s) for s in range(3)], 300, "bytelevel").save(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir):
+    return GPTTokenizer.load(tok_dir)
+
+
+def opts(**kw) -> PrepareOptions:
+    kw.setdefault("workers", 1)
+    kw.setdefault("show_progress", False)
+    return PrepareOptions(**kw)
+
+
+def make_inputs(root):
+    root.mkdir()
+    (root / "a.txt").write_text("First document. " + words(200, 1), encoding="utf-8")
+    (root / "sub").mkdir()
+    (root / "sub" / "b.txt.gz").write_bytes(gzip.compress(("Gzipped one. " + words(150, 2)).encode()))
+    lines = [json.dumps({"text": f"json doc {i}: " + words(30, 10 + i), "id": i}) for i in range(6)]
+    (root / "c.jsonl").write_text("\n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:]) + "\n", encoding="utf-8")
+    (root / "ignored.csv").write_text("not,a,corpus\n")
+    return ["First document. " + words(200, 1), "Gzipped one. " + words(150, 2),
+            *[f"json doc {i}: " + words(30, 10 + i) for i in range(6)]]
+
+
+def all_docs(corpus, tok, split):
+    tokens = np.concatenate([np.asarray(s) for s in corpus.split(split)]) if corpus.split(split) else np.empty(0)
+    assert tokens.size == 0 or tokens[-1] == tok.eot_id
+    docs, start = [], 0
+    for end in np.flatnonzero(tokens == tok.eot_id):
+        docs.append(tok.decode(tokens[start:end].tolist()))
+        start = end + 1
+    return docs
+
+
+def test_prepare_text_gz_jsonl_round_trip(tmp_path, tok_dir, tok):
+    expected = make_inputs(tmp_path / "in")
+    meta = prepare_corpus([tmp_path / "in"], tok_dir, tmp_path / "out", opts(val_fraction=0.3, seed=1))
+    corpus = load_corpus(tmp_path / "out")
+    assert meta["documents"] == 8 == sum(corpus.meta["splits"][s]["documents"] for s in ("train", "val"))
+    assert corpus.meta["vocab_size"] == tok.vocab_size and corpus.meta["dtype"] == "uint16"
+    assert corpus.meta["mb_per_s"] > 0 and corpus.meta["val_split"] == "documents"
+    got = all_docs(corpus, tok, "train") + all_docs(corpus, tok, "val")
+    assert sorted(got) == sorted(expected)
+    # Which documents are held out depends only on (seed, document index): files sorted a.txt, c.jsonl, sub/b.txt.gz.
+    order = [expected[0], *expected[2:], expected[1]]
+    assert all_docs(corpus, tok, "val") == [d for i, d in enumerate(order) if in_val(i, 1, 0.3)]
+    assert GPTTokenizer.load(corpus.tokenizer_path).encode("the of") == tok.encode("the of")
+    total = sum(s.size for sp in ("train", "val") for s in corpus.split(sp))
+    assert total == meta["tokens"]
+
+
+def test_special_strings_in_text_stay_text(tmp_path, tok_dir, tok):
+    (tmp_path / "in.txt").write_text("a <|endoftext|> b _start_ c")
+    prepare_corpus([tmp_path / "in.txt"], tok_dir, tmp_path / "out", opts(val_fraction=0.0))
+    tokens = load_corpus(tmp_path / "out").split("train")[0]
+    assert list(tokens).count(tok.eot_id) == 1 and tok.start_id not in tokens
+    assert tok.decode(tokens[:-1].tolist()) == "a <|endoftext|> b _start_ c"
+
+
+def test_workers_and_shard_size_do_not_change_the_tokens(tmp_path, tok_dir):
+    make_inputs(tmp_path / "in")
+    outs = {}
+    for name, kw in {"one": dict(workers=1), "two": dict(workers=2, shard_tokens=97)}.items():
+        prepare_corpus([tmp_path / "in"], tok_dir, tmp_path / name, opts(val_fraction=0.3, **kw))
+        c = load_corpus(tmp_path / name)
+        outs[name] = {s: np.concatenate(c.split(s)) for s in ("train", "val")}
+        if name == "two":
+            sizes = [s.size for s in c.split("train")]
+            assert len(sizes) > 3 and all(n == 97 for n in sizes[:-1]) and 0 < sizes[-1] <= 97
+            assert c.meta["splits"]["train"]["shards"][:2] == ["train_00000.bin", "train_00001.bin"]
+    for s in ("train", "val"):
+        np.testing.assert_array_equal(outs["one"][s], outs["two"][s])
+
+
+def test_long_document_pieces_encode_like_the_whole(tmp_path, tok):
+    # A 30k-character document read in 1000-character pieces, one line and many lines.
+    for name, text in {"lines.txt": words(6000, 5), "oneline.txt": words(6000, 6).replace("\n", " ")}.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        pieces = list(iter_file_pieces(path, max_chars=1000))
+        assert len(pieces) > 20 and all(len(p.text) <= 1000 for p in pieces)
+        assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
+        assert "".join(p.text for p in pieces) == text
+        assert sum(p.advance for p in pieces) == path.stat().st_size
+        assert [i for p in pieces for i in tok.encode(p.text)] == tok.encode(text)
+
+
+def test_blank_line_documents(tmp_path, tok_dir, tok):
+    (tmp_path / "in.txt").write_text("\n\nfirst para\nstill first\n\n \n\nsecond para\n\n\nthird\n  \n")
+    pieces = [p.text for p in iter_file_pieces(tmp_path / "in.txt", doc_split="blank-line") if p.last]
+    assert pieces == ["first para\nstill first", "second para", "third"]
+    meta = prepare_corpus([tmp_path / "in.txt"], tok_dir, tmp_path / "out", opts(val_fraction=0.0, doc_split="blank-line"))
+    assert meta["documents"] == 3
+    assert all_docs(load_corpus(tmp_path / "out"), tok, "train") == pieces
+
+
+def test_no_document_in_validation_holds_out_the_tail(tmp_path, tok_dir):
+    (tmp_path / "one.txt").write_text(words(2000, 3))
+    meta = prepare_corpus([tmp_path / "one.txt"], tok_dir, tmp_path / "out", opts(val_fraction=0.1))
+    s = meta["splits"]
+    assert meta["val_split"] == "tail" and s["val"]["tokens"] > 0 and s["train"]["documents"] == 1
+    assert s["val"]["tokens"] == -(-(s["train"]["tokens"] + s["val"]["tokens"]) // 10)
+
+
+def test_uint32_shards_for_a_big_vocabulary(tmp_path):
+    # A byte-level vocabulary of 70,256 entries (bytes + filler), no merges: <|endoftext|> lands above 65535.
+    from tokenizers import pre_tokenizers
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab.update({f"filler{i}": 256 + i for i in range(70_000)})
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    big = GPTTokenizer.load(tmp_path)
+    assert big.vocab_size > 65536 and big.eot_id > 65535
+    (tmp_path / "in.txt").write_text("w1x2 w3x4")
+    prepare_corpus([tmp_path / "in.txt"], tmp_path, tmp_path / "out", opts(val_fraction=0.0))
+    tokens = load_corpus(tmp_path / "out").split("train")[0]
+    assert tokens.dtype == np.uint32 and int(tokens[-1]) == big.eot_id
+    assert big.decode(tokens[:-1].tolist()) == "w1x2 w3x4"
+
+
+# ---- bad input: a clear error, and nothing partial left behind -------------------------------------
+def leftovers(parent, keep):
+    return sorted(p.name for p in parent.iterdir() if p.name not in keep)
+
+
+@pytest.mark.parametrize("case", ["empty_file", "whitespace_only", "empty_dir", "empty_jsonl"])
+def test_empty_corpus(tmp_path, tok_dir, case):
+    src = tmp_path / "in"
+    src.mkdir()
+    if case == "empty_file":
+        (src / "a.txt").write_text("")
+    elif case == "whitespace_only":
+        (src / "a.txt").write_text("  \n\n \t\n")
+    elif case == "empty_jsonl":
+        (src / "a.jsonl").write_text('{"text": ""}\n\n{"text": "   "}\n')
+    with pytest.raises(GptkitError, match="empty corpus"):
+        prepare_corpus([src], tok_dir, tmp_path / "out", opts())
+    assert leftovers(tmp_path, {"in"}) == []
+
+
+def test_invalid_utf8_names_file_and_offset(tmp_path, tok_dir):
+    (tmp_path / "good.txt").write_text(words(100, 1))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("café ok\n".encode() * 1000 + b"broken \xc3\x28 here")
+    offset = len("café ok\n".encode()) * 1000 + len(b"broken ")
+    with pytest.raises(GptkitError, match=rf"bad\.txt: invalid UTF-8 at byte offset {offset}\b"):
+        prepare_corpus([tmp_path / "good.txt", bad], tok_dir, tmp_path / "out", opts())
+    assert leftovers(tmp_path, {"good.txt", "bad.txt"}) == []
+
+
+def test_invalid_utf8_in_gz_and_jsonl(tmp_path):
+    (tmp_path / "x.txt.gz").write_bytes(gzip.compress(b"abc\xffdef"))
+    with pytest.raises(GptkitError, match=r"x\.txt\.gz: invalid UTF-8 at byte offset 3 \(in the decompressed data\)"):
+        list(iter_file_pieces(tmp_path / "x.txt.gz"))
+    (tmp_path / "y.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "\xe2\x82"}\n')
+    with pytest.raises(GptkitError, match=r"y\.jsonl: invalid UTF-8 at byte offset 25: line 2"):
+        list(iter_jsonl_pieces(tmp_path / "y.jsonl"))
+
+
+def test_utf8_character_split_across_read_chunks_is_fine(tmp_path):
+    text = "é" * ((1 << 20) + 3)  # 2-byte characters straddle the 1 MiB read boundary
+    (tmp_path / "e.txt").write_text(text, encoding="utf-8")
+    assert "".join(p.text for p in iter_file_pieces(tmp_path / "e.txt")) == text
+
+
+def test_missing_path(tmp_path, tok_dir):
+    (tmp_path / "a.txt").write_text("text")
+    with pytest.raises(GptkitError, match=r"nope\.txt: no such file or directory"):
+        prepare_corpus([tmp_path / "a.txt", tmp_path / "nope.txt"], tok_dir, tmp_path / "out", opts())
+    assert leftovers(tmp_path, {"a.txt"}) == []
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path, tok_dir):
+    (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"text": "fine too"}\n{"text": broken}\n')
+    with pytest.raises(GptkitError, match=r"d\.jsonl:3: malformed JSON"):
+        prepare_corpus([tmp_path / "d.jsonl"], tok_dir, tmp_path / "out", opts())
+    assert leftovers(tmp_path, {"d.jsonl"}) == []
+
+
+def test_missing_text_field_lists_the_fields(tmp_path, tok_dir):
+    (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"body": "x", "title": "y"}\n')
+    with pytest.raises(GptkitError, match=r"d\.jsonl:2: no 'text' field \(fields found: body, title\)"):
+        prepare_corpus([tmp_path / "d.jsonl"], tok_dir, tmp_path / "out", opts())
+    (tmp_path / "e.jsonl").write_text('{"body": "x"}\n{"body": 3}\n')
+    with pytest.raises(GptkitError, match=r"e\.jsonl:2: field 'body' is int"):
+        prepare_corpus([tmp_path / "e.jsonl"], tok_dir, tmp_path / "out", opts(text_field="body"))
+    assert leftovers(tmp_path, {"d.jsonl", "e.jsonl"}) == []
+
+
+def test_corpus_shorter_than_a_context_window(tmp_path, tok_dir):
+    (tmp_path / "a.txt").write_text("just a few words")
+    with pytest.raises(GptkitError, match="corpus too short: .* fewer than --min-tokens 513"):
+        prepare_corpus([tmp_path / "a.txt"], tok_dir, tmp_path / "out", opts(min_tokens=513, val_fraction=0))
+    assert leftovers(tmp_path, {"a.txt"}) == []
+
+
+def test_output_directory_not_empty_unless_overwrite(tmp_path, tok_dir):
+    (tmp_path / "a.txt").write_text(words(100, 1))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.me").write_text("precious")
+    with pytest.raises(GptkitError, match="out: output directory is not empty"):
+        prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts())
+    assert (out / "keep.me").read_text() == "precious"
+    # A failing overwrite leaves the old directory as it was.
+    (tmp_path / "bad.txt").write_bytes(b"\xff")
+    with pytest.raises(GptkitError, match="invalid UTF-8"):
+        prepare_corpus([tmp_path / "a.txt", tmp_path / "bad.txt"], tok_dir, out, opts(overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["keep.me"]
+    prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(overwrite=True, val_fraction=0))
+    assert not (out / "keep.me").exists() and load_corpus(out).meta["documents"] == 1
+    assert leftovers(tmp_path, {"a.txt", "bad.txt", "out"}) == []
+    empty = tmp_path / "empty_out"
+    empty.mkdir()  # an existing empty directory is fine without --overwrite
+    prepare_corpus([tmp_path / "a.txt"], tok_dir, empty, opts(val_fraction=0))
+    assert (empty / "meta.json").is_file()
+
+
+def test_load_corpus_errors(tmp_path):
+    with pytest.raises(GptkitError, match="not a prepared corpus"):
+        load_corpus(tmp_path)
+    (tmp_path / "meta.json").write_text("{")
+    with pytest.raises(GptkitError, match=r"meta\.json: unreadable"):
+        load_corpus(tmp_path)
+
+
+def test_cli_prepare_prints_summary_and_errors(tmp_path, tok_dir, capsys):
+    make_inputs(tmp_path / "in")
+    rc = main(["prepare", str(tmp_path / "in"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "out"),
+               "--val-fraction", "0.2", "--workers", "1", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "8 documents" in out and "tokens" in out and "MB/s" in out
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["documents"] == 8 and meta["splits"]["train"]["shards"] == ["train_00000.bin"]
+    rc = main(["prepare", str(tmp_path / "in"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 2
+    assert "gptkit prepare: error:" in capsys.readouterr().err
+    rc = main(["prepare", str(tmp_path / "missing"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "o2")])
+    assert rc == 2 and "missing: no such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
