@@ -97,9 +97,15 @@ def optimizer_state_from_safetensors(
         raise GptkitError(f"{source}: optimizer state does not fit this model ({e})") from None
 
 
-def rng_state_to_safetensors() -> tuple[dict[str, torch.Tensor], dict]:
-    """torch (CPU and every CUDA device), numpy's global and Python's `random` states."""
+def rng_state_to_safetensors(per_rank: dict[str, list[torch.Tensor]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """torch (CPU and every CUDA device), numpy's global and Python's `random` states.
+
+    per_rank: under DDP, each rank's own generator states (`{"torch": [rank0, rank1, ...], "cuda": [...]}`)
+    gathered to rank 0, so every rank's dropout continues exactly after a resume."""
     tensors = {"torch": torch.get_rng_state()}
+    for kind, states in (per_rank or {}).items():
+        for r, state in enumerate(states):
+            tensors[f"rank{r}.{kind}"] = state
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
@@ -113,11 +119,13 @@ def rng_state_to_safetensors() -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def rng_state_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["torch"])
+def rng_state_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict, rank: int = 0) -> None:
+    torch.set_rng_state(tensors.get(f"rank{rank}.torch", tensors["torch"]))
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if f"rank{rank}.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors[f"rank{rank}.cuda"])
     n = meta["numpy"]
     keys = tensors["numpy.keys"].numpy().astype(np.uint32)
     np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
@@ -161,6 +169,9 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: boo
         )
     if occupied and overwrite and not is_run:
         raise GptkitError(f"{run_dir}: not a gptkit run directory (no {RUN_FILE}); refusing to delete its files")
+    # Every rank has looked at the directory before rank 0 changes it: a slower rank must not see
+    # rank 0's fresh run.json and take it for an earlier run.
+    barrier()
     if main:
         if occupied:
             for entry in run_dir.iterdir():

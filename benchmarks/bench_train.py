@@ -1,0 +1,239 @@
+"""Training throughput: gptkit vs transformers' OpenAIGPTLMHeadModel, against this machine's ceilings.
+
+One command measures, in the same run, the fp32 and bf16 matmul ceilings and then, for each preset,
+one training step (forward, cross-entropy on the flattened logits, backward, AdamW step) in fp32 and
+in bf16 autocast, eager and (with --compile) torch.compile'd, for gptkit's GPT and for transformers'
+GPT-1 on the same config. Each configuration runs in its own subprocess so that peak memory (the RSS
+high-water mark) belongs to that configuration alone.
+
+    python benchmarks/bench_train.py                      # small + gpt1, fp32 + bf16, eager
+    python benchmarks/bench_train.py --quick              # small only, 2 timed steps
+    python benchmarks/bench_train.py --presets gpt1 --compile --steps 3
+
+MFU = (tokens/s x training FLOPs per token) / matmul ceiling of the same dtype, with FLOPs per token
+from `gptkit.model.training_flops_per_token` (6 N + 12 L C T).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+# Batch shapes: the issue's 4 x 512 for gpt1; the preset's own context for the CPU-sized ones.
+BATCH = {"tiny": 8, "mini": 8, "small": 8, "gpt1": 4, "gpt2": 2}
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+# --- one configuration (runs in a subprocess) -----------------------------------------------------
+
+
+def build(impl: str, preset_name: str) -> tuple[torch.nn.Module, Any]:
+    """The model, in train mode (dropout on, as in real training), and its GPTConfig."""
+    from gptkit.model import GPT, preset
+
+    config = preset(preset_name)
+    torch.manual_seed(0)
+    if impl == "gptkit":
+        model = GPT(config)
+    else:
+        from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+        hf_config = OpenAIGPTConfig(
+            vocab_size=config.vocab_size,
+            n_positions=config.n_ctx,
+            n_embd=config.n_embd,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            afn="gelu",
+            resid_pdrop=config.resid_pdrop,
+            embd_pdrop=config.embd_pdrop,
+            attn_pdrop=config.attn_pdrop,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+        )
+        model = OpenAIGPTLMHeadModel(hf_config)
+    model.train()
+    return model, config
+
+
+def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW as the paper's recipe (decay only on rank > 1 tensors), fused where torch supports it.
+    Both implementations get the same optimizer, so the ratio compares the models."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=2.5e-4, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(groups, lr=2.5e-4)
+
+
+def run_config(spec: dict[str, Any]) -> dict[str, Any]:
+    impl, preset_name, dtype_name = spec["impl"], spec["preset"], spec["dtype"]
+    model, config = build(impl, preset_name)
+    optimizer = make_optimizer(model)
+    B, T, V = spec.get("batch") or BATCH[preset_name], config.n_ctx, config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, V, (B, T + 1), generator=g)
+    x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    autocast_dtype = DTYPES[dtype_name]
+
+    forward = model
+    if spec["compile"]:
+        forward = torch.compile(model)
+
+    def logits_of(inp: torch.Tensor) -> torch.Tensor:
+        out = forward(inp)
+        return out if impl == "gptkit" else out.logits
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            logits = logits_of(x)
+            loss = F.cross_entropy(logits.view(-1, V), y.view(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    t0 = time.perf_counter()
+    first_loss = step()  # warm-up: allocator, oneDNN primitives, compilation
+    warmup_s = time.perf_counter() - t0
+    for _ in range(spec.get("warmup", 1) - 1):
+        step()
+    best, median = common.time_best(step, spec["steps"])
+    return {
+        **spec,
+        "batch": B,
+        "seq_len": T,
+        "first_loss": first_loss,
+        "warmup_s": warmup_s,
+        "step_s": best,
+        "step_s_median": median,
+        "tokens_per_s": B * T / best,
+        "peak_rss_mib": common.peak_rss_mib(),
+    }
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+
+def run_in_subprocess(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {**spec, "error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+COLUMNS = [
+    ("preset", "preset", "s"),
+    ("impl", "impl", "s"),
+    ("dtype", "dtype", "s"),
+    ("mode", "mode", "s"),
+    ("shape", "B x T", "s"),
+    ("tokens_per_s", "tok/s", ".0f"),
+    ("step_s", "step s", ".3f"),
+    ("gflops", "GFLOP/s", ".1f"),
+    ("mfu", "MFU", ".1%"),
+    ("vs_hf", "vs HF", ".2f"),
+    ("peak_rss_mib", "peak RSS MiB", ".0f"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default="small,gpt1", help="comma-separated presets (default small,gpt1)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration (best is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    p.add_argument("--batch", type=int, default=None, help="override the batch size of every preset")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile'd gptkit (slow to compile)")
+    p.add_argument("--no-hf", action="store_true", help="skip transformers' model")
+    p.add_argument("--quick", action="store_true", help="small preset, 2 timed steps: a smoke run")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/train-<time>.json)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(run_config(json.loads(args.worker))))
+        return 0
+
+    presets = ["small"] if args.quick else [s for s in args.presets.split(",") if s]
+    steps = 2 if args.quick else args.steps
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    for d in dtypes:
+        if d not in DTYPES:
+            p.error(f"--dtypes: unknown dtype {d!r}; choose from {sorted(DTYPES)}")
+
+    from gptkit.model import preset, training_flops_per_token
+
+    print(f"measuring matmul ceilings ({torch.get_num_threads()} threads)...", file=sys.stderr)
+    ceilings = {
+        "fp32": common.matmul_ceiling(torch.float32),
+        "bf16": common.matmul_ceiling(torch.bfloat16),
+    }
+    copy_gbs = common.copy_bandwidth()
+
+    rows: list[dict[str, Any]] = []
+    for name in presets:
+        config = preset(name)
+        flops = training_flops_per_token(config)
+        for dtype in dtypes:
+            impls = [("gptkit", False)] + ([("gptkit", True)] if args.compile else [])
+            impls += [] if args.no_hf else [("hf", False)]
+            group = []
+            for impl, compiled in impls:
+                spec = {"impl": impl, "preset": name, "dtype": dtype, "compile": compiled, "steps": steps,
+                        "warmup": args.warmup, "batch": args.batch}
+                print(f"  {name} {impl} {dtype} {'compiled' if compiled else 'eager'}...", file=sys.stderr)
+                r = run_in_subprocess(spec, args.timeout)
+                r["mode"] = "compiled" if compiled else "eager"
+                r["flops_per_token"] = flops
+                if "error" not in r:
+                    r["shape"] = f"{r['batch']} x {r['seq_len']}"
+                    r["gflops"] = r["tokens_per_s"] * flops / 1e9
+                    r["mfu"] = r["gflops"] / ceilings[dtype]
+                else:
+                    print(f"    failed: {r['error']}", file=sys.stderr)
+                group.append(r)
+            hf = next((r for r in group if r["impl"] == "hf" and "error" not in r), None)
+            for r in group:
+                if hf is not None and "error" not in r:
+                    r["vs_hf"] = r["tokens_per_s"] / hf["tokens_per_s"]
+            rows.extend(group)
+
+    print(f"ceilings: fp32 matmul {ceilings['fp32']:.0f} GFLOP/s, bf16 matmul {ceilings['bf16']:.0f} GFLOP/s, "
+          f"copy {copy_gbs:.1f} GB/s ({torch.get_num_threads()} threads)")
+    print(common.format_table(rows, COLUMNS))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['preset']} {r['impl']} {r['dtype']} {r['mode']}: {r['error']}")
+    out = common.write_results(
+        "train",
+        {"argv": sys.argv[1:], "machine": common.machine_info(), "ceilings_gflops": ceilings,
+         "copy_gbs": copy_gbs, "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "LD_PRELOAD"))},
+         "rows": rows},
+        args.out,
+    )
+    print(f"wrote {out}", file=sys.stderr)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
