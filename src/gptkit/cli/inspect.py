@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 
@@ -102,7 +103,12 @@ def run_attention(args: argparse.Namespace) -> int:
 
         head_choice = "mean" if args.mean or args.all_heads else head
         page = attention_page(maps, tokens, title=f"attention of {args.model}", layer=layer, head=head_choice)
-        write_output(args.html, page.encode("utf-8"))
+        data = page.encode("utf-8")
+        if len(data) > 20_000_000:
+            logging.getLogger(__name__).warning(
+                "%s is %.0f MB (%d layers x %d heads x %d tokens squared): a browser may be slow to open it; "
+                "a shorter text keeps it small", args.html, len(data) / 1e6, cfg.n_layer, cfg.n_head, len(tokens))
+        write_output(args.html, data)
         print(f"wrote {args.html}")
     return 0
 
