@@ -41,7 +41,16 @@ from .metrics import MetricsLog
 from .objectives import Objective
 from .optimizer import set_lr
 from .perf import measure_matmul_flops, mfu
-from .ranks import any_across_ranks, barrier, maybe_no_sync, mean_across_ranks, rank_info, wrap_for_training
+from .ranks import (
+    RankInfo,
+    any_across_ranks,
+    barrier,
+    gather_tensors,
+    maybe_no_sync,
+    mean_across_ranks,
+    rank_info,
+    wrap_for_training,
+)
 from .signals import StopRequest
 
 log = logging.getLogger(__name__)
@@ -119,7 +128,7 @@ def train(
     step, tokens_seen = 0, 0
     best: dict[str, Any] | None = None
     if resume_from is not None:
-        step, tokens_seen, best = _restore(Path(resume_from), config, ranks.world_size, load_model, optimizer, batches)
+        step, tokens_seen, best = _restore(Path(resume_from), config, ranks, load_model, optimizer, batches)
         metrics_log.truncate_after(step)
         result.last_checkpoint = Path(resume_from)
         log.info("resumed from %s at step %d", resume_from, step)
@@ -148,9 +157,14 @@ def train(
         if ckpt is None:
             return None
         path = None
+        per_rank = None
+        if ranks.world_size > 1:  # a collective: every rank takes part, rank 0 writes
+            per_rank = {"torch": gather_tensors(torch.get_rng_state())}
+            if device.type == "cuda":
+                per_rank["cuda"] = gather_tensors(torch.cuda.get_rng_state(device))
         if main:
             opt_tensors, opt_meta = optimizer_state_to_safetensors(optimizer)
-            rng_tensors, rng_meta = rng_state_to_safetensors()
+            rng_tensors, rng_meta = rng_state_to_safetensors(per_rank)
             state = {
                 "step": step, "tokens_seen": tokens_seen, "world_size": ranks.world_size,
                 "batches": batches.state_dict(), "optimizer": opt_meta, "rng": rng_meta,
@@ -273,12 +287,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _restore(path: Path, config: TrainConfig, world_size: int, load_model: Callable[[Path], None],
+def _restore(path: Path, config: TrainConfig, ranks: RankInfo, load_model: Callable[[Path], None],
              optimizer: torch.optim.Optimizer, batches: BatchSource) -> tuple[int, int, dict | None]:
     state = CheckpointManager.read_state(path)
     saved_world = state.get("world_size", 1)
-    if saved_world != world_size:
-        raise GptkitError(f"{path}: written by {saved_world} process(es), resumed with {world_size}; resume "
+    if saved_world != ranks.world_size:
+        raise GptkitError(f"{path}: written by {saved_world} process(es), resumed with {ranks.world_size}; resume "
                           f"with the same world size (the data order depends on it)")
     saved_cfg = state.get("config", {})
     for key in ("grad_accum_steps", "precision", "seed"):
@@ -289,7 +303,7 @@ def _restore(path: Path, config: TrainConfig, world_size: int, load_model: Calla
     optimizer_state_from_safetensors(optimizer, CheckpointManager.read_tensors(path, OPTIMIZER_FILE),
                                      state["optimizer"], path)
     batches.load_state_dict(state["batches"])
-    rng_state_from_safetensors(CheckpointManager.read_tensors(path, RNG_FILE), state["rng"])
+    rng_state_from_safetensors(CheckpointManager.read_tensors(path, RNG_FILE), state["rng"], ranks.rank)
     return int(state["step"]), int(state.get("tokens_seen", 0)), state.get("best")
 
 

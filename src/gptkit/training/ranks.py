@@ -57,6 +57,17 @@ def any_across_ranks(flag: bool, device: torch.device | str = "cpu") -> bool:
     return bool(t.item() > 0)
 
 
+def gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's copy of a same-shaped tensor, on CPU (used for per-rank RNG states)."""
+    if not _dist_ready() or torch.distributed.get_world_size() == 1:
+        return [t]
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else t.device
+    local = t.to(device)
+    out = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(out, local)
+    return [x.cpu() for x in out]
+
+
 def barrier() -> None:
     if _dist_ready():
         torch.distributed.barrier()
