@@ -11,7 +11,7 @@ token) and decoding gives back the exact input.
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from .specials import UNK
 
@@ -24,9 +24,7 @@ def gpt1_normalizer() -> normalizers.Normalizer:
     # acute accent used as an apostrophe becomes "'", as in the released text standardisation.
     return normalizers.Sequence([
         normalizers.NFKC(),
-        normalizers.Replace("—", "-"),
-        normalizers.Replace("–", "-"),
-        normalizers.Replace("―", "-"),
+        normalizers.Replace(Regex("[—–―]"), "-"),
         normalizers.Replace("´", "'"),
         normalizers.Lowercase(),
     ])

@@ -103,7 +103,10 @@ class GPTTokenizer:
 
     def encode_batch(self, texts: list[str], *, allow_special: bool = True) -> list[list[int]]:
         """Many texts at once; the Rust side spreads them over threads."""
-        return [e.ids for e in self._for(allow_special).encode_batch(texts, add_special_tokens=False)]
+        backend = self._for(allow_special)
+        # encode_batch_fast (tokenizers >= 0.20) skips character offsets, which only ids' users never need.
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def _for(self, allow_special: bool) -> Tokenizer:
         if allow_special:
