@@ -14,7 +14,7 @@ import sys
 
 from ..errors import GptkitError
 
-COMMAND_MODULES = ("info", "data", "inspect", "generate", "serve", "tokenizer", "prepare", "pretrain", "plot")
+COMMAND_MODULES = ("info", "data", "inspect", "generate", "serve", "tokenizer", "prepare", "pretrain", "plot", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,260 @@
+"""`gptkit demo`: the paper's recipe end to end on the built-in data, resumable stage by stage.
+
+fetch -> tokenizer -> prepare shards -> pre-train -> fine-tune {sentiment, topics} x {pre-trained,
+from scratch} -> samples -> report. Each finished stage leaves `stages/<name>.json` (its outputs and
+wall time) in the output folder; a re-run skips those stages, and an interrupted pre-training or
+fine-tuning run continues from its last checkpoint through the training loop's resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..builtin_data import fetch_many, read_jsonl
+from ..builtin_data.fetcher import Downloader
+from ..builtin_data.registry import Dataset
+from ..errors import GptkitError
+from .settings import DemoSettings
+
+log = logging.getLogger(__name__)
+
+TASKS = {
+    "sentiment": {"title": "movie-review sentiment", "dataset": "movie_reviews", "subdir": ""},
+    "topics": {"title": "Wikipedia topic", "dataset": "wikipedia", "subdir": "topics"},
+}
+INITS = ("pretrained", "scratch")
+SPLITS = ("train", "validation", "test")
+PROMPTS = ("To be, or not to be", "The river flows", "In mathematics, a", "The king said")
+
+
+class DemoInterrupted(KeyboardInterrupt):
+    """A training stage stopped on a signal after saving a checkpoint; re-running resumes it."""
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+class Demo:
+    """One demo run in `out`; `run()` executes the stages not finished yet and returns the results."""
+
+    def __init__(self, settings: DemoSettings, out: str | Path, *, cache_dir: str | Path | None = None,
+                 progress: bool = True, downloader: Downloader | None = None,
+                 registry: dict[str, Dataset] | None = None) -> None:
+        self.settings = settings
+        self.out = Path(out)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.progress = progress
+        self.downloader = downloader
+        self.registry = registry
+        self.stages: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+            ("data", "fetch the built-in data and write the demo's inputs", self.stage_data),
+            ("tokenizer", "train the BPE tokenizer on the pre-training text", self.stage_tokenizer),
+            ("prepare", "tokenize the pre-training text into shards", self.stage_prepare),
+            ("pretrain", "pre-train the language model", self.stage_pretrain),
+        ]
+        for task in TASKS:
+            for init in INITS:
+                how = "from the pre-trained model" if init == "pretrained" else "from scratch (no pre-training)"
+                self.stages.append((f"finetune_{task}_{init}", f"fine-tune {TASKS[task]['title']} {how}",
+                                    lambda t=task, i=init: self.stage_finetune(t, i)))
+        self.stages.append(("samples", "generate samples from the pre-trained model", self.stage_samples))
+
+    # --- paths ---------------------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.out / "tokenizer"
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.out / "corpus"
+
+    def run_dir(self, name: str) -> Path:
+        return self.out / "runs" / name
+
+    def marker(self, stage: str) -> Path:
+        return self.out / "stages" / f"{stage}.json"
+
+    # --- driver --------------------------------------------------------------------------------------
+    def check_settings(self) -> None:
+        """A folder holds one demo: resuming it with other settings would mix two experiments."""
+        path = self.out / "settings.json"
+        wanted = self.settings.to_dict()
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved != json.loads(json.dumps(wanted)):
+                raise GptkitError(
+                    f"{path}: this folder holds a demo run with other settings (profile {saved.get('profile')!r}); "
+                    "choose another --out, or delete the folder to start over"
+                )
+        else:
+            _write_json(path, wanted)
+
+    def run(self) -> dict[str, Any]:
+        from .report import write_report
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.check_settings()
+        outputs: dict[str, dict[str, Any]] = {}
+        n = len(self.stages) + 1
+        for i, (name, title, fn) in enumerate(self.stages, start=1):
+            marker = self.marker(name)
+            if marker.is_file():
+                outputs[name] = json.loads(marker.read_text(encoding="utf-8"))
+                log.info("[%d/%d] %s: done in an earlier run, skipped", i, n, title)
+                continue
+            log.info("[%d/%d] %s ...", i, n, title)
+            started = time.perf_counter()
+            result = fn()
+            result["seconds"] = round(time.perf_counter() - started, 1)
+            _write_json(marker, result)
+            outputs[name] = result
+            log.info("[%d/%d] %s: %.0f s", i, n, title, result["seconds"])
+        log.info("[%d/%d] write results.json, the table and the plots", n, n)
+        return write_report(self, outputs)
+
+    # --- stages --------------------------------------------------------------------------------------
+    def stage_data(self) -> dict[str, Any]:
+        s = self.settings
+        dirs = fetch_many(["shakespeare", "wikipedia", "movie_reviews"], self.cache_dir,
+                          downloader=self.downloader, registry=self.registry)
+        rng = random.Random(s.seed)
+        plays = read_jsonl(dirs["shakespeare"] / "documents.jsonl")
+        articles = read_jsonl(dirs["wikipedia"] / "documents.jsonl")
+        # The topic task's test articles never enter pre-training: the LM must not have read them.
+        held_out = [a for a in articles if a.get("topic_split") == "test"]
+        articles = [a for a in articles if a.get("topic_split") != "test"]
+        if s.pretrain_doc_limit is not None:
+            plays, articles = plays[: s.pretrain_doc_limit], articles[: s.pretrain_doc_limit]
+        _write_jsonl(self.data_dir / "pretrain" / "shakespeare.jsonl", [{"text": p["text"]} for p in plays])
+        _write_jsonl(self.data_dir / "pretrain" / "wikipedia.jsonl", [{"text": a["text"]} for a in articles])
+        tasks: dict[str, dict[str, int]] = {}
+        for task, info in TASKS.items():
+            source = dirs[info["dataset"]] / info["subdir"]
+            tasks[task] = {}
+            for split in SPLITS:
+                records = [{"text": r["text"], "label": r["label"]} for r in read_jsonl(source / f"{split}.jsonl")]
+                if split == "train" and s.train_limit is not None and len(records) > s.train_limit:
+                    records = rng.sample(records, s.train_limit)
+                _write_jsonl(self.data_dir / "tasks" / task / f"{split}.jsonl", records)
+                tasks[task][split] = len(records)
+            tasks[task]["labels"] = len({r["label"] for r in read_jsonl(source / "train.jsonl")})
+        return {
+            "pretrain_documents": {"shakespeare": len(plays), "wikipedia": len(articles)},
+            "pretrain_words": sum(len(d["text"].split()) for d in plays + articles),
+            "held_out_test_articles": len(held_out),
+            "tasks": tasks,
+            "sources": {name: str(path) for name, path in dirs.items()},
+        }
+
+    def _pretrain_texts(self):
+        # Paragraph-sized pieces: the BPE trainer counts words per piece, and a whole play is one huge piece.
+        for path in sorted((self.data_dir / "pretrain").glob("*.jsonl")):
+            for record in read_jsonl(path):
+                yield from (p for p in record["text"].split("\n\n") if p.strip())
+
+    def stage_tokenizer(self) -> dict[str, Any]:
+        from ..tokenizer import train_from_texts
+
+        s = self.settings
+        tok = train_from_texts(self._pretrain_texts(), s.vocab_size, s.tokenizer_style, show_progress=self.progress)
+        tok.save(self.tokenizer_dir)
+        return {"vocab_size": tok.vocab_size, "style": s.tokenizer_style, "path": str(self.tokenizer_dir)}
+
+    def stage_prepare(self) -> dict[str, Any]:
+        from ..data.prepare import PrepareOptions, prepare_corpus
+
+        s = self.settings
+        opts = PrepareOptions(val_fraction=s.val_fraction, seed=s.seed, overwrite=True, show_progress=self.progress)
+        meta = prepare_corpus([self.data_dir / "pretrain"], self.tokenizer_dir, self.corpus_dir, opts)
+        return {"documents": meta.get("documents"), "tokens": {k: v["tokens"] for k, v in meta["splits"].items()},
+                "split_documents": {k: v["documents"] for k, v in meta["splits"].items()}}
+
+    def stage_pretrain(self) -> dict[str, Any]:
+        from ..model import GPT, GPTConfig
+        from ..tokenizer import GPTTokenizer
+        from ..training.pretrain import PretrainOptions, pretrain
+
+        s = self.settings
+        run_dir = self.run_dir("pretrain")
+        tok = GPTTokenizer.load(self.tokenizer_dir)
+        config = GPTConfig(vocab_size=tok.vocab_size, **s.model)
+        config_path = self.out / "model_config.json"
+        _write_json(config_path, config.to_dict())
+        opts = PretrainOptions(
+            data=self.corpus_dir, out=run_dir, preset=None, config=config_path, steps=s.pretrain_steps,
+            batch_size=s.pretrain_batch, lr=s.pretrain_lr, warmup=s.pretrain_warmup, precision=s.precision,
+            resume=run_dir.exists(), eval_every=s.eval_every, eval_windows=s.eval_windows,
+            save_every=max(1, s.pretrain_steps // 4), log_every=max(1, min(10, s.pretrain_steps // 20)),
+            seed=s.seed, progress=self.progress,
+        )
+        result = pretrain(opts)
+        if result.stopped_by is not None:
+            raise DemoInterrupted(f"pre-training stopped by {result.stopped_by} at step {result.step}")
+        model = GPT.from_pretrained(run_dir / "model")
+        return {
+            "steps": result.step, "batch_size": s.pretrain_batch, "seq_len": config.n_ctx,
+            "tokens_seen": result.step * s.pretrain_batch * config.n_ctx,
+            "val_loss": result.last_eval.get("val_loss"), "val_ppl": result.last_eval.get("val_ppl"),
+            "final_train_loss": next((r["loss"] for r in reversed(result.history) if r.get("loss") is not None), None),
+            "parameters": model.num_parameters(), "config": config.to_dict(), "model_dir": str(run_dir / "model"),
+        }
+
+    def stage_finetune(self, task: str, init: str) -> dict[str, Any]:
+        from ..tasks.finetune import FinetuneConfig, finetune
+
+        s = self.settings
+        data = self.data_dir / "tasks" / task
+        run_dir = self.run_dir(f"{task}_{init}")
+        cfg = FinetuneConfig(
+            task="classification", train=data / "train.jsonl", val=data / "validation.jsonl", test=data / "test.jsonl",
+            out=run_dir, init=self.run_dir("pretrain"), no_pretrain=init == "scratch", lm_coef=s.lm_coef,
+            epochs=s.finetune_epochs, batch_size=s.finetune_batch, lr=s.finetune_lr,
+            max_len=s.sentiment_max_len if task == "sentiment" else s.topic_max_len,
+            evals_per_epoch=s.evals_per_epoch, seed=s.seed, precision=s.precision,
+            resume=run_dir.exists(), progress=self.progress,
+        )
+        summary = finetune(cfg)
+        if summary.get("stopped_by") is not None:
+            raise DemoInterrupted(f"fine-tuning {task} ({init}) stopped by {summary['stopped_by']}")
+        return {"task": task, "init": init, "examples": summary["examples"], "labels": summary["labels"],
+                "steps": summary["steps"], "truncated": summary["truncated"], "best_step": summary["best_step"],
+                "val": summary.get("val"), "test": summary.get("test"), "run_dir": str(run_dir)}
+
+    def stage_samples(self) -> dict[str, Any]:
+        import torch
+
+        from ..generation import GenerationConfig, generate
+        from ..model import GPT
+        from ..tokenizer import GPTTokenizer
+
+        s = self.settings
+        model_dir = self.run_dir("pretrain") / "model"
+        model, tok = GPT.from_pretrained(model_dir).eval(), GPTTokenizer.load(model_dir)
+        prompts = list(PROMPTS[: s.samples])
+        config = GenerationConfig(max_new_tokens=s.sample_tokens, temperature=0.8, top_k=40, seed=s.seed,
+                                  stop_ids=(tok.eot_id,))
+        with torch.no_grad():
+            completions = generate(model, [tok.encode(p) for p in prompts], config)
+        return {"settings": {"temperature": 0.8, "top_k": 40, "max_new_tokens": s.sample_tokens, "seed": s.seed},
+                "samples": [{"prompt": p, "completion": tok.decode(c.ids)} for p, c in zip(prompts, completions)]}

@@ -1,0 +1,223 @@
+"""The demo's results: `results.json`, a printed table (metric, split, sizes, wall time per stage),
+and the plots. Every number comes from the stage outputs of this run; nothing is typed in."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .pipeline import INITS, TASKS, _write_json
+
+if TYPE_CHECKING:
+    from .pipeline import Demo
+
+log = logging.getLogger(__name__)
+
+STAGE_TITLES = {"data": "fetch data", "tokenizer": "train tokenizer", "prepare": "prepare shards",
+                "pretrain": "pre-train", "samples": "samples"}
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def _difference_interval(p1: float, p2: float, n: int) -> float:
+    """Half-width of an approximate 95% interval for a difference of two accuracies on n examples
+    (normal approximation, treating the two as independent: conservative for the same test set)."""
+    return 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / max(1, n))
+
+
+def build_results(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    s = demo.settings
+    pre = outputs["pretrain"]
+    tasks: dict[str, Any] = {}
+    for task in TASKS:
+        runs = {init: outputs[f"finetune_{task}_{init}"] for init in INITS}
+        acc = {init: (runs[init].get("test") or {}).get("accuracy") for init in INITS}
+        n_test = runs["pretrained"]["examples"].get("test", 0)
+        entry: dict[str, Any] = {
+            "title": TASKS[task]["title"], "classes": len(runs["pretrained"]["labels"] or []),
+            "metric": "accuracy", "split": "test", "examples": runs["pretrained"]["examples"],
+            "test_accuracy": acc, "val_accuracy": {i: (runs[i].get("val") or {}).get("accuracy") for i in INITS},
+            "steps": runs["pretrained"]["steps"],
+        }
+        if None not in acc.values():
+            entry["difference"] = acc["pretrained"] - acc["scratch"]
+            entry["difference_95"] = _difference_interval(acc["pretrained"], acc["scratch"], n_test)
+        tasks[task] = entry
+    stage_seconds = {name: outputs[name].get("seconds", 0.0) for name in outputs}
+    return {
+        "profile": s.profile,
+        "settings": s.to_dict(),
+        "machine": machine_description(),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "data": outputs["data"],
+        "tokenizer": outputs["tokenizer"],
+        "corpus": outputs["prepare"],
+        "pretrain": {k: v for k, v in pre.items() if k != "seconds"},
+        "tasks": tasks,
+        "samples": outputs["samples"]["samples"],
+        "stage_seconds": stage_seconds,
+        "total_seconds": round(sum(stage_seconds.values()), 1),
+        "verdict": verdict(tasks),
+    }
+
+
+def verdict(tasks: dict[str, Any]) -> str:
+    parts, helped = [], []
+    for entry in tasks.values():
+        if "difference" not in entry:
+            parts.append(f"{entry['title']}: no test accuracy")
+            continue
+        d = 100 * entry["difference"]
+        helped.append(d > 0)
+        parts.append(f"{entry['title']} {d:+.1f} points")
+    if helped and all(helped):
+        head = "pre-training helped on every task"
+    elif any(helped):
+        head = "pre-training helped on some tasks only"
+    else:
+        head = "pre-training did NOT help at this scale"
+    return f"{head} ({'; '.join(parts)} of test accuracy, pre-trained minus from scratch)"
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    pre, data, corpus = results["pretrain"], results["data"], results["corpus"]
+    cfg = pre["config"]
+    train_tokens = corpus["tokens"].get("train", 0)
+    lines = [
+        f"gptkit demo ({results['profile']} profile), {_fmt_seconds(results['total_seconds'])} on {results['machine']}",
+        f"model: GPT-1 architecture (post-LN, GELU, tied LM head), {cfg['n_layer']} layers x {cfg['n_embd']}, "
+        f"{cfg['n_head']} heads, n_ctx {cfg['n_ctx']}, {pre['parameters'] / 1e6:.2f}M parameters; "
+        f"BPE vocabulary {results['tokenizer']['vocab_size']:,} ({results['tokenizer']['style']} style)",
+        f"pre-training text: Shakespeare ({data['pretrain_documents']['shakespeare']} works) + Wikipedia leads "
+        f"({data['pretrain_documents']['wikipedia']:,} articles; the {data['held_out_test_articles']:,} topic-task "
+        f"test articles held out) = {train_tokens:,} train / {corpus['tokens'].get('val', 0):,} validation tokens",
+        f"pre-training: {pre['steps']:,} steps x {pre['batch_size']} x {pre['seq_len']} tokens = "
+        f"{pre['tokens_seen']:,} tokens ({pre['tokens_seen'] / max(1, train_tokens):.2f} epochs)",
+        "",
+        "| task | metric (split) | train / val / test examples | pre-trained | from scratch | difference (95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in results["tasks"].values():
+        ex = entry["examples"]
+        acc = entry["test_accuracy"]
+        fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "n/a"  # noqa: E731
+        diff = (f"{100 * entry['difference']:+.1f} (±{100 * entry['difference_95']:.1f}) points"
+                if "difference" in entry else "n/a")
+        lines.append(f"| {entry['title']} ({entry['classes']} classes) | accuracy (test) | "
+                     f"{ex.get('train', 0):,} / {ex.get('val', 0):,} / {ex.get('test', 0):,} | "
+                     f"{fmt(acc['pretrained'])} | {fmt(acc['scratch'])} | {diff} |")
+    ppl = pre.get("val_ppl")
+    lines.append(f"| language model | perplexity (validation, {corpus['tokens'].get('val', 0):,} held-out tokens) | "
+                 f"{train_tokens:,} tokens | {ppl:.1f} | {cfg['vocab_size']:,} (uniform guess) | |"
+                 if ppl is not None else "| language model | perplexity (validation) | | n/a | | |")
+    lines += ["", "| stage | wall time |", "|---|---|"]
+    for name, seconds in results["stage_seconds"].items():
+        title = STAGE_TITLES.get(name) or name.replace("finetune_", "fine-tune ").replace("_", " ")
+        lines.append(f"| {title} | {_fmt_seconds(seconds)} |")
+    lines.append(f"| total | {_fmt_seconds(results['total_seconds'])} |")
+    lines += ["", f"verdict: {results['verdict']}", "", "samples from the pre-trained LM (temperature 0.8, top-k 40):"]
+    for sample in results["samples"]:
+        lines.append(f"  {sample['prompt']!r} -> {sample['completion']!r}")
+    return "\n".join(lines)
+
+
+def write_plots(demo: Demo, results: dict[str, Any]) -> list[str]:
+    """Pre-training loss, fine-tuning curves, and the accuracy comparison, as PNG files."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no plots (pip install 'gptkit[plot]')")
+        return []
+    from ..training import read_metrics
+
+    plots_dir = demo.out / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    records = read_metrics(demo.run_dir("pretrain"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    if train:
+        ax.plot(*zip(*train), label="train loss", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss", markersize=4)
+    ax.set(xlabel="step", ylabel="cross-entropy (nats/token)", title="pre-training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    written.append(_save(fig, plots_dir / "pretrain_loss.png", plt))
+
+    fig, axes = plt.subplots(2, len(TASKS), figsize=(6 * len(TASKS), 7), squeeze=False)
+    for col, task in enumerate(TASKS):
+        for init, color in zip(INITS, ("tab:blue", "tab:orange")):
+            recs = read_metrics(demo.run_dir(f"{task}_{init}"))
+            loss = [(r["step"], r["loss"]) for r in recs if r.get("loss") is not None]
+            acc = [(r["step"], r["val_accuracy"]) for r in recs if r.get("val_accuracy") is not None]
+            if loss:
+                axes[0][col].plot(*zip(*loss), color=color, linewidth=1, label=init)
+            if acc:
+                axes[1][col].plot(*zip(*acc), "o-", color=color, markersize=4, label=init)
+        axes[0][col].set(title=f"{TASKS[task]['title']}: training loss (task + {demo.settings.lm_coef} x LM)",
+                         xlabel="step")
+        axes[1][col].set(title=f"{TASKS[task]['title']}: validation accuracy", xlabel="step")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.grid(alpha=0.3)
+            ax.legend()
+    written.append(_save(fig, plots_dir / "finetune_curves.png", plt))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [results["tasks"][t]["title"] for t in TASKS]
+    width = 0.38
+    for k, (init, color) in enumerate(zip(INITS, ("tab:blue", "tab:orange"))):
+        values = [100 * (results["tasks"][t]["test_accuracy"][init] or 0) for t in TASKS]
+        bars = ax.bar([i + (k - 0.5) * width for i in range(len(names))], values, width, color=color,
+                      label="pre-trained" if init == "pretrained" else "from scratch")
+        ax.bar_label(bars, fmt="%.1f")
+    ax.set_xticks(range(len(names)), names)
+    ax.set(ylabel="test accuracy (%)", title="fine-tuning with vs without pre-training", ylim=(0, 100))
+    ax.legend(loc="lower right")
+    written.append(_save(fig, plots_dir / "accuracy_comparison.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> str:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return str(path)
+
+
+def write_report(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    results = build_results(demo, outputs)
+    results["plots"] = write_plots(demo, results)
+    results["table"] = format_table(results)
+    _write_json(demo.out / "results.json", results)
+    (demo.out / "results.md").write_text(results["table"] + "\n", encoding="utf-8")
+    return results

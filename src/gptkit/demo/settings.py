@@ -1,0 +1,82 @@
+"""The demo's knobs, as named profiles: `default` (~15 min on a 2-core CPU), `quick` (~3 min), and
+`test` (seconds, for the test suite on tiny built-in slices).
+
+The default sizes were chosen by timing the stages on the 2-core machine the project is developed
+on (see docs/demo.md): the largest model and step count whose pre-training still fits about half the
+budget, so that the four fine-tuning runs (with and without pre-training, two tasks) fit the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import GptkitError
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    profile: str
+    # --- tokenizer ---
+    vocab_size: int = 4096
+    """BPE ids (specials included), learned on the pre-training text only."""
+    tokenizer_style: str = "gpt1"
+    # --- model (GPTConfig fields; the vocabulary size comes from the tokenizer) ---
+    model: dict[str, Any] = field(default_factory=lambda: {"n_ctx": 128, "n_embd": 192, "n_layer": 4, "n_head": 4})
+    # --- pre-training ---
+    pretrain_steps: int = 800
+    pretrain_batch: int = 32
+    pretrain_lr: float = 1e-3
+    """Higher than the paper's 2.5e-4: a 2.6M-parameter model for a few hundred steps trains best so."""
+    pretrain_warmup: int = 80
+    val_fraction: float = 0.02
+    eval_every: int = 200
+    eval_windows: int = 128
+    # --- fine-tuning (same settings with and without pre-training, as the paper's ablation) ---
+    finetune_epochs: float = 2.0
+    finetune_batch: int = 32
+    finetune_lr: float = 2.5e-4
+    lm_coef: float = 0.5
+    """The auxiliary LM loss weight lambda (paper: 0.5)."""
+    sentiment_max_len: int = 64
+    topic_max_len: int = 96
+    """Topic inputs are cut to this many tokens (the first sentences of a lead name its subject)."""
+    train_limit: int | None = None
+    """Use at most this many training examples per task (a seeded random subset); None: all."""
+    evals_per_epoch: int = 2
+    # --- everything ---
+    precision: str = "bf16"
+    """bf16 autocast: about 1.3-1.5x faster on CPUs with bf16 dot-product instructions (shared PERF.md)."""
+    seed: int = 1234
+    pretrain_doc_limit: int | None = None
+    """Use at most this many documents of each pre-training source (None: all)."""
+    samples: int = 4
+    sample_tokens: int = 48
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, DemoSettings] = {
+    "default": DemoSettings(profile="default"),
+    "quick": DemoSettings(
+        profile="quick", vocab_size=2048,
+        model={"n_ctx": 64, "n_embd": 128, "n_layer": 3, "n_head": 4},
+        pretrain_steps=250, pretrain_warmup=25, eval_every=125, eval_windows=64,
+        finetune_epochs=1.0, train_limit=3000, sentiment_max_len=48, topic_max_len=64, evals_per_epoch=1,
+        samples=3, sample_tokens=32,
+    ),
+    "test": DemoSettings(
+        profile="test", vocab_size=300, model={"n_ctx": 32, "n_embd": 32, "n_layer": 1, "n_head": 2},
+        pretrain_steps=6, pretrain_batch=4, pretrain_warmup=1, val_fraction=0.1, eval_every=3, eval_windows=4,
+        finetune_epochs=1.0, finetune_batch=8, finetune_lr=1e-3, sentiment_max_len=32, topic_max_len=32,
+        evals_per_epoch=1, precision="fp32", samples=2, sample_tokens=8,
+    ),
+}
+
+
+def get_profile(name: str) -> DemoSettings:
+    if name not in PROFILES:
+        raise GptkitError(f"unknown demo profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]

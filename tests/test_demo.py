@@ -1,0 +1,86 @@
+"""`gptkit demo` end to end on tiny built-in slices (fake archives the test builds), offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gptkit.builtin_data import fetch_many, local_folder_downloader, read_jsonl
+from gptkit.cli import main
+from test_builtin_data import make_fake_archives
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    registry = make_fake_archives(root / "archives")
+    cache = root / "cache"
+    # The demo finds the (fake) datasets already in the cache, exactly as after `gptkit data fetch`.
+    fetch_many(["all"], cache, downloader=local_folder_downloader(root / "archives"), registry=registry)
+    out = root / "out"
+    return root, cache, out
+
+
+def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
+    root, cache, out = demo_run
+    argv = ["demo", "--profile", "test", "--out", str(out), "--cache-dir", str(cache), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| movie-review sentiment (2 classes) | accuracy (test) |" in printed
+    assert "| Wikipedia topic (3 classes) | accuracy (test) |" in printed
+    assert "verdict: pre-training" in printed
+
+    results = json.loads((out / "results.json").read_text())
+    for task in ("sentiment", "topics"):
+        entry = results["tasks"][task]
+        for init in ("pretrained", "scratch"):
+            assert 0.0 <= entry["test_accuracy"][init] <= 1.0
+        assert entry["examples"]["test"] > 0
+        # the numbers in the table are the ones the fine-tuning runs wrote
+        summary = json.loads((out / "runs" / f"{task}_pretrained" / "summary.json").read_text())
+        assert summary["test"]["accuracy"] == entry["test_accuracy"]["pretrained"]
+    assert results["pretrain"]["val_ppl"] > 1 and results["pretrain"]["steps"] == 6
+    assert len(results["samples"]) == 2
+    for name in ("pretrain_loss.png", "finetune_curves.png", "accuracy_comparison.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+    # model directories are HF directories with the tokenizer
+    assert (out / "runs" / "pretrain" / "model" / "config.json").is_file()
+    assert (out / "runs" / "pretrain" / "model" / "tokenizer.json").is_file()
+    assert (out / "runs" / "topics_pretrained" / "best" / "task.json").is_file()
+
+    # the topic task's test articles are held out of the pre-training text
+    pretrain_text = {r["text"] for r in read_jsonl(out / "data" / "pretrain" / "wikipedia.jsonl")}
+    test_text = {r["text"] for r in read_jsonl(out / "data" / "tasks" / "topics" / "test.jsonl")}
+    assert test_text and not (test_text & pretrain_text)
+
+    # Re-run after "interruption": finished stages are skipped, the rest run again.
+    (out / "stages" / "finetune_topics_scratch.json").unlink()
+    (out / "stages" / "samples.json").unlink()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(argv) == 0
+    log = caplog.text
+    assert "pre-train the language model: done in an earlier run, skipped" in log
+    assert "fine-tune Wikipedia topic from scratch (no pre-training) ..." in log
+    again = json.loads((out / "results.json").read_text())
+    assert again["tasks"]["sentiment"] == results["tasks"]["sentiment"]
+    assert again["pretrain"] == results["pretrain"]
+
+
+def test_demo_refuses_a_folder_with_other_settings(demo_run, capsys):
+    root, cache, out = demo_run
+    other = root / "other"
+    other.mkdir()
+    (other / "settings.json").write_text(json.dumps({"profile": "default"}))
+    assert main(["demo", "--profile", "test", "--out", str(other), "--cache-dir", str(cache), "--quiet"]) == 2
+    assert "holds a demo run with other settings" in capsys.readouterr().err
+
+
+def test_demo_offline_without_cache_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GPTKIT_FETCH_FROM", str(tmp_path / "empty"))
+    code = main(["demo", "--profile", "test", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gptkit demo: error:") and "not found" in err and "\n" not in err
+    assert not (tmp_path / "c" / "datasets").exists()
