@@ -32,6 +32,14 @@ def model_dir(tmp_path_factory) -> Path:
     return d
 
 
+def attention_maps_of(model_dir: Path) -> torch.Tensor:
+    from gptkit.inspect import attention_maps
+    from gptkit.tokenizer import GPTTokenizer
+
+    model = GPT.from_pretrained(model_dir).eval()
+    return attention_maps(model, torch.tensor(GPTTokenizer.load(model_dir).encode(TEXT)))
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["inspect", *argv])
     out, err = capsys.readouterr()
@@ -160,6 +168,15 @@ def test_attention_page_renders_in_headless_chromium(model_dir, tmp_path, capsys
     assert 'data-cells="49"' in canvas  # 7 x 7 tokens drawn
     assert 'data-layer="1"' in canvas and 'data-head="2"' in canvas
     assert '<option value="11"' not in dom and dom.count("<option") == 2 + 1 + 4  # layers, mean, heads
+
+    # A link naming layer, head and cell opens that view and describes the cell like a hover does.
+    probe = subprocess.run(
+        [*flags, "--dump-dom", page.as_uri() + "#layer=0&head=1&cell=2,1"], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert 'data-layer="0"' in probe and 'data-head="1"' in probe
+    maps = attention_maps_of(model_dir)
+    expected = f"sat (2) -&gt; cat (1): {maps[0, 1, 2, 1]:.4f}"
+    assert expected in probe
 
     assert_png(shot)
     mpimg = pytest.importorskip("matplotlib.image")

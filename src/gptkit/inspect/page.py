@@ -2,7 +2,8 @@
 
 No network: the data, CSS and JavaScript are inline. The page draws the selected map on
 `<canvas id="heatmap">`, marks the canvas `data-rendered="true"` with `data-cells` (cells drawn) once
-drawn, and shows "query -> key: weight" for the cell under the pointer (in `#hover-info`).
+drawn, and shows "query -> key: weight" for the cell under the pointer (in `#hover-info`). A link may
+name the view: `page.html#layer=1&head=2&cell=3,1` (head may be `mean`).
 """
 
 from __future__ import annotations
@@ -93,18 +94,32 @@ _JS = r"""
     const j = Math.floor((ev.clientX - r.left - margin) / cell), i = Math.floor((ev.clientY - r.top - margin) / cell);
     return (i >= 0 && i < T && j >= 0 && j < T) ? [i, j] : null;
   }
+  function describe(i, j) {
+    return D.tokens[i] + " (" + i + ") -> " + D.tokens[j] + " (" + j + "): " +
+      (j <= i ? M[i][j].toFixed(4) : "masked (future)");
+  }
   canvas.addEventListener("mousemove", ev => {
     const c = cellAt(ev);
     if (!c) { tip.style.display = "none"; return; }
-    const [i, j] = c;
-    const text = D.tokens[i] + " (" + i + ") -> " + D.tokens[j] + " (" + j + "): " +
-      (j <= i ? M[i][j].toFixed(4) : "masked (future)");
+    const text = describe(c[0], c[1]);
     info.textContent = text; tip.textContent = text; tip.style.display = "block";
     tip.style.left = (ev.clientX + 12) + "px"; tip.style.top = (ev.clientY + 12) + "px";
   });
   canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
-  layerSel.addEventListener("change", draw); headSel.addEventListener("change", draw);
+  function setHash() {
+    history.replaceState(null, "", "#layer=" + layerSel.value + "&head=" + headSel.value);
+  }
+  layerSel.addEventListener("change", () => { draw(); setHash(); });
+  headSel.addEventListener("change", () => { draw(); setHash(); });
+  // A link can name the view: #layer=1&head=2 (or head=mean) and optionally &cell=QUERY,KEY.
+  const want = new URLSearchParams(location.hash.slice(1));
+  if (want.has("layer") && Number(want.get("layer")) < L) layerSel.value = want.get("layer");
+  if (want.has("head") && [...headSel.options].some(o => o.value === want.get("head"))) headSel.value = want.get("head");
   draw();
+  const cellWanted = (want.get("cell") || "").split(",").map(Number);
+  if (cellWanted.length === 2 && cellWanted.every(n => Number.isInteger(n) && n >= 0 && n < T)) {
+    info.textContent = describe(cellWanted[0], cellWanted[1]);
+  }
 })();
 """
 
