@@ -14,7 +14,7 @@ import sys
 
 from ..errors import GptkitError
 
-COMMAND_MODULES = ("info", "data", "inspect", "generate", "serve", "tokenizer", "prepare", "pretrain", "plot", "demo")
+COMMAND_MODULES = ("info", "data", "inspect", "generate", "serve", "tokenizer", "prepare", "pretrain", "plot", "demo", "finetune", "evaluate", "predict", "zeroshot")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,6 +72,7 @@ class FinetuneConfig:
     seed: int = 42
     device: str = "cpu"
     precision: str = "fp32"
+    threads: int | None = None
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -232,6 +233,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from ..training import TrainConfig, build_optimizer, prepare_run_dir, train, warmup_linear
 
     started = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     spec = TaskSpec(cfg.task, columns=dict(cfg.columns), regression=cfg.regression, label_base=cfg.label_base)
     train_x = load_examples(spec, cfg.train, infer=True)
     val_x = load_examples(spec, cfg.val) if cfg.val is not None else None
