@@ -195,6 +195,18 @@ def test_next_token_distribution_is_sorted_softmax():
     assert top[0].prob == pytest.approx(float(probs.max()))
 
 
+def test_inspection_runs_in_eval_mode_and_restores_the_mode():
+    model = make_model("tiny_post_ln")
+    ids = random_ids(model, 6)
+    expected_maps = attention_maps(model, ids)
+    expected_top = next_token_distribution(model, ids, 3)
+    model.train()  # dropout 0.1 everywhere: would change every number if it were active
+    assert torch.equal(attention_maps(model, ids), expected_maps)
+    assert next_token_distribution(model, ids, 3) == expected_top
+    assert max(trace_forward(model, ids).checks.values()) < 1e-5
+    assert model.training and all(m.training for m in model.modules())
+
+
 def test_token_labels_are_readable():
     assert display_token("hello</w>") == "hello"
     assert display_token("hel") == "hel"

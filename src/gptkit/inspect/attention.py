@@ -13,13 +13,19 @@ def attention_maps(model: GPT, ids: torch.Tensor) -> torch.Tensor:
 
     They come from `CausalSelfAttention.forward` itself (`output_attentions=True` keeps the softmax
     it computes from the same q, k, v and mask), so nothing is re-implemented here. `ids` is (T,) or
-    (1, T); the model should be in eval mode so attention dropout does not perturb what is shown.
+    (1, T). The model runs in eval mode (attention dropout would perturb what is shown) and is put
+    back in its previous mode afterwards.
     """
     if ids.dim() == 1:
         ids = ids[None]
     if ids.dim() != 2 or ids.size(0) != 1:
         raise ValueError(f"attention_maps expects one sequence (T,) or (1, T), got shape {tuple(ids.shape)}")
-    out = model.transformer(ids, output_attentions=True)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.transformer(ids, output_attentions=True)
+    finally:
+        model.train(was_training)
     assert out.attentions is not None
     return torch.stack([a[0] for a in out.attentions])  # (L, nh, T, T)
 

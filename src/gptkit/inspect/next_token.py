@@ -23,7 +23,12 @@ def next_token_distribution(model: GPT, ids: torch.Tensor, k: int = 10) -> list[
     """The k most probable next tokens after `ids` ((T,) or (1, T)), most probable first."""
     if ids.dim() == 1:
         ids = ids[None]
-    logits = model(ids)[0, -1]  # (V,)
+    was_training = model.training
+    model.eval()  # no dropout in the distribution shown
+    try:
+        logits = model(ids)[0, -1]  # (V,)
+    finally:
+        model.train(was_training)
     probs = logits.float().softmax(dim=-1)
     top = probs.topk(min(k, probs.numel()))
     return [NextToken(int(i), float(p)) for p, i in zip(top.values, top.indices)]

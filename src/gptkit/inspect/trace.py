@@ -101,7 +101,23 @@ def trace_forward(
     layers: the blocks to show in detail (default all); the others appear as one summary step each,
         which keeps the account readable for a 12-layer model.
     id_to_token: the tokenizer's lookup, for readable token labels; ids are shown without it.
+    The model runs in eval mode (dropout off) for the trace and is put back as it was afterwards.
     """
+    was_training = model.training
+    model.eval()  # dropout off: the trace is of inference, and comparable with the model's own output
+    try:
+        return _trace(model, ids, layers, top_k, id_to_token)
+    finally:
+        model.train(was_training)
+
+
+def _trace(
+    model: GPT,
+    ids: torch.Tensor,
+    layers: Iterable[int] | None,
+    top_k: int,
+    id_to_token: Callable[[int], str | None] | None,
+) -> Trace:
     if ids.dim() == 1:
         ids = ids[None]
     cfg = model.config
@@ -112,7 +128,7 @@ def trace_forward(
     label = (lambda i: display_token(id_to_token(i))) if id_to_token is not None else str
     tr = model.transformer
     rec = _Recorder()
-    eval_note = "identity in eval mode" if not model.training else "active: model is in training mode"
+    eval_note = "identity in eval mode"
 
     rec("token ids", ids, note=" ".join(str(j) for j in ids[0].tolist()), stats=False)
     tok = rec("embedding lookup: row id of W_e for each token", tr.tok_emb(ids), "transformer.tok_emb")
@@ -175,7 +191,7 @@ def _trace_block(
         note=f"{n_masked} of {mask.numel()} entries per head masked; stats over the rest",
     )
     probs = r("softmax over keys: attention probabilities", scores.softmax(dim=-1), note="each row sums to 1")
-    probs = r(f"attention dropout (p={attn.attn_pdrop})", probs, note=eval_note if not block.training else "")
+    probs = r(f"attention dropout (p={attn.attn_pdrop})", probs, note=eval_note)
     y = r("weighted sum of values: probs @ v", probs @ v)
     B, nh, T, hs = y.shape
     y = r("heads concatenated", y.transpose(1, 2).reshape(B, T, nh * hs))
