@@ -191,3 +191,25 @@ def test_console_script_runs(tmp_path):
         ["gptkit", "inspect", "mask", "--n", "3"], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert "causal mask" in out and out.count("1") >= 6
+
+
+def test_gpt2_order_bytelevel_model_with_separate_tokenizer(tmp_path, capsys):
+    """A pre-LN model whose tokenizer lives elsewhere (--tokenizer), with byte-level labels."""
+    tok = train_from_texts(CORPUS, 300, "bytelevel")
+    model_dir, tok_dir = tmp_path / "m", tmp_path / "tok"
+    torch.manual_seed(0)
+    GPT(preset("tiny", vocab_size=tok.vocab_size, block_order="pre_ln")).save_pretrained(model_dir)
+    tok.save(tok_dir)
+    code, out, _ = run(capsys, "trace", str(model_dir), TEXT, "--tokenizer", str(tok_dir / "tokenizer.json"))
+    assert code == 0
+    assert "pre-LN (GPT-2)" in out and "final LayerNorm" in out and "LayerNorm before attention" in out
+    assert "\u2423cat" in out  # the byte-level space shown as a visible marker, not as 'Ġ'
+    code, out, _ = run(capsys, "attention", str(model_dir), TEXT, "--tokenizer", str(tok_dir), "--mean")
+    assert code == 0 and "'\u2423sat'" in out
+    code, _, err = run(capsys, "trace", str(model_dir), TEXT)  # no tokenizer in the model directory
+    assert code == 2 and "--tokenizer PATH" in err
+
+    small = tmp_path / "small"
+    GPT(preset("tiny", vocab_size=50)).save_pretrained(small)
+    code, _, err = run(capsys, "next", str(small), TEXT, "--tokenizer", str(tok_dir))
+    assert code == 2 and "do not belong together" in err

@@ -24,7 +24,12 @@ def load_model_and_tokenizer(model_dir: str | Path, tokenizer: str | Path | None
     tok_path = Path(tokenizer) if tokenizer is not None else model_dir
     if not tok_path.exists():
         raise GptkitError(f"{tok_path}: no such tokenizer file or directory")
-    tok = GPTTokenizer.load(tok_path)
+    try:
+        tok = GPTTokenizer.load(tok_path)
+    except GptkitError as e:
+        if tokenizer is None:  # an HF directory may ship weights only: say how to point elsewhere
+            raise GptkitError(f"{e}; give the tokenizer with --tokenizer PATH") from None
+        raise
     if tok.vocab_size > model.config.vocab_size:
         raise GptkitError(
             f"{tok_path}: tokenizer has {tok.vocab_size} tokens but the model in {model_dir} embeds only "
