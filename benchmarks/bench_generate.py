@@ -1,0 +1,158 @@
+"""Generation throughput: gptkit with the KV cache vs gptkit without it vs transformers' generate().
+
+For each preset (random weights, fixed seed) and each batch size (1 and 8 prompts of 16 tokens), one
+run measures greedy decoding of N new tokens with
+  - gptkit, KV cache (prefill once, then one token per step),
+  - gptkit, no cache (`use_cache=False`: the whole prefix re-run every step),
+  - transformers `generate()` (greedy) on `OpenAIGPTLMHeadModel` loaded from the directory that
+    gptkit's `save_pretrained` wrote: the same weights (HF's GPT-1 has no KV cache),
+and checks that all three produce the same ids.
+
+    python benchmarks/bench_generate.py                       # small + gpt1, 256 new tokens
+    python benchmarks/bench_generate.py --quick               # small only, 64 new tokens
+    python benchmarks/bench_generate.py --presets gpt1 --slow-new-tokens 64
+
+The two uncached modes cost O(N^2) and are very slow at the gpt1 shape on a small CPU:
+`--slow-new-tokens K` runs them for K tokens only (their tokens/s is then an over-estimate of what they
+would reach over N tokens, since each step re-runs a longer prefix; the table says which N each row
+used). New tokens are capped at n_ctx - prompt length (the `small` preset has n_ctx 256), because
+transformers cannot go past its position table. Throughput = prompts x new tokens / wall seconds,
+prefill included; best of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from gptkit import GPT  # noqa: E402
+from gptkit.generation import GenerationConfig, generate  # noqa: E402
+from gptkit.model import preset  # noqa: E402
+
+PROMPT_LEN = 16
+
+
+def prompts_for(vocab: int, batch: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (batch, PROMPT_LEN), generator=g).tolist()
+
+
+def run_gptkit(model: GPT, prompts: list[list[int]], new: int, use_cache: bool) -> list[list[int]]:
+    config = GenerationConfig(max_new_tokens=new, temperature=0.0, use_cache=use_cache)
+    return [c.ids for c in generate(model, prompts, config)]
+
+
+def run_hf(hf_model: Any, prompts: list[list[int]], new: int) -> list[list[int]]:
+    ids = torch.tensor(prompts)
+    with torch.inference_mode():
+        out = hf_model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+            pad_token_id=0, eos_token_id=None,
+        )
+    return out[:, ids.size(1):].tolist()
+
+
+def measure(name: str, fn, target: Any, prompts: list[list[int]], new: int, repeats: int, device: str,
+            **kw: Any) -> dict[str, Any]:
+    """Time `fn(target, prompts, new, **kw)`; keep the ids of the last run for the parity check."""
+
+    def call():
+        result["ids"] = fn(target, prompts, new, **kw)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    result: dict[str, Any] = {}
+    best, median = common.time_best(call, repeats)
+    n_tokens = len(prompts) * new
+    print(f"  {name:<16} {len(prompts)} x {new:>3} tokens: {best:8.2f} s  {n_tokens / best:9.1f} tok/s", file=sys.stderr)
+    return {"mode": name, "prompts": len(prompts), "new_tokens": new, "seconds": best, "median_seconds": median,
+            "tokens_per_s": n_tokens / best, "ids": result["ids"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="small,gpt1", help="comma-separated presets (default small,gpt1)")
+    p.add_argument("--batches", default="1,8", help="comma-separated prompt counts (default 1,8)")
+    p.add_argument("--new-tokens", type=int, default=256, help="greedy tokens per prompt (default 256)")
+    p.add_argument("--slow-new-tokens", type=int, default=None,
+                   help="run the uncached modes (gptkit no-cache, transformers) for this many tokens only")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration; the best counts")
+    p.add_argument("--no-hf", action="store_true", help="skip transformers")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; 1 is far steadier on a busy shared CPU)")
+    p.add_argument("--quick", action="store_true", help="small preset, 64 new tokens")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.presets, args.new_tokens = "small", min(args.new_tokens, 64)
+
+    hf_classes = None
+    if not args.no_hf:
+        try:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            hf_classes = transformers.OpenAIGPTLMHeadModel
+        except ImportError:
+            print("transformers is not installed: skipping it", file=sys.stderr)
+
+    rows: list[dict[str, Any]] = []
+    for name in args.presets.split(","):
+        torch.manual_seed(0)
+        config = preset(name)
+        model = GPT(config).to(args.device).eval()
+        hf_model = None
+        if hf_classes is not None and config.block_order == "post_ln":
+            with tempfile.TemporaryDirectory() as d:
+                model.save_pretrained(d)
+                hf_model = hf_classes.from_pretrained(d).to(args.device).eval()
+        new = min(args.new_tokens, config.n_ctx - PROMPT_LEN)
+        slow_new = min(new, args.slow_new_tokens or new)
+        for batch in (int(b) for b in args.batches.split(",")):
+            prompts = prompts_for(config.vocab_size, batch)
+            print(f"{name}, {batch} prompt(s):", file=sys.stderr)
+            run_gptkit(model, prompts, 4, True)  # warm-up (allocator, kernels)
+            timing = (args.repeats, args.device)
+            results = [
+                measure("gptkit cache", run_gptkit, model, prompts, new, *timing, use_cache=True),
+                measure("gptkit no cache", run_gptkit, model, prompts, slow_new, *timing, use_cache=False),
+            ]
+            if hf_model is not None:
+                run_hf(hf_model, prompts, 4)
+                results.append(measure("transformers", run_hf, hf_model, prompts, slow_new, *timing))
+            cached = results[0]
+            for r in results:
+                k = r["new_tokens"]
+                r["same_ids_as_cache"] = all(a[:k] == b for a, b in zip(cached["ids"], r["ids"]))
+                r["cache_speedup"] = cached["tokens_per_s"] / r["tokens_per_s"]
+            for r in results:
+                del r["ids"]
+                rows.append({"preset": name, **r})
+
+    columns = [("preset", "preset", ""), ("prompts", "prompts", "d"), ("mode", "mode", ""),
+               ("new_tokens", "new tokens", "d"), ("seconds", "seconds", ".2f"), ("tokens_per_s", "tokens/s", ".1f"),
+               ("cache_speedup", "cache is x faster", ".2f"), ("same_ids_as_cache", "same ids", "")]
+    print(common.format_table(rows, columns))
+    out = common.write_results("bench_generate", {
+        "machine": common.machine_info(),
+        "settings": {"presets": args.presets, "new_tokens": args.new_tokens, "slow_new_tokens": args.slow_new_tokens,
+                     "prompt_len": PROMPT_LEN, "repeats": args.repeats, "device": args.device, "greedy": True,
+                     "dtype": "float32", "threads": torch.get_num_threads()},
+        "rows": rows,
+    }, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
