@@ -1,0 +1,202 @@
+"""Fine-tuning through the shared training loop: synthetic tasks learned, the model directory, the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from gptkit.cli import main
+from gptkit.model import GPT, preset
+from gptkit.tasks import load_task_model
+from gptkit.tasks.finetune import FinetuneConfig, finetune
+from gptkit.tokenizer import GPTTokenizer, train_from_texts
+
+FILL = "apple river stone cloud music table window garden silver paper orange bread candle forest mirror".split()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    tok = train_from_texts([" ".join(FILL + ["good", "bad", "which"])] * 5, vocab_size=200, min_frequency=1)
+    tok.save(d)
+    return d
+
+
+def _part(rng, good: bool) -> str:
+    words = rng.sample(FILL, 2) + ["good" if good else "bad"]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def _both(rng) -> tuple[int, int]:
+    a, b = rng.randint(0, 1), rng.randint(0, 1)
+    return (1, 1) if rng.random() < 0.33 else (a, b)
+
+
+# Synthetic tasks: the label is a function of the text that a tiny model can learn in a few seconds.
+# The pair tasks depend on BOTH parts ("entailment" iff premise and hypothesis are both "good").
+def classification_rows(rng, n):
+    return [{"sentence": _part(rng, y), "label": y} for y in (rng.randint(0, 1) for _ in range(n))]
+
+
+def entailment_rows(rng, n):
+    return [{"premise": _part(rng, a), "hypothesis": _part(rng, b), "label": "entailment" if a and b else "neutral"}
+            for a, b in (_both(rng) for _ in range(n))]
+
+
+def similarity_rows(rng, n):
+    return [{"sentence1": _part(rng, a), "sentence2": _part(rng, b), "label": int(a and b)}
+            for a, b in (_both(rng) for _ in range(n))]
+
+
+def regression_rows(rng, n):  # a 0-5 score, as STS-B: 2.5 per "good" sentence
+    return [{"sentence1": _part(rng, a), "sentence2": _part(rng, b), "label": 2.5 * (a + b) + 0.1}
+            for a, b in (_both(rng) for _ in range(n))]
+
+
+def multiple_choice_rows(rng, n):
+    rows = []
+    for _ in range(n):
+        y = rng.randint(0, 2)
+        rows.append({"context": " ".join(rng.sample(FILL, 3)), "question": "which",
+                     "choices": [_part(rng, i == y) for i in range(3)], "label": y})
+    return rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_task(tmp_path, rows_fn, n_train=160, n_val=60):
+    rng = random.Random(0)
+    return write_jsonl(tmp_path / "train.jsonl", rows_fn(rng, n_train)), write_jsonl(tmp_path / "val.jsonl", rows_fn(rng, n_val))
+
+
+CASES = {
+    "classification": (classification_rows, "accuracy", 0.95),
+    "entailment": (entailment_rows, "accuracy", 0.95),
+    "similarity": (similarity_rows, "accuracy", 0.95),
+    "multiple_choice": (multiple_choice_rows, "accuracy", 0.95),
+    "regression": (regression_rows, "pearson", 0.95),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_tiny_model_learns_synthetic_task(case, tmp_path, tok_dir):
+    rows_fn, metric, floor = CASES[case]
+    train, val = make_task(tmp_path, rows_fn)
+    summary = finetune(FinetuneConfig(
+        task="similarity" if case == "regression" else case, train=train, val=val, out=tmp_path / "run",
+        no_pretrain=True, preset="tiny", tokenizer=tok_dir, lr=3e-3, epochs=8, batch_size=16, warmup=0.1,
+        progress=False,
+    ))
+    assert summary["val"][metric] >= floor, summary["val"]
+    assert summary["regression"] is (case == "regression")
+    assert summary["metric"] == metric and summary["truncated"] == {"train": 0, "val": 0}
+    # The best model directory reloads to the same validation score.
+    model, tok = load_task_model(tmp_path / "run" / "best")
+    assert model.spec.task == summary["task"] and tok.vocab_size == GPTTokenizer.load(tok_dir).vocab_size
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory, tok_dir):
+    """A stand-in for a pre-trained model: random tiny GPT whose vocabulary lacks the task tokens'
+    rows (so fine-tuning has to grow the embedding), saved with its tokenizer."""
+    d = tmp_path_factory.mktemp("pre")
+    tok = GPTTokenizer.load(tok_dir)
+    torch.manual_seed(0)
+    gpt = GPT(preset("tiny", vocab_size=tok.vocab_size - 3, n_ctx=24))
+    gpt.save_pretrained(d / "model")
+    tok.save(d / "model")
+    return d
+
+
+def test_cli_finetune_evaluate_predict(tmp_path, pretrained_dir, capsys):
+    rng = random.Random(1)
+    rows = classification_rows(rng, 40)
+    rows[0] = {"sentence": " ".join(["apple river stone"] * 12) + " good", "label": 1}  # longer than n_ctx 24
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    val = tmp_path / "val.csv"
+    val.write_text("sentence,label\n" + "".join(f"{r['sentence']},{r['label']}\n" for r in classification_rows(rng, 20)),
+                   encoding="utf-8")
+    run = tmp_path / "run"
+    # --init is a pre-training RUN directory: its model/ is used.
+    rc = main(["finetune", "--task", "classification", "--train", str(train), "--val", str(val), "--test", str(val),
+               "--init", str(pretrained_dir), "--out", str(run), "--epochs", "2", "--batch-size", "8", "--quiet",
+               "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["truncated"] == {"train": 1, "val": 0, "test": 0}
+    assert summary["steps"] == 10 and summary["labels"] == ["0", "1"] and summary["lm_coef"] == 0.5
+    assert set(summary["test"]) == {"accuracy", "f1", "matthews", "loss"}
+    best = run / "best"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "task.json", "head.safetensors"):
+        assert (best / name).is_file(), name
+    assert not (best / "optimizer.safetensors").exists()
+    gpt = GPT.from_pretrained(best)
+    tok = GPTTokenizer.load(best)
+    assert gpt.config.vocab_size == tok.vocab_size  # grown for the task tokens
+    task = json.loads((best / "task.json").read_text())
+    assert task["task"] == "classification" and task["labels"] == ["0", "1"] and task["max_len"] == 24
+    metrics_lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert any("val_accuracy" in line for line in metrics_lines)
+
+    assert main(["evaluate", str(run), "--data", str(val), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["examples"] == 20 and ev["accuracy"] == pytest.approx(summary["val"]["accuracy"])
+
+    for suffix in (".jsonl", ".csv"):
+        out = tmp_path / f"preds{suffix}"
+        assert main(["predict", str(best), "--data", str(val), "--out", str(out)]) == 0
+        text = out.read_text().splitlines()
+        if suffix == ".jsonl":
+            rec = json.loads(text[0])
+            assert rec["prediction"] in ("0", "1") and rec["p_0"] + rec["p_1"] == pytest.approx(1.0)
+            assert rec["where"].endswith("line 2") and rec["gold"] in ("0", "1")
+            assert len(text) == 20
+        else:
+            assert text[0].split(",")[:4] == ["where", "prediction", "p_0", "p_1"] and len(text) == 21
+
+
+def test_cli_errors_are_one_line(tmp_path, pretrained_dir, capsys):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"review": "good", "label": 1}])
+    rc = main(["finetune", "--task", "classification", "--train", str(train), "--init", str(pretrained_dir),
+               "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("gptkit finetune: error: ") and "columns found: review, label" in err
+    assert "\n" not in err and not (tmp_path / "run").exists()
+    rc = main(["finetune", "--task", "classification", "--train", str(train), "--out", str(tmp_path / "r2")])
+    assert rc == 2 and "--no-pretrain" in capsys.readouterr().err
+    rc = main(["evaluate", str(tmp_path), "--data", str(train)])
+    assert rc == 2 and "not a fine-tuned task model" in capsys.readouterr().err
+
+
+def test_transfer_layers_and_lm_coef_zero(tmp_path, pretrained_dir):
+    rng = random.Random(2)
+    train = write_jsonl(tmp_path / "t.jsonl", entailment_rows(rng, 16))
+    summary = finetune(FinetuneConfig(task="entailment", train=train, out=tmp_path / "run", init=pretrained_dir,
+                                      transfer_layers=1, lm_coef=0.0, max_steps=1, lr=1e-12, progress=False))
+    assert summary["transfer_layers"] == 1 and summary["lm_coef"] == 0.0
+    pre = GPT.from_pretrained(pretrained_dir / "model")
+    post = GPT.from_pretrained(tmp_path / "run" / "best")
+    # lr ~ 0: kept parts equal the pre-trained ones, re-initialised block 1 does not.
+    torch.testing.assert_close(post.transformer.blocks[0].attn.qkv.weight, pre.transformer.blocks[0].attn.qkv.weight)
+    torch.testing.assert_close(post.transformer.pos_emb.weight, pre.transformer.pos_emb.weight)
+    n = pre.config.vocab_size
+    torch.testing.assert_close(post.transformer.tok_emb.weight[:n], pre.transformer.tok_emb.weight)
+    assert not torch.allclose(post.transformer.blocks[1].attn.qkv.weight, pre.transformer.blocks[1].attn.qkv.weight)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "lm_loss" not in lines[0] and "task_loss" in lines[0]
