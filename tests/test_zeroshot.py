@@ -1,0 +1,137 @@
+"""Zero-shot heuristics on the LM alone (SPEC section 6), with hand-built LMs whose answers are known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gptkit.cli import main
+from gptkit.errors import GptkitError
+from gptkit.model import GPT, preset
+from gptkit.tasks import zeroshot
+from gptkit.tokenizer import train_from_texts
+
+WORDS = "the film was good bad fine dull great awful plot story very positive negative yes no cat dog sat ran on mat"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_from_texts([WORDS] * 10, vocab_size=300, min_frequency=1)
+
+
+def wid(tok, word):
+    return tok.token_to_id(word + "</w>")
+
+
+class UnigramLM(nn.Module):
+    """Every position predicts the same fixed distribution: log P(token) = table[token]."""
+
+    def __init__(self, log_probs: torch.Tensor, n_ctx: int = 64) -> None:
+        super().__init__()
+        self.table = log_probs
+        self.config = preset("tiny", vocab_size=len(log_probs), n_ctx=n_ctx)
+
+    def forward(self, ids):
+        return self.table.expand(*ids.shape, -1).clone()
+
+
+class CueLM(UnigramLM):
+    """Prefers `positive` after any `good` has been seen, `negative` after any `bad`."""
+
+    def __init__(self, tok) -> None:
+        super().__init__(torch.zeros(tok.vocab_size))
+        self.good, self.bad = wid(tok, "good"), wid(tok, "bad")
+        self.pos, self.neg = wid(tok, "positive"), wid(tok, "negative")
+
+    def forward(self, ids):
+        logits = torch.zeros(*ids.shape, self.config.vocab_size)
+        seen_good = (ids == self.good).cumsum(1) > 0
+        seen_bad = (ids == self.bad).cumsum(1) > 0
+        logits[..., self.pos] += 3.0 * seen_good
+        logits[..., self.neg] += 3.0 * seen_bad
+        return logits
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_continuation_logprobs_matches_single_sequences(tok):
+    torch.manual_seed(0)
+    gpt = GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=16)).eval()
+    items = [([tok.eot_id, 5, 6], [7]), ([tok.eot_id], [8, 9, 10, 11]), ([tok.eot_id] + [12] * 20, [13, 14])]
+    got = zeroshot.continuation_logprobs(gpt, items, batch_size=2)
+    for (prefix, cont), (total, n) in zip(items, got):
+        prefix = prefix[max(0, len(prefix) + len(cont) - 16):]  # a long prefix loses its beginning
+        ids = torch.tensor([prefix + cont])
+        with torch.no_grad():
+            lp = gpt(ids)[0].log_softmax(-1)
+        want = sum(float(lp[len(prefix) + i - 1, t]) for i, t in enumerate(cont))
+        assert n == len(cont) and total == pytest.approx(want, abs=1e-4)
+
+
+def test_sentiment_appends_very_and_compares_label_words(tok, tmp_path):
+    rows = [{"text": "the film was good", "label": "pos"}, {"text": "the plot was bad", "label": "neg"},
+            {"text": "good story", "label": "pos"}, {"text": "bad bad film", "label": "neg"}]
+    f = write_jsonl(tmp_path / "s.jsonl", rows)
+    r = zeroshot.sentiment(CueLM(tok), tok, f)  # labels sorted: neg -> "negative", pos -> "positive"
+    assert r.metrics["accuracy"] == 1.0 and r.details["label_words"] == ["negative", "positive"]
+    assert r.scores.shape == (4, 2)
+    # Swapping the words flips every prediction.
+    r2 = zeroshot.sentiment(CueLM(tok), tok, f, label_words="neg=positive,pos=negative")
+    assert r2.metrics["accuracy"] == 0.0
+    with pytest.raises(GptkitError, match="3 words for 2 labels"):
+        zeroshot.sentiment(CueLM(tok), tok, f, label_words="a,b,c")
+
+
+def test_acceptability_threshold_chosen_on_train(tok, tmp_path):
+    table = torch.full((tok.vocab_size,), -8.0)
+    for word in ("the", "cat", "sat", "on", "mat", "dog", "ran"):
+        table[wid(tok, word)] = -1.0  # "grammatical" words are likely
+    lm = UnigramLM(table)
+    good = ["the cat sat", "the dog ran on the mat", "cat sat on mat"]
+    bad = ["mat yes awful no", "no plot dull", "the awful no yes"]
+    train = write_jsonl(tmp_path / "train.jsonl", [{"sentence": s, "label": 1} for s in good] + [{"sentence": s, "label": 0} for s in bad])
+    test = write_jsonl(tmp_path / "test.jsonl", [{"sentence": "the dog sat", "label": 1}, {"sentence": "dull awful", "label": 0}])
+    r = zeroshot.acceptability(lm, tok, test, train=train)
+    assert r.metrics["accuracy"] == 1.0 and r.metrics["matthews"] == 1.0
+    assert r.details["acceptable_label"] == "1" and r.details["train_matthews"] == 1.0
+    assert -8.0 < r.details["threshold"] < -1.0
+    with pytest.raises(GptkitError, match="needs --train"):
+        zeroshot.acceptability(lm, tok, test, train=None)
+
+
+def test_multiple_choice_highest_mean_logprob(tok, tmp_path):
+    table = torch.full((tok.vocab_size,), -6.0)
+    table[wid(tok, "great")] = -0.5
+    table[wid(tok, "story")] = -0.5
+    lm = UnigramLM(table)
+    rows = [{"context": "the film", "question": "was it", "choices": ["awful dull", "great story", "bad"], "label": 1},
+            {"context": "the plot", "choices": ["great", "dull awful"], "label": 0}]
+    with pytest.raises(GptkitError, match="line 2: 2 candidates, but this task has 3"):
+        zeroshot.multiple_choice(lm, tok, write_jsonl(tmp_path / "bad.jsonl", rows))
+    f1 = write_jsonl(tmp_path / "a.jsonl", rows[:1])
+    r = zeroshot.multiple_choice(lm, tok, f1)
+    assert r.predictions == [1] and r.metrics["accuracy"] == 1.0
+    # Mean, not sum: a long likely answer is not penalised for its length.
+    # (The table holds logits: log-softmax shifts every score by the same constant.)
+    np.testing.assert_allclose(r.scores[0] - r.scores[0, 1], [-5.5, 0.0, -5.5], atol=1e-5)
+
+
+def test_cli_zeroshot_on_a_model_directory(tok, tmp_path, capsys):
+    torch.manual_seed(0)
+    d = tmp_path / "run" / "model"
+    GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=32)).save_pretrained(d)
+    tok.save(d)
+    data = write_jsonl(tmp_path / "s.jsonl", [{"sentence": "the film was good", "label": 1},
+                                              {"sentence": "the film was bad", "label": 0}])
+    assert main(["zeroshot", str(tmp_path / "run"), "--task", "sentiment", "--data", str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 2 and report["cue"] == "very" and 0.0 <= report["accuracy"] <= 1.0
+    rc = main(["zeroshot", str(d), "--task", "acceptability", "--data", str(data)])
+    assert rc == 2 and "needs --train" in capsys.readouterr().err
