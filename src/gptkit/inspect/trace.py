@@ -122,6 +122,8 @@ def _trace(
         ids = ids[None]
     cfg = model.config
     B, T = ids.shape
+    if B != 1:
+        raise ValueError(f"trace_forward follows one sequence, got a batch of {B}")
     if T > cfg.n_ctx:
         raise ValueError(f"{T} tokens exceed the model's context window n_ctx={cfg.n_ctx}")
     detailed = set(range(cfg.n_layer)) if layers is None else set(layers)
