@@ -330,3 +330,53 @@ def test_regression_inferred_from_float_labels(tmp_path):
     spec = TaskSpec("similarity")
     xs = load_examples(spec, f, infer=True)
     assert spec.regression and spec.labels is None and spec.n_outputs == 1 and xs[0].label == pytest.approx(4.2)
+
+
+# --- other formats, resumable batches ---------------------------------------------------------------
+
+
+def test_saved_dataset_and_parquet(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"premise": ["a b", "c"], "hypothesis": ["x", "y"], "label": [0, 1]})
+    ds.save_to_disk(str(tmp_path / "ds"))
+    ds.to_parquet(str(tmp_path / "p.parquet"))
+    for path in (tmp_path / "ds", tmp_path / "p.parquet"):
+        spec = TaskSpec("entailment")
+        xs = load_examples(spec, path, infer=True)
+        assert [x.texts for x in xs] == [("a b", "x"), ("c", "y")] and [x.label for x in xs] == [0, 1]
+        assert xs[1].where == f"{path}, line 2"
+    datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(GptkitError, match="several splits"):
+        load_examples(TaskSpec("entailment"), tmp_path / "dd")
+
+
+def test_csv_quoted_multiline_and_tsv_quotes(tmp_path):
+    f = tmp_path / "q.csv"
+    f.write_text('text,label\n"a, quoted\nline",1\nplain,0\n', encoding="utf-8")
+    xs = load_examples(TaskSpec("classification"), f, infer=True)
+    assert xs[0].texts == ("a, quoted\nline",) and xs[1].where.endswith("line 4")
+    g = tmp_path / "q.tsv"
+    g.write_text('sentence\tlabel\nit "works\t1\nno\t0\n', encoding="utf-8")  # GLUE TSVs hold bare quotes
+    assert load_examples(TaskSpec("classification"), g, infer=True)[0].texts == ('it "works',)
+    (tmp_path / "x.txt").write_text("text\n", encoding="utf-8")
+    with pytest.raises(GptkitError, match="unknown task file type '.txt'"):
+        load_examples(TaskSpec("classification"), tmp_path / "x.txt")
+
+
+def test_epoch_batches_resume_exactly(tok, tmp_path):
+    from gptkit.tasks.finetune import EpochBatches
+
+    rows = [{"text": f"the cat {'sat ' * (i % 5)}", "label": i % 2} for i in range(10)]
+    spec = TaskSpec("classification")
+    enc = InputTransform(spec, tok, 32).encode_all(load_examples(spec, write_jsonl(tmp_path / "e.jsonl", rows), infer=True))
+    a = EpochBatches(enc, 4, tok.pad_id, task="classification", regression=False, seed=3)
+    first = [a.next_batch() for _ in range(4)]  # crosses the epoch boundary (3 batches per epoch)
+    assert [b.n_examples for b in first] == [4, 4, 2, 4]
+    assert sorted(torch.cat([b.labels for b in first[:3]]).tolist()) == sorted(r["label"] for r in rows)
+    b = EpochBatches(enc, 4, tok.pad_id, task="classification", regression=False, seed=3)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    for _ in range(4):
+        x, y = a.next_batch(), b.next_batch()
+        assert torch.equal(x.ids, y.ids) and torch.equal(x.labels, y.labels)
+    with pytest.raises(GptkitError, match="another training file"):
+        EpochBatches(enc[:5], 4, tok.pad_id, task="classification", regression=False, seed=3).load_state_dict(a.state_dict())

@@ -129,21 +129,37 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Row]:
 
 
 def _read_with_datasets(path: Path, kind: str) -> Iterator[Row]:
+    if kind == "parquet":
+        yield from _read_parquet(path)
+        return
     try:
         import datasets  # optional: only users with Hugging Face datasets files need it
     except ImportError:
         raise GptkitError(
-            f"{path}: reading {kind} needs the `datasets` library (pip install 'gptkit[datasets]'); "
+            f"{path}: reading a saved dataset needs the `datasets` library (pip install 'gptkit[datasets]'); "
             "or convert it to JSONL/CSV/TSV"
         ) from None
     try:
-        if kind == "parquet":
-            ds = datasets.Dataset.from_parquet(str(path))
-        else:
-            ds = datasets.load_from_disk(str(path))
+        ds = datasets.load_from_disk(str(path))
     except Exception as e:  # datasets raises many types; all mean "not readable as a dataset"
-        raise GptkitError(f"{path}: not readable as a {kind} dataset ({' '.join(str(e).split())[:200]})") from None
+        raise GptkitError(f"{path}: not readable as a saved dataset ({' '.join(str(e).split())[:200]})") from None
     if isinstance(ds, datasets.DatasetDict):
         raise GptkitError(f"{path}: holds several splits {sorted(ds)}; pass the directory of one split")
     for i, record in enumerate(ds):
         yield Row(dict(record), str(path), i + 1)
+
+
+def _read_parquet(path: Path) -> Iterator[Row]:
+    # pyarrow directly (it comes with `datasets`): no dataset cache is written next to the user's files.
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GptkitError(
+            f"{path}: reading parquet needs pyarrow (pip install 'gptkit[datasets]'); or convert it to JSONL/CSV/TSV"
+        ) from None
+    try:
+        table = pq.read_table(str(path))
+    except Exception as e:  # pyarrow's errors vary by failure; all mean "not a readable parquet file"
+        raise GptkitError(f"{path}: not a readable parquet file ({' '.join(str(e).split())[:200]})") from None
+    for i, record in enumerate(table.to_pylist()):
+        yield Row(record, str(path), i + 1)
