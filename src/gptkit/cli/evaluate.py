@@ -16,6 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-len", type=int, help="token budget per sequence (default: as in training)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -23,7 +24,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..tasks.finetune import evaluate
 
-    result = evaluate(args.model, args.data, batch_size=args.batch_size, device=args.device, max_len=args.max_len)
+    result = evaluate(args.model, args.data, batch_size=args.batch_size, device=args.device, max_len=args.max_len,
+                      progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

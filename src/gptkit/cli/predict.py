@@ -17,12 +17,14 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-len", type=int, help="token budget per sequence (default: as in training)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tasks.finetune import predict
 
-    result = predict(args.model, args.data, args.out, batch_size=args.batch_size, device=args.device, max_len=args.max_len)
+    result = predict(args.model, args.data, args.out, batch_size=args.batch_size, device=args.device, max_len=args.max_len,
+                      progress=not args.quiet)
     print(f"wrote {result['rows']} predictions to {result['out']} ({result['truncated']} inputs truncated)")
     return 0

@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     gpt = GPT.from_pretrained(directory).to(args.device).eval()
     tok = GPTTokenizer.load(directory)
     columns = parse_column_overrides(args.column)
-    common = {"batch_size": args.batch_size, "device": args.device, "columns": columns}
+    common = {"batch_size": args.batch_size, "device": args.device, "columns": columns, "progress": not args.quiet}
     if args.task == "sentiment":
         result = zeroshot.sentiment(gpt, tok, args.data, label_words=args.label_words, cue=args.cue, **common)
     elif args.task == "acceptability":

@@ -27,6 +27,7 @@ from .batching import TaskBatch, collate, iterate_batches
 from .metrics import default_metric, task_metrics
 from .model import HEAD_FILE, TaskModel, load_task_model, save_task_model
 from .objective import FinetuneObjective, task_loss
+from .progress import progress_bar
 from .spec import TaskSpec, load_examples
 from .transforms import EncodedExample, InputTransform, count_truncated
 
@@ -124,13 +125,15 @@ class EpochBatches:
 
 @torch.no_grad()
 def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
-          device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, float | None]:
+          device: str | torch.device = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Run the model over examples -> (predictions, probabilities or values, mean task loss if labelled)."""
     was_training = model.training
     model.eval()
     preds, probs, losses, weights = [], [], [], []
     spec = model.spec
+    bar = progress_bar(len(encoded), "scoring", progress)
     for batch in iterate_batches(encoded, batch_size, pad_id, task=spec.task, regression=spec.regression):
+        bar.update(batch.n_examples)
         batch = batch.to(device)
         out = model(batch)
         p = model.probabilities(out.logits).float().cpu()
@@ -139,17 +142,18 @@ def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch
         if batch.labels is not None:
             losses.append(float(task_loss(model, out, batch.labels)) * batch.n_examples)
             weights.append(batch.n_examples)
+    bar.close()
     model.train(was_training)
     loss = sum(losses) / sum(weights) if weights and len(weights) == len(preds) else None
     return np.concatenate(preds), np.concatenate(probs), loss
 
 
 def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
-          device: str | torch.device = "cpu") -> dict[str, float]:
+          device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
     """All metrics of the task on labelled examples, plus the mean task loss."""
     if any(x.label is None for x in encoded):
         raise GptkitError("evaluation needs a label on every example")
-    preds, _, loss = infer(model, encoded, pad_id, batch_size=batch_size, device=device)
+    preds, _, loss = infer(model, encoded, pad_id, batch_size=batch_size, device=device, progress=progress)
     gold = np.array([x.label for x in encoded])
     spec = model.spec
     metrics = task_metrics(spec.task, preds, gold, n_classes=len(spec.labels or []) or None, regression=spec.regression)
@@ -373,19 +377,19 @@ def _export_task_dir(checkpoint: Path, target: Path) -> None:
 
 
 def evaluate(model_dir: str | Path, data: str | Path, *, batch_size: int = 64,
-             device: str = "cpu", max_len: int | None = None) -> dict[str, Any]:
+             device: str = "cpu", max_len: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Every metric of the task on a labelled file, with the example and truncation counts."""
     model, tok = load_task_model(resolve_task_dir(model_dir), device=device)
     spec = model.spec
     examples = load_examples(spec, data)
     transform = InputTransform(spec, tok, max_len or spec.max_len or model.gpt.config.n_ctx)
     encoded = transform.encode_all(examples, name=str(data))
-    metrics = score(model, encoded, tok.pad_id, batch_size=batch_size, device=device)
+    metrics = score(model, encoded, tok.pad_id, batch_size=batch_size, device=device, progress=progress)
     return {"task": spec.task, "examples": len(encoded), "truncated": count_truncated(encoded), **metrics}
 
 
 def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, batch_size: int = 64,
-            device: str = "cpu", max_len: int | None = None) -> dict[str, Any]:
+            device: str = "cpu", max_len: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Write one prediction per input row (label and probabilities) as JSONL or CSV (by suffix)."""
     import csv
     import io
@@ -401,7 +405,7 @@ def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, batch_s
     examples = load_examples(spec, data, need_label=False)
     transform = InputTransform(spec, tok, max_len or spec.max_len or model.gpt.config.n_ctx)
     encoded = transform.encode_all(examples, name=str(data))
-    preds, probs, _ = infer(model, encoded, tok.pad_id, batch_size=batch_size, device=device)
+    preds, probs, _ = infer(model, encoded, tok.pad_id, batch_size=batch_size, device=device, progress=progress)
     records = []
     for x, e, pred, prob in zip(examples, encoded, preds, probs):
         rec: dict[str, Any] = {"where": x.where}

@@ -21,6 +21,7 @@ import torch
 from ..errors import GptkitError
 from ..model import GPT
 from .metrics import matthews, task_metrics
+from .progress import progress_bar
 from .spec import TaskSpec, load_examples
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ ZEROSHOT_TASKS = ("sentiment", "acceptability", "multiple_choice")
 
 @torch.no_grad()
 def continuation_logprobs(
-    gpt: GPT, items: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 32, device: str | torch.device = "cpu"
+    gpt: GPT, items: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 32, device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> list[tuple[float, int]]:
     """For each (prefix, continuation): (sum of log P(continuation tokens | everything before), count).
 
@@ -47,6 +49,7 @@ def continuation_logprobs(
         seqs.append(prefix + cont)
         starts.append(len(prefix))
     out: list[tuple[float, int]] = []
+    bar = progress_bar(len(seqs), "scoring", progress)
     for b in range(0, len(seqs), batch_size):
         chunk, chunk_starts = seqs[b : b + batch_size], starts[b : b + batch_size]
         T = max(len(s) for s in chunk)
@@ -59,6 +62,8 @@ def continuation_logprobs(
             pos = torch.arange(start, len(s))
             token_lp = logp[i, pos - 1, torch.tensor(s[start:])]
             out.append((float(token_lp.sum()), len(pos)))
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 
@@ -100,7 +105,8 @@ def parse_label_words(spec: str | None, labels: list[str]) -> list[str]:
 
 
 def sentiment(gpt: GPT, tok: Any, data: str | Path, *, label_words: str | None = None, cue: str = "very",
-              columns: dict[str, str] | None = None, batch_size: int = 32, device: str = "cpu") -> ZeroShotResult:
+              columns: dict[str, str] | None = None, batch_size: int = 32, device: str = "cpu",
+              progress: bool = False) -> ZeroShotResult:
     """Append the cue word and pick the label whose word the LM finds most probable next."""
     spec = TaskSpec("classification", columns=dict(columns or {}))
     examples = load_examples(spec, data, infer=True)
@@ -110,7 +116,7 @@ def sentiment(gpt: GPT, tok: Any, data: str | Path, *, label_words: str | None =
         prompt = f"{x.texts[0]} {cue}" if cue else x.texts[0]
         prefix = [tok.eot_id, *tok.encode(prompt)]
         items.extend((prefix, continuation_ids(tok, prompt, w)) for w in words)
-    lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device)
+    lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)
     # Total log P of each label word (its full probability, not a per-token mean).
     scores = np.array([s for s, _ in lp]).reshape(len(examples), len(words))
     preds = scores.argmax(1)
@@ -120,7 +126,8 @@ def sentiment(gpt: GPT, tok: Any, data: str | Path, *, label_words: str | None =
                                                              "examples": len(examples)})
 
 
-def mean_logprob(gpt: GPT, tok: Any, texts: Sequence[str], *, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
+def mean_logprob(gpt: GPT, tok: Any, texts: Sequence[str], *, batch_size: int = 32, device: str = "cpu",
+                 progress: bool = False) -> np.ndarray:
     """Mean token log-probability of each text after an end-of-text token."""
     items = []
     for t in texts:
@@ -128,7 +135,7 @@ def mean_logprob(gpt: GPT, tok: Any, texts: Sequence[str], *, batch_size: int = 
         if not ids:
             raise GptkitError(f"text {t!r} encodes to no tokens")
         items.append(([tok.eot_id], ids))
-    return np.array([s / n for s, n in continuation_logprobs(gpt, items, batch_size=batch_size, device=device)])
+    return np.array([s / n for s, n in continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)])
 
 
 def choose_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
@@ -144,7 +151,8 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, f
 
 
 def acceptability(gpt: GPT, tok: Any, data: str | Path, *, train: str | Path | None, acceptable_label: str | None = None,
-                  columns: dict[str, str] | None = None, batch_size: int = 32, device: str = "cpu") -> ZeroShotResult:
+                  columns: dict[str, str] | None = None, batch_size: int = 32, device: str = "cpu",
+              progress: bool = False) -> ZeroShotResult:
     """Threshold the mean token log-probability; threshold (and, unless named, which label means
     acceptable: the one with the higher mean score) chosen on the training file."""
     if train is None:
@@ -154,7 +162,7 @@ def acceptability(gpt: GPT, tok: Any, data: str | Path, *, train: str | Path | N
     if len(spec.labels or []) != 2:
         raise GptkitError(f"{train}: acceptability needs exactly two labels, found {spec.labels}")
     test_x = load_examples(spec, data)
-    train_scores = mean_logprob(gpt, tok, [x.texts[0] for x in train_x], batch_size=batch_size, device=device)
+    train_scores = mean_logprob(gpt, tok, [x.texts[0] for x in train_x], batch_size=batch_size, device=device, progress=progress)
     train_gold = np.array([x.label for x in train_x])
     if acceptable_label is not None:
         if acceptable_label not in spec.labels:
@@ -164,7 +172,7 @@ def acceptability(gpt: GPT, tok: Any, data: str | Path, *, train: str | Path | N
         means = [train_scores[train_gold == k].mean() if (train_gold == k).any() else -np.inf for k in (0, 1)]
         pos = int(np.argmax(means))
     threshold, train_mcc = choose_threshold(train_scores, train_gold == pos)
-    scores = mean_logprob(gpt, tok, [x.texts[0] for x in test_x], batch_size=batch_size, device=device)
+    scores = mean_logprob(gpt, tok, [x.texts[0] for x in test_x], batch_size=batch_size, device=device, progress=progress)
     preds = np.where(scores >= threshold, pos, 1 - pos)
     gold = np.array([x.label for x in test_x])
     metrics = task_metrics("classification", preds, gold, n_classes=2)
@@ -174,7 +182,7 @@ def acceptability(gpt: GPT, tok: Any, data: str | Path, *, train: str | Path | N
 
 
 def multiple_choice(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, str] | None = None, label_base: int = 0,
-                    batch_size: int = 32, device: str = "cpu") -> ZeroShotResult:
+                    batch_size: int = 32, device: str = "cpu", progress: bool = False) -> ZeroShotResult:
     """The answer with the highest mean token log-probability given the context and question."""
     spec = TaskSpec("multiple_choice", columns=dict(columns or {}), label_base=label_base)
     examples = load_examples(spec, data)
@@ -183,7 +191,7 @@ def multiple_choice(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, 
         prompt = " ".join(t for t in x.texts if t)
         prefix = [tok.eot_id, *tok.encode(prompt)]
         items.extend((prefix, continuation_ids(tok, prompt, a)) for a in x.choices)
-    lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device)
+    lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)
     scores = np.array([s / n for s, n in lp]).reshape(len(examples), -1)
     preds = scores.argmax(1)
     gold = np.array([x.label for x in examples])
