@@ -22,6 +22,7 @@ from gptkit.tasks import (
     task_loss,
 )
 from gptkit.tasks.metrics import accuracy, f1, matthews, pearson, rankdata, spearman
+from gptkit.tasks.objective import masked_lm_loss
 from gptkit.tokenizer import train_from_texts
 
 WORDS = "the cat sat on a mat dog ran far away is good bad it was very nice story ends well poorly what did do"
@@ -195,6 +196,10 @@ def test_lm_loss_ignores_padding(tok, tmp_path):
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss2, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss3, want, rtol=1e-5, atol=1e-6)
+    # The objective's version projects only the real positions: same value.
+    with torch.no_grad():
+        fast = masked_lm_loss(model, model(batch).hidden, batch.ids, batch.mask)
+    torch.testing.assert_close(fast, want, rtol=1e-5, atol=1e-6)
 
 
 def test_lm_coef_zero_is_exactly_the_task_loss(tok, tmp_path):

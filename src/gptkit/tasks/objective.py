@@ -27,6 +27,17 @@ def sequence_lm_loss(lm_logits: torch.Tensor, ids: torch.Tensor, mask: torch.Ten
     return per_sequence.mean()
 
 
+def masked_lm_loss(model: TaskModel, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The same value as `sequence_lm_loss(model.gpt.lm_logits(hidden), ids, mask)`, but the (large)
+    vocabulary projection runs only on positions whose next token is real, not on padding."""
+    valid = mask[:, 1:]  # (N, T-1): position t predicts token t+1
+    logits = model.gpt.lm_logits(hidden[:, :-1][valid])  # (M, V) for the M real targets
+    nll = F.cross_entropy(logits.float(), ids[:, 1:][valid], reduction="none")  # (M,)
+    rows = torch.arange(ids.size(0), device=ids.device)[:, None].expand_as(valid)[valid]
+    per_sequence = torch.zeros(ids.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, nll)
+    return (per_sequence / valid.sum(dim=1).clamp_min(1).to(nll.dtype)).mean()
+
+
 def task_loss(model: TaskModel, out: TaskOutput, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over classes or candidates; mean squared error for regression."""
     if model.spec.regression:
@@ -52,6 +63,6 @@ class FinetuneObjective:
         metrics = {"task_loss": float(loss_task.detach()), "tokens": float(batch.mask.sum())}
         if self.lm_coef == 0:
             return loss_task, metrics
-        loss_lm = sequence_lm_loss(model.gpt.lm_logits(out.hidden), batch.ids, batch.mask)
+        loss_lm = masked_lm_loss(model, out.hidden, batch.ids, batch.mask)
         metrics["lm_loss"] = float(loss_lm.detach())
         return loss_task + self.lm_coef * loss_lm, metrics
