@@ -180,6 +180,9 @@ def test_cli_errors_are_one_line(tmp_path, pretrained_dir, capsys):
     assert "\n" not in err and not (tmp_path / "run").exists()
     rc = main(["finetune", "--task", "classification", "--train", str(train), "--out", str(tmp_path / "r2")])
     assert rc == 2 and "--no-pretrain" in capsys.readouterr().err
+    rc = main(["finetune", "--task", "classification", "--train", str(train), "--out", str(tmp_path / "r3"),
+               "--no-pretrain", "--init", str(pretrained_dir), "--transfer-layers", "1"])
+    assert rc == 2 and "contradicts --no-pretrain" in capsys.readouterr().err
     rc = main(["evaluate", str(tmp_path), "--data", str(train)])
     assert rc == 2 and "not a fine-tuned task model" in capsys.readouterr().err
 

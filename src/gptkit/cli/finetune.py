@@ -67,12 +67,9 @@ def format_metrics(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import GptkitError
     from ..tasks.finetune import FinetuneConfig, finetune
     from ..tasks.spec import parse_column_overrides
 
-    if args.init is None and not args.no_pretrain:
-        raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
     cfg = FinetuneConfig(
         task=args.task, train=args.train, val=args.val, test=args.test, out=args.out, init=args.init,
         no_pretrain=args.no_pretrain, preset=args.preset, tokenizer=args.tokenizer,

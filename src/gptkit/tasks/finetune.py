@@ -78,6 +78,23 @@ class FinetuneConfig:
     overwrite: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Contradictory or out-of-range options fail here, before any file is read."""
+        if self.no_pretrain and self.transfer_layers is not None:
+            raise GptkitError("--transfer-layers keeps pre-trained blocks; it contradicts --no-pretrain")
+        if self.preset is not None and not self.no_pretrain:
+            raise GptkitError("--preset builds a random model: use it with --no-pretrain (or pass --init alone)")
+        if self.init is None and not (self.no_pretrain and self.preset is not None):
+            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
+        checks = [("--lm-coef", self.lm_coef >= 0), ("--epochs", self.epochs > 0), ("--batch-size", self.batch_size > 0),
+                  ("--lr", self.lr > 0), ("--warmup", 0 <= self.warmup < 1), ("--clf-pdrop", 0 <= self.clf_pdrop < 1),
+                  ("--max-len", self.max_len is None or self.max_len > 0),
+                  ("--max-steps", self.max_steps is None or self.max_steps > 0),
+                  ("--evals-per-epoch", self.evals_per_epoch > 0)]
+        for flag, ok in checks:
+            if not ok:
+                raise GptkitError(f"{flag} {getattr(self, flag[2:].replace('-', '_'))}: out of range")
+
 
 class EpochBatches:
     """Shuffled epochs over the encoded training set; resumable (a fresh order per epoch, drawn from
