@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import deque
@@ -126,6 +127,9 @@ _worker_tok: GPTTokenizer | None = None
 def _worker_init(tokenizer_json: str, style: str) -> None:
     # One process per core already: the tokenizer's own thread pool would only oversubscribe.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # Ctrl-C is the main process's to handle (it stops the pool and removes the partial output);
+    # workers that raised too would only add a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from tokenizers import Tokenizer
 
     global _worker_tok
