@@ -25,7 +25,7 @@ from ..interop.weights import atomic_write_json, load_safetensors
 from ..model import GPT
 from .batching import TaskBatch, collate, iterate_batches
 from .metrics import default_metric, task_metrics
-from .model import HEAD_FILE, TaskModel, load_task_model, save_task_model
+from .model import HEAD_FILE, TaskModel, load_task_model, write_task_model
 from .objective import FinetuneObjective, task_loss
 from .progress import progress_bar
 from .spec import TaskSpec, load_examples
@@ -297,7 +297,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     record.update(origin)
 
     def save_model(directory: Path) -> None:
-        save_task_model(model, tok, directory, extra=record)
+        write_task_model(model, tok, directory, extra=record)
 
     def load_model(directory: Path) -> None:
         loaded = GPT.from_pretrained(directory)
@@ -385,9 +385,14 @@ def _export_task_dir(checkpoint: Path, target: Path) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(checkpoint, tmp, ignore=lambda d, names: [n for n in names if n in TRAINING_FILES])
+    # Swap by renames so some complete best/ exists at every moment (`--resume` re-exports it anyway).
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
     if target.exists():
-        shutil.rmtree(target)
+        target.rename(old)
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- evaluate / predict -----------------------------------------------------------------------------

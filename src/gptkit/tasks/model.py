@@ -76,17 +76,26 @@ class TaskModel(nn.Module):
 # --- directory ------------------------------------------------------------------------------------
 
 
+def write_task_model(model: TaskModel, tokenizer: Any, directory: str | Path, extra: dict | None = None) -> Path:
+    """Write the files of a task model directory into `directory` (which the caller makes atomic: the
+    training loop writes checkpoints into a temporary directory and renames it when complete)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.gpt.save_pretrained(directory)
+    tokenizer.save(directory)
+    atomic_save_safetensors(dict(model.head.state_dict()), directory / HEAD_FILE)
+    atomic_write_json(directory / TASK_FILE, {**model.spec.to_json(), **({"training": extra} if extra else {})})
+    return directory
+
+
 def save_task_model(model: TaskModel, tokenizer: Any, directory: str | Path, extra: dict | None = None) -> Path:
     """Write the whole directory under a temporary name, then swap it in, so a crash mid-save never
-    leaves a half-written best checkpoint (the previous one survives until the new one is complete)."""
+    leaves a half-written model (the previous one survives until the new one is complete)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
-        model.gpt.save_pretrained(tmp)
-        tokenizer.save(tmp)
-        atomic_save_safetensors(dict(model.head.state_dict()), tmp / HEAD_FILE)
-        atomic_write_json(tmp / TASK_FILE, {**model.spec.to_json(), **({"training": extra} if extra else {})})
+        write_task_model(model, tokenizer, tmp, extra)
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
