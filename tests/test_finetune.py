@@ -203,3 +203,27 @@ def test_transfer_layers_and_lm_coef_zero(tmp_path, pretrained_dir):
     assert not torch.allclose(post.transformer.blocks[1].attn.qkv.weight, pre.transformer.blocks[1].attn.qkv.weight)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "lm_loss" not in lines[0] and "task_loss" in lines[0]
+
+
+def test_resume_from_an_earlier_checkpoint_is_exact(tmp_path, tok_dir):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    train, val = make_task(tmp_path, similarity_rows, n_train=32, n_val=8)
+    cfg = dict(task="similarity", train=train, val=val, no_pretrain=True, preset="tiny", tokenizer=tok_dir,
+               lr=3e-3, epochs=2, batch_size=8, evals_per_epoch=1, keep_last=2, progress=False)
+    full = finetune(FinetuneConfig(out=tmp_path / "a", **cfg))
+    assert full["steps"] == 8
+    # A crash after step 4: only the step-4 checkpoint survives; resuming must redo steps 5-8 exactly.
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_000008")
+    assert (tmp_path / "b" / "checkpoints" / "step_000004").is_dir()
+    resumed = finetune(FinetuneConfig(out=tmp_path / "b", resume=True, **cfg))
+    assert resumed["steps"] == 8
+    a = load_file(tmp_path / "a" / "checkpoints" / "step_000008" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoints" / "step_000008" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha = load_file(tmp_path / "a" / "checkpoints" / "step_000008" / "head.safetensors")
+    hb = load_file(tmp_path / "b" / "checkpoints" / "step_000008" / "head.safetensors")
+    assert all(torch.equal(ha[k], hb[k]) for k in ha)

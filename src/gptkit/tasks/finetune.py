@@ -74,6 +74,8 @@ class FinetuneConfig:
     device: str = "cpu"
     precision: str = "fp32"
     threads: int | None = None
+    keep_last: int = 1
+    """Recent checkpoints kept besides the best (each evaluation writes one, so a crash loses little)."""
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -315,13 +317,14 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         grad_clip=cfg.grad_clip,
         log_every=max(1, min(50, eval_every)),
         eval_every=eval_every if val_e is not None else 0,
+        checkpoint_every=eval_every,
         precision=cfg.precision,
         seed=cfg.seed,
         device=cfg.device,
         best_metric=metric_key if val_e is not None else None,
         best_mode="min" if spec.metric in ("loss", "mse") else "max",
         progress=cfg.progress,
-        keep_last=1,
+        keep_last=cfg.keep_last,
     )
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = train(
