@@ -357,7 +357,7 @@ def test_saved_dataset_and_parquet(tmp_path):
 
 def test_csv_quoted_multiline_and_tsv_quotes(tmp_path):
     f = tmp_path / "q.csv"
-    f.write_text('text,label\n"a, quoted\nline",1\nplain,0\n', encoding="utf-8")
+    f.write_text('\ufefftext,label\n"a, quoted\nline",1\nplain,0\n', encoding="utf-8")  # with a BOM
     xs = load_examples(TaskSpec("classification"), f, infer=True)
     assert xs[0].texts == ("a, quoted\nline",) and xs[1].where.endswith("line 4")
     g = tmp_path / "q.tsv"

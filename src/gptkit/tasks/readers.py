@@ -71,7 +71,7 @@ def read_rows(path: str | Path) -> list[Row]:
 
 def _open_text(path: Path):
     try:
-        return path.open(encoding="utf-8", newline="")
+        return path.open(encoding="utf-8-sig", newline="")  # -sig: spreadsheet exports start with a BOM
     except OSError as e:
         raise GptkitError(f"{path}: cannot open ({e.strerror})") from None
 
