@@ -275,3 +275,21 @@ def test_cli_prepare_prints_summary_and_errors(tmp_path, tok_dir, capsys):
     rc = main(["prepare", str(tmp_path / "missing"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "o2")])
     assert rc == 2 and "missing: no such file or directory" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_interrupt_leaves_nothing_partial(tmp_path, tok_dir, monkeypatch):
+    import gptkit.data.prepare as prep
+
+    for i in range(5):
+        (tmp_path / f"{i}.txt").write_text(words(50, i))
+    real = prep.iter_pieces
+
+    def interrupted(path, *args):
+        if path.name == "3.txt":
+            raise KeyboardInterrupt
+        return real(path, *args)
+
+    monkeypatch.setattr(prep, "iter_pieces", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_corpus([tmp_path], tok_dir, tmp_path / "out", opts(shard_tokens=10))
+    assert leftovers(tmp_path, {f"{i}.txt" for i in range(5)}) == []

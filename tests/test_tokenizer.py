@@ -258,3 +258,17 @@ def test_cli_train_encode_decode_info(tmp_path, text_file, capsys):
                  "--style", "bytelevel", "--quiet"]) == 2
     assert "too small" in capsys.readouterr().err
     assert not (tmp_path / "small").exists()
+
+
+def test_cli_train_reads_jsonl_and_directories(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.jsonl").write_text("\n".join(json.dumps({"body": corpus_text(3, seed=i)}) for i in range(50)))
+    (src / "b.txt").write_text(corpus_text(50, seed=99))
+    assert main(["tokenizer", "train", str(src), "--out", str(tmp_path / "tok"), "--vocab-size", "120",
+                 "--text-field", "body", "--quiet"]) == 0
+    tok = GPTTokenizer.load(tmp_path / "tok")
+    assert tok.style == "gpt1" and tok.vocab_size <= 120
+    assert tok.decode(tok.encode("The lazy dog.")) == "the lazy dog ."
+    assert main(["tokenizer", "train", str(src), "--out", str(tmp_path / "t2"), "--vocab-size", "120", "--quiet"]) == 2
+    assert "no 'text' field (fields found: body)" in capsys.readouterr().err
