@@ -293,3 +293,14 @@ def test_interrupt_leaves_nothing_partial(tmp_path, tok_dir, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus([tmp_path], tok_dir, tmp_path / "out", opts(shard_tokens=10))
     assert leftovers(tmp_path, {f"{i}.txt" for i in range(5)}) == []
+
+
+@pytest.mark.parametrize("chunk_bytes", [3, 7, 64])
+def test_blank_line_split_does_not_depend_on_read_chunks(tmp_path, chunk_bytes):
+    rng = random.Random(chunk_bytes)
+    docs = [words(rng.randint(1, 30), i).strip() for i in range(40)]
+    seps = ["\n\n", "\n \n", "\n\n\n\n", "\n\t\n  \n"]
+    text = "\n" + "".join(d + rng.choice(seps) for d in docs) + "é tail"
+    (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+    got = [p.text for p in iter_file_pieces(tmp_path / "in.txt", "blank-line", chunk_bytes=chunk_bytes) if p.last]
+    assert got == [*docs, "é tail"]

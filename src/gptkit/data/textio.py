@@ -100,7 +100,8 @@ def split_safe(buf: str, max_chars: int) -> int:
     return cut if cut > 0 else max_chars
 
 
-def iter_file_pieces(path: Path, doc_split: str = "file", max_chars: int = MAX_PIECE_CHARS) -> Iterator[Piece]:
+def iter_file_pieces(path: Path, doc_split: str = "file", max_chars: int = MAX_PIECE_CHARS,
+                     chunk_bytes: int = CHUNK_BYTES) -> Iterator[Piece]:
     """Pieces of a plain-text file: one document per file, or per blank-line-separated block."""
     if doc_split not in ("file", "blank-line"):
         raise ValueError(f"doc_split must be 'file' or 'blank-line', not {doc_split!r}")
@@ -109,18 +110,23 @@ def iter_file_pieces(path: Path, doc_split: str = "file", max_chars: int = MAX_P
     pos = 0
     in_doc = False  # a piece of the current document has been yielded
     at_start = True
-    for text, pos in iter_decoded(path):
+    for text, pos in iter_decoded(path, chunk_bytes):
         buf += text
         if at_start and doc_split == "blank-line":
             buf = buf.lstrip()
             at_start = not buf
         if doc_split == "blank-line":
-            while (m := _BLANK_LINE.search(buf)) is not None and m.end() < len(buf):
-                doc, buf = buf[: m.start()], buf[m.end():]
+            start = 0  # one scan and one final slice per chunk: many short documents stay linear
+            for m in _BLANK_LINE.finditer(buf):
+                if m.end() >= len(buf):
+                    break  # the blank run may go on in the next chunk
+                doc = buf[start: m.start()]
                 if doc.strip() or in_doc:
                     yield Piece(doc, True, pos - reported)
                     reported = pos
                 in_doc = False
+                start = m.end()
+            buf = buf[start:]
         while len(buf) > max_chars:
             cut = split_safe(buf, max_chars)
             head, buf = buf[:cut], buf[cut:]
