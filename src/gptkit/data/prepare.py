@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_TOKENS = 50_000_000  # 100 MB per uint16 shard
 BATCH_CHARS = 1 << 20  # text per task sent to a worker
+# A long document is encoded as pieces of at most this many characters (the ids do not change, see
+# data.textio), so even a corpus that is one huge file fills each batch with several pieces that the
+# tokenizer's batch encoder spreads over its threads.
+PIECE_CHARS = 1 << 16
 SPLITS = ("train", "val")
 
 
@@ -217,7 +221,7 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
         route: list[tuple[str, bool]] = []
         size = 0
         for path in files:
-            for piece in iter_pieces(path, opts.text_field, opts.doc_split):
+            for piece in iter_pieces(path, opts.text_field, opts.doc_split, PIECE_CHARS):
                 progress.update(piece.advance)
                 if not piece.text and not piece.last:
                     continue  # progress-only piece

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import GptkitError
-from .textio import Piece, is_jsonl, iter_file_pieces, iter_jsonl_pieces
+from .textio import MAX_PIECE_CHARS, Piece, is_jsonl, iter_file_pieces, iter_jsonl_pieces
 
 SUFFIXES = (".txt", ".jsonl", ".gz")
 
@@ -27,8 +27,9 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def iter_pieces(path: Path, text_field: str = "text", doc_split: str = "file") -> Iterator[Piece]:
+def iter_pieces(path: Path, text_field: str = "text", doc_split: str = "file",
+                max_chars: int = MAX_PIECE_CHARS) -> Iterator[Piece]:
     """The document pieces of one input file, read by its kind (JSON lines or plain text)."""
     if is_jsonl(path):
-        return iter_jsonl_pieces(path, text_field)
-    return iter_file_pieces(path, doc_split)
+        return iter_jsonl_pieces(path, text_field, max_chars)
+    return iter_file_pieces(path, doc_split, max_chars)
