@@ -25,6 +25,16 @@ from gptkit.serve import create_app, load_app  # noqa: E402
 from test_generation_cli import make_model_dir  # noqa: E402  (the tiny model directory builder)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU two threads waiting on
+    each other are many times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,7 +206,7 @@ def test_twenty_concurrent_clients_get_their_own_answers(server, reference):
 
 def slow_server(model_dir: Path, *, max_queue: int, max_batch: int, delay: float) -> Server:
     bundle = load_bundle(model_dir, device="cpu")
-    bundle.model.register_forward_pre_hook(lambda *_: time.sleep(delay))
+    bundle.model.transformer.register_forward_pre_hook(lambda *_: time.sleep(delay))
     return Server(create_app(bundle, max_queue=max_queue, max_batch=max_batch))
 
 

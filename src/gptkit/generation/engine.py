@@ -146,7 +146,15 @@ def _forward_windows(model: GPT, windows: list[list[int]], cache: KVCache | None
     """Run the windows (left-padded) from scratch; return each row's last logits (B, V)."""
     ids, mask, positions = _left_pad(windows, next(model.parameters()).device)
     padding_mask = None if bool(mask.all()) else mask
-    return model(ids, positions=positions, padding_mask=padding_mask, cache=cache)[:, -1]
+    return _last_logits(model, ids, positions, padding_mask, cache)
+
+
+def _last_logits(model: GPT, ids: torch.Tensor, positions: torch.Tensor, padding_mask: torch.Tensor | None,
+                 cache: KVCache | None) -> torch.Tensor:
+    """Logits (B, V) of the last position only: the LM head is a V x C matmul per position, so
+    projecting the whole prompt would cost T times more than the one row generation needs."""
+    hidden = model.transformer(ids, positions=positions, padding_mask=padding_mask, cache=cache).hidden
+    return model.lm_logits(hidden[:, -1])
 
 
 def _new_cache(model: GPT, batch_size: int) -> KVCache:
@@ -251,7 +259,7 @@ def stream_generate(
             else:
                 ids = torch.tensor([[row.tokens[-1]] for row in live], device=device)
                 positions = torch.tensor([[len(row.window) - 1] for row in live], device=device)
-                logits = model(ids, positions=positions, cache=cache)[:, -1]
+                logits = _last_logits(model, ids, positions, None, cache)
 
 
 def generate(
