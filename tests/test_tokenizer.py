@@ -210,6 +210,27 @@ def test_openai_gpt_style_vocab_and_merges_get_task_tokens_appended(tmp_path, te
     assert GPTTokenizer.load(tmp_path / "vocab.json").encode(text) == tok.encode(text)
 
 
+def test_transformers_openai_gpt_tokenizer_json(tmp_path, text_file):
+    # What transformers writes for an openai-gpt model directory: BertNormalizer/BertPreTokenizer, <unk> only.
+    from transformers import OpenAIGPTTokenizer
+
+    raw = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<unk>"))
+    raw.normalizer = gpt1_normalizer()
+    raw.pre_tokenizer = gpt1_pre_tokenizer()
+    raw.train([str(text_file)], trainers.BpeTrainer(vocab_size=200, end_of_word_suffix="</w>", show_progress=False,
+                                                    special_tokens=["<unk>"]))
+    raw.model.save(str(tmp_path))
+    n = len(json.loads((tmp_path / "vocab.json").read_text()))
+    hf = OpenAIGPTTokenizer.from_pretrained(str(tmp_path))
+    hf.save_pretrained(str(tmp_path / "hf"))
+    tok = GPTTokenizer.load(tmp_path / "hf")
+    assert tok.style == "gpt1" and tok.unk_id == 0
+    assert (tok.start_id, tok.delim_id, tok.extract_id) == (n, n + 1, n + 2)
+    text = "The quick brown fox, jumps over the lazy dog!"
+    assert tok.encode(text) == hf.encode(text)
+    assert tok.decode(tok.encode(text)) == hf.decode(hf.encode(text)) == "the quick brown fox , jumps over the lazy dog !"
+
+
 def test_missing_tokenizer_files(tmp_path):
     with pytest.raises(GptkitError, match="no such tokenizer"):
         GPTTokenizer.load(tmp_path / "nothing")
