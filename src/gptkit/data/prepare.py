@@ -243,12 +243,17 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
         for flat, lengths in _bounded_map(tok, batches(), workers):
             route = routes.popleft()
             offsets = np.concatenate([[0], np.cumsum(lengths)])
+            # One array per split per batch (not one per document): a shard of many short documents
+            # must not cost a Python object per document while it is buffered.
+            parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
             for (split, last), a, b in zip(route, offsets[:-1], offsets[1:]):
-                writer = writers[split]
-                writer.add(flat[a:b])
+                parts[split].append(flat[a:b])
                 if last:
-                    writer.add(eot)
-                    writer.documents += 1
+                    parts[split].append(eot)
+                    writers[split].documents += 1
+            for split, arrays in parts.items():
+                if arrays:
+                    writers[split].add(np.concatenate(arrays))
 
     documents = sum(w.documents for w in writers.values())
     if documents == 0:
