@@ -304,3 +304,10 @@ def test_blank_line_split_does_not_depend_on_read_chunks(tmp_path, chunk_bytes):
     (tmp_path / "in.txt").write_text(text, encoding="utf-8")
     got = [p.text for p in iter_file_pieces(tmp_path / "in.txt", "blank-line", chunk_bytes=chunk_bytes) if p.last]
     assert got == [*docs, "é tail"]
+
+
+def test_byte_order_mark_is_not_text(tmp_path):
+    (tmp_path / "b.txt").write_bytes(b"\xef\xbb\xbfhello")
+    (tmp_path / "b.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "hi"}\n')
+    assert [p.text for p in iter_file_pieces(tmp_path / "b.txt")] == ["hello"]
+    assert [p.text for p in iter_jsonl_pieces(tmp_path / "b.jsonl")] == ["hi"]

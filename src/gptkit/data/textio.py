@@ -77,6 +77,8 @@ def iter_decoded(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[s
                 text = decoder.decode(data, final=not data)
             except UnicodeDecodeError as e:
                 raise _decode_error(path, consumed - pending + e.start, e.reason) from None
+            if consumed == 0 and text.startswith("\ufeff"):
+                text = text[1:]  # a byte-order mark (spreadsheet and Windows exports) is not text
             consumed += len(data)
             if text or not data:
                 yield text, raw.tell()
@@ -160,6 +162,8 @@ def iter_jsonl_pieces(path: Path, text_field: str = "text", max_chars: int = MAX
             except UnicodeDecodeError as e:
                 raise _decode_error(path, offset + e.start, f"line {lineno}, {e.reason}") from None
             offset += len(line)
+            if lineno == 1 and decoded.startswith("\ufeff"):
+                decoded = decoded[1:]
             if not decoded.strip():
                 continue
             text = _field(path, lineno, decoded, text_field)
