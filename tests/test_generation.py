@@ -18,6 +18,7 @@ from gptkit.generation import (
     filter_top_p,
     generate,
     stream_generate,
+    token_pieces,
 )
 from gptkit.generation.engine import FinishEvent, TokenEvent
 from gptkit.model import preset
@@ -255,3 +256,9 @@ def test_stop_strings_safe_length():
     st = StopStrings(["abc", "xy"])
     assert st.safe_length("zzab") == 2 and st.safe_length("zzx") == 2 and st.safe_length("zz") == 2
     assert st.find("..xy..abc") == 2 and st.find("none") is None
+
+
+def test_token_pieces_join_to_the_text():
+    ids = list("aé€".encode())
+    assert token_pieces(byte_decode, ids) == ["a", "", "é", "", "", "€"]
+    assert "".join(token_pieces(byte_decode, ids, context=list(b"xy"))) == "aé€"

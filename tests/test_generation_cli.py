@@ -12,7 +12,7 @@ import torch
 
 from gptkit import GPT
 from gptkit.cli import main
-from gptkit.generation import GenerationConfig, generate
+from gptkit.generation import GenerationConfig, TextStream, generate
 from gptkit.generation.bundle import load_bundle
 from gptkit.model import preset
 
@@ -52,8 +52,9 @@ def model_dir(tmp_path_factory) -> Path:
 
 def greedy_text(model_dir: Path, prompt: str, n: int) -> str:
     b = load_bundle(model_dir, device="cpu")
-    c = generate(b.model, [b.encode_prompt(prompt)], GenerationConfig(max_new_tokens=n, temperature=0.0, stop_ids=b.stop_ids))[0]
-    return b.decode(c.ids)
+    prompt_ids = b.encode_prompt(prompt)
+    c = generate(b.model, [prompt_ids], GenerationConfig(max_new_tokens=n, temperature=0.0, stop_ids=b.stop_ids))[0]
+    return TextStream(b.decode, context=prompt_ids).decode(c.ids)
 
 
 def test_generate_streams_greedy_text(model_dir, capsys):
@@ -74,7 +75,7 @@ def test_generate_json_has_ids_text_logprobs(model_dir, capsys):
     for s in result["samples"]:
         assert s["finish_reason"] in ("stop", "length")
         assert len(s["ids"]) == len(s["logprobs"]) == len(s["top_logprobs"]) <= 8
-        assert s["text"] == b.decode(s["ids"]) and all(lp <= 0 for lp in s["logprobs"])
+        assert s["text"] == TextStream(b.decode, context=result["prompt_ids"]).decode(s["ids"]) and all(lp <= 0 for lp in s["logprobs"])
         assert all(len(top) == 2 for top in s["top_logprobs"])
     # seeded: the same command gives the same samples, with or without the cache
     assert main(args + ["--no-cache"]) == 0
@@ -118,3 +119,20 @@ def test_generate_bad_input_is_one_line_error(model_dir, tmp_path, capsys):
     assert "error: --top-p" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "missing"), "x"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_gpt1_style_completion_keeps_the_space_after_the_prompt(tmp_path, capsys):
+    """A GPT-1 BPE ends words with </w>: the completion of "the cat" must read " sat", not "sat"."""
+    from gptkit.tokenizer import train_from_texts
+
+    tok = train_from_texts(CORPUS * 20, vocab_size=300, style="gpt1")
+    prompt = tok.encode("the cat")
+    stream = TextStream(tok.decode, context=prompt)
+    assert "".join(stream.push(t)[0] for t in tok.encode("sat on")) + stream.finish() == " sat on"
+    torch.manual_seed(0)
+    GPT(preset("tiny", vocab_size=tok.vocab_size)).save_pretrained(tmp_path)
+    tok.save(tmp_path)
+    assert main(["generate", str(tmp_path), "the cat", "--max-new-tokens", "5", "--temperature", "0", "--json"]) == 0
+    sample = json.loads(capsys.readouterr().out)["samples"][0]
+    words = tok.decode(prompt + sample["ids"])
+    assert "the cat" + sample["text"] == words

@@ -19,7 +19,7 @@ uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from gptkit.generation import GenerationConfig, generate  # noqa: E402
+from gptkit.generation import GenerationConfig, TextStream, generate  # noqa: E402
 from gptkit.generation.bundle import load_bundle  # noqa: E402
 from gptkit.serve import create_app, load_app  # noqa: E402
 from test_generation_cli import make_model_dir  # noqa: E402  (the tiny model directory builder)
@@ -88,7 +88,8 @@ def reference(model_dir):
 
     def greedy(prompt: str, n_tokens: int) -> str:
         config = GenerationConfig(max_new_tokens=n_tokens, temperature=0.0, stop_ids=bundle.stop_ids)
-        return bundle.decode(generate(bundle.model, [bundle.encode_prompt(prompt)], config)[0].ids)
+        prompt_ids = bundle.encode_prompt(prompt)
+        return TextStream(bundle.decode, context=prompt_ids).decode(generate(bundle.model, [prompt_ids], config)[0].ids)
 
     return greedy
 
@@ -133,6 +134,9 @@ def test_n_samples_prompt_list_seed_logprobs_echo(server):
         assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) >= 1
         assert all(x <= 0 for x in lp.token_logprobs) and all(len(t) <= 2 for t in lp.top_logprobs)
     assert r.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in r.choices)
+    for c in r.choices:  # the tokens join to the text, and the offsets point into it
+        assert "".join(c.logprobs.tokens) == c.text
+        assert c.logprobs.text_offset == [sum(len(t) for t in c.logprobs.tokens[:i]) for i in range(len(c.logprobs.tokens))]
     echo = client.completions.create(model="m", prompt="the dog", max_tokens=3, temperature=0, echo=True)
     assert echo.choices[0].text.startswith("the dog")
 

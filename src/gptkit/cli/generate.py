@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise GptkitError(str(e).replace("GenerationConfig.", "--").replace("_", "-")) from None
 
     prompt_ids = bundle.encode_prompt(prompt)
-    streams = [TextStream(bundle.decode, args.stop) for _ in range(args.num_samples)]
+    streams = [TextStream(bundle.decode, args.stop, context=prompt_ids) for _ in range(args.num_samples)]
     samples = [{"ids": [], "logprobs": [], "top_logprobs": [], "finish_reason": None} for _ in streams]
     live = not args.json and args.num_samples == 1  # several samples print whole, as each finishes
 
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             "prompt_ids": prompt_ids,
             "samples": [
                 {
-                    "text": stream.text,
+                    "text": stream.text,  # as it continues the prompt (it may start with a space)
                     "ids": s["ids"],
                     "tokens": [bundle.tokenizer.id_to_token(i) for i in s["ids"]],
                     "logprobs": s["logprobs"],

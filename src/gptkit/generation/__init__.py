@@ -11,7 +11,7 @@ from .engine import (
     stream_generate,
 )
 from .sampling import apply_repetition_penalty, choose_tokens, filter_top_k, filter_top_p
-from .text import StopStrings, TextStream
+from .text import StopStrings, TextStream, token_pieces
 
 __all__ = [
     "Completion",
@@ -27,4 +27,5 @@ __all__ = [
     "filter_top_p",
     "generate",
     "stream_generate",
+    "token_pieces",
 ]

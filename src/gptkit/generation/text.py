@@ -5,6 +5,10 @@ inside a UTF-8 sequence, which decodes to U+FFFD), and stop strings can span tok
 decode the row's whole id list, emit only the new suffix, and hold back (a) a trailing replacement
 character, which the next token may complete, and (b) any tail that could still grow into a stop
 string, which must never reach the reader.
+
+Context: whether a completion starts with a space can depend on the prompt (a GPT-1 BPE token ends a
+word with `</w>`, so the space after the prompt's last word only appears once a next word follows).
+So the completion is decoded after the last few prompt tokens, and the text is what that adds.
 """
 
 from __future__ import annotations
@@ -41,13 +45,26 @@ class TextStream:
     """One generated row as text: `push(token)` returns the newly safe text and whether a stop
     string was hit (the text then ends just before it); `finish()` returns what was held back."""
 
-    def __init__(self, decode: Decode, stops: Sequence[str] = ()) -> None:
-        self.decode = decode
+    CONTEXT_TOKENS = 4
+
+    def __init__(self, decode: Decode, stops: Sequence[str] = (), context: Sequence[int] = ()) -> None:
         self.stops = StopStrings(stops)
+        self._context = list(context)[-self.CONTEXT_TOKENS :]
+        self._context_text = decode(self._context) if self._context else ""
+        self._decode = decode
         self.ids: list[int] = []
         self.emitted = ""
         self.stopped = False
         self.n_tokens_at_stop: int | None = None
+
+    def decode(self, ids: list[int]) -> str:
+        """The text `ids` add after the prompt context."""
+        if not self._context:
+            return self._decode(ids)
+        full = self._decode(self._context + ids)
+        if full.startswith(self._context_text):
+            return full[len(self._context_text) :]
+        return self._decode(ids)
 
     def _advance(self, visible: str) -> str:
         # Decoders can re-space earlier text when a word completes; we cannot take back what was
@@ -82,3 +99,18 @@ class TextStream:
     def finish(self) -> str:
         """Everything not yet emitted (held-back tail), once the row is over."""
         return self._advance(self.text)
+
+
+def token_pieces(decode: Decode, ids: list[int], context: Sequence[int] = ()) -> list[str]:
+    """The text each token adds, in order, so that the pieces join to the completion's text (used for
+    the per-token `tokens` of OpenAI log-probabilities). A token that ends inside a character adds ""
+    and the token completing it adds the whole character."""
+    stream = TextStream(decode, context=context)
+    pieces, shown = [], ""
+    for i in range(1, len(ids) + 1):
+        text = stream.decode(ids[:i])
+        if i < len(ids):
+            text = text.rstrip(REPLACEMENT)
+        pieces.append(text[len(shown) :] if len(text) > len(shown) else "")
+        shown = text if len(text) > len(shown) else shown
+    return pieces

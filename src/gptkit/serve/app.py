@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import GptkitError
 from ..generation import GenerationConfig
 from ..generation.bundle import ModelBundle
+from ..generation.text import token_pieces
 from .protocol import (
     ClassifyRequest,
     CompletionRequest,
@@ -166,8 +167,6 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
             top_logprobs=req.logprobs or 0,
         )
 
-    def token_strings(ids: list[int]) -> list[str]:
-        return [bundle.decode([t]) for t in ids]
 
     def tops_as_dicts(tops: list[tuple[tuple[int, float], ...]]) -> list[dict[str, float]]:
         return [{bundle.decode([t]): lp for t, lp in top} for top in tops]
@@ -223,7 +222,7 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
         for c in range(n_choices):
             logprobs = None
             if want_lp:
-                logprobs = logprobs_object(token_strings(ids[c]), lps[c],
+                logprobs = logprobs_object(token_pieces(bundle.decode, ids[c], prompts[c // n]), lps[c],
                                            tops_as_dicts(tops[c]) if req.logprobs else None, len(prefix[c]))
             choices.append({"text": prefix[c] + texts[c], "index": c, "logprobs": logprobs, "finish_reason": reasons[c]})
         return completion_object(cid, name, choices, usage(prompt_tokens, sum(len(x) for x in ids)), created)
@@ -249,7 +248,7 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
                     completion_tokens += 1
                     logprobs = None
                     if want_lp:
-                        logprobs = logprobs_object(token_strings([token]), [lp],
+                        logprobs = logprobs_object([delta], [lp],
                                                    tops_as_dicts([top]) if top else None, offsets[c])
                     offsets[c] += len(delta)
                     if delta or logprobs:

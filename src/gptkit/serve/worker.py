@@ -178,7 +178,8 @@ class Worker:
             for i, p in enumerate(job.prompts):
                 prompts.append(p)
                 owners.append((job, i))
-        streams = [TextStream(self.decode, owners[r // n][0].stops) for r in range(len(prompts) * n)]
+        streams = [TextStream(self.decode, owners[r // n][0].stops, context=prompts[r // n])
+                   for r in range(len(prompts) * n)]
 
         def owner(row: int) -> tuple[GenerationJob, int]:
             job, i = owners[row // n]
