@@ -262,3 +262,8 @@ def test_token_pieces_join_to_the_text():
     ids = list("aé€".encode())
     assert token_pieces(byte_decode, ids) == ["a", "", "é", "", "", "€"]
     assert "".join(token_pieces(byte_decode, ids, context=list(b"xy"))) == "aé€"
+
+
+def test_inference_mode_does_not_leak_into_the_caller():
+    seen = [torch.is_inference_mode_enabled() for _ in stream_generate(lively_model(), [[1, 2]], GenerationConfig(max_new_tokens=3))]
+    assert seen and not any(seen)

@@ -196,9 +196,12 @@ def stream_generate(
     stop_ids = set(config.stop_ids)
     n = config.num_samples
     model.eval()
-
+    starts = [max(0, len(p) - n_ctx) for p in prompts]
+    rows = [_Row(tokens=list(prompts[r // n]), start=starts[r // n]) for r in range(len(prompts) * n)]
+    active = list(range(len(rows)))
+    # Tensor work runs under inference_mode, but never across a `yield`: the mode is thread-local
+    # state and must not leak into the caller's code between tokens.
     with torch.inference_mode():
-        starts = [max(0, len(p) - n_ctx) for p in prompts]
         cache = _new_cache(model, len(prompts)) if config.use_cache else None
         logits = _forward_windows(model, [p[s:] for p, s in zip(prompts, starts)], cache)  # (P, V)
         if n > 1:
@@ -206,50 +209,37 @@ def stream_generate(
             logits = logits.index_select(0, fan_out)
             if cache is not None:
                 cache.reorder(fan_out)
-        rows = [_Row(tokens=list(prompts[r // n]), start=starts[r // n]) for r in range(len(prompts) * n)]
-        active = list(range(len(rows)))
 
-        while active:
-            live = [rows[r] for r in active]
-            scores = apply_repetition_penalty(logits.float(), [row.tokens for row in live], config.repetition_penalty)
-            chosen = choose_tokens(
-                scores, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, generator=generator
-            )
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
-            if config.top_logprobs:
-                top = torch.topk(logprobs, min(config.top_logprobs, logprobs.size(-1)), dim=-1)
-                top_pairs = [tuple(zip(i, v)) for i, v in zip(top.indices.tolist(), top.values.tolist())]
+    while active:
+        with torch.inference_mode():
+            chosen, chosen_lp, top_pairs = _pick(logits, [rows[r].tokens for r in active], config, generator)
+
+        still: list[int] = []
+        for i, (r, token) in enumerate(zip(active, chosen)):
+            row = rows[r]
+            if token in stop_ids:
+                yield FinishEvent(r, "stop")
+                continue
+            row.tokens.append(token)
+            row.generated.append(token)
+            yield TokenEvent(r, token, chosen_lp[i], top_pairs[i])
+            if should_stop is not None and should_stop(r, row.generated):
+                yield FinishEvent(r, "stop")
+            elif len(row.generated) >= config.max_new_tokens:
+                yield FinishEvent(r, "length")
             else:
-                top_pairs = [()] * len(active)
+                still.append(i)
+        if not still:
+            return
+        active = [active[i] for i in still]
+        live = [rows[r] for r in active]
 
-            still: list[int] = []
-            for i, (r, token) in enumerate(zip(active, chosen.tolist())):
-                row = rows[r]
-                if token in stop_ids:
-                    yield FinishEvent(r, "stop")
-                    continue
-                row.tokens.append(token)
-                row.generated.append(token)
-                yield TokenEvent(r, token, chosen_lp[i], top_pairs[i])
-                if should_stop is not None and should_stop(r, row.generated):
-                    yield FinishEvent(r, "stop")
-                elif len(row.generated) >= config.max_new_tokens:
-                    yield FinishEvent(r, "length")
-                else:
-                    still.append(i)
-            if not still:
-                return
-            if len(still) < len(active) and cache is not None:
-                cache.reorder(torch.tensor(still, device=device))
-            active = [active[i] for i in still]
-            live = [rows[r] for r in active]
-
-            slid = False
-            for row in live:
-                if len(row.tokens) - row.start > n_ctx:
-                    row.start = len(row.tokens) - keep
-                    slid = True
+        slid = False
+        for row in live:
+            if len(row.tokens) - row.start > n_ctx:
+                row.start = len(row.tokens) - keep
+                slid = True
+        with torch.inference_mode():
             if cache is None:
                 logits = _forward_windows(model, [row.window for row in live], None)
             elif slid or cache.remaining() < 1:
@@ -257,9 +247,28 @@ def stream_generate(
                 cache = _new_cache(model, len(live))
                 logits = _forward_windows(model, [row.window for row in live], cache)
             else:
+                if len(still) < cache.keys.size(1):  # finished rows leave the batch
+                    cache.reorder(torch.tensor(still, device=device))
                 ids = torch.tensor([[row.tokens[-1]] for row in live], device=device)
                 positions = torch.tensor([[len(row.window) - 1] for row in live], device=device)
                 logits = _last_logits(model, ids, positions, None, cache)
+
+
+def _pick(
+    logits: torch.Tensor, histories: list[list[int]], config: GenerationConfig, generator: torch.Generator
+) -> tuple[list[int], list[float], list[tuple[tuple[int, float], ...]]]:
+    """One step's choice per row, its log-probability under the model, and the top alternatives."""
+    scores = apply_repetition_penalty(logits.float(), histories, config.repetition_penalty)
+    chosen = choose_tokens(scores, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                           generator=generator)
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
+    if config.top_logprobs:
+        top = torch.topk(logprobs, min(config.top_logprobs, logprobs.size(-1)), dim=-1)
+        top_pairs = [tuple(zip(i, v)) for i, v in zip(top.indices.tolist(), top.values.tolist())]
+    else:
+        top_pairs = [()] * len(histories)
+    return chosen.tolist(), chosen_lp, top_pairs
 
 
 def generate(
