@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 
 def register(subparsers) -> None:
@@ -25,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import GptkitError
 
     try:
+        import fastapi  # noqa: F401
         import uvicorn
     except ImportError:
         raise GptkitError("serving needs FastAPI and uvicorn: pip install 'gptkit[serve]'") from None
@@ -32,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_queue < 1 or args.max_batch < 1:
         raise GptkitError("--max-queue and --max-batch must be >= 1")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger(__name__).warning(
+            "binding %s: the server has no authentication; anyone who can reach this address can use it", args.host
+        )
     app = load_app(args.model_dir, max_queue=args.max_queue, max_batch=args.max_batch, device=args.device)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
