@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default ./demo-out)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="dataset cache (default $GPTKIT_CACHE, else $XDG_CACHE_HOME/gptkit, else ~/.cache/gptkit)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core); on a machine shared with "
+                        "other jobs, 1 avoids threads spinning against each other")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -26,6 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import Demo, DemoInterrupted, get_profile
 
     profile = args.profile or ("quick" if args.quick else "default")
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            from ..errors import GptkitError
+
+            raise GptkitError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     demo = Demo(get_profile(profile), args.out, cache_dir=args.cache_dir,
                 progress=not args.quiet and sys.stderr.isatty())
     try:

@@ -61,6 +61,7 @@ def build_results(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, A
             entry["difference_95"] = _difference_interval(acc["pretrained"], acc["scratch"], n_test)
         tasks[task] = entry
     stage_seconds = {name: outputs[name].get("seconds", 0.0) for name in outputs}
+    stage_cpu = {name: outputs[name].get("cpu_seconds") for name in outputs}
     return {
         "profile": s.profile,
         "settings": s.to_dict(),
@@ -74,6 +75,8 @@ def build_results(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, A
         "samples": outputs["samples"]["samples"],
         "stage_seconds": stage_seconds,
         "total_seconds": round(sum(stage_seconds.values()), 1),
+        "stage_cpu_seconds": stage_cpu,
+        "total_cpu_seconds": round(sum(stage_cpu.values()), 1) if None not in stage_cpu.values() else None,
         "verdict": verdict(tasks),
     }
 
@@ -132,11 +135,13 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append(f"| language model | perplexity (validation, {corpus['tokens'].get('val', 0):,} held-out tokens) | "
                  f"{train_tokens:,} tokens | {ppl:.1f} | {cfg['vocab_size']:,} (uniform guess) | |"
                  if ppl is not None else "| language model | perplexity (validation) | | n/a | | |")
-    lines += ["", "| stage | wall time |", "|---|---|"]
+    cpu = results.get("stage_cpu_seconds") or {}
+    fmt_cpu = lambda v: _fmt_seconds(v) if v is not None else "n/a"  # noqa: E731
+    lines += ["", "| stage | wall time | CPU time (all threads) |", "|---|---|---|"]
     for name, seconds in results["stage_seconds"].items():
         title = STAGE_TITLES.get(name) or name.replace("finetune_", "fine-tune ").replace("_", " ")
-        lines.append(f"| {title} | {_fmt_seconds(seconds)} |")
-    lines.append(f"| total | {_fmt_seconds(results['total_seconds'])} |")
+        lines.append(f"| {title} | {_fmt_seconds(seconds)} | {fmt_cpu(cpu.get(name))} |")
+    lines.append(f"| total | {_fmt_seconds(results['total_seconds'])} | {fmt_cpu(results.get('total_cpu_seconds'))} |")
     lines += ["", f"verdict: {results['verdict']}", "", "samples from the pre-trained LM (temperature 0.8, top-k 40):"]
     for sample in results["samples"]:
         lines.append(f"  {sample['prompt']!r} -> {sample['completion']!r}")
