@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from ..errors import GptkitError
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if "WORLD_SIZE" in os.environ:  # launched by torchrun: join the job (gptkit.training.distributed)
+            from ..training.distributed import distributed_session
+
+            with distributed_session():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except GptkitError as e:
         print(f"gptkit {args.command}: error: {e}", file=sys.stderr)

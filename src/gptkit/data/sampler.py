@@ -99,4 +99,10 @@ def eval_windows(shards: Sequence[np.ndarray], seq_len: int, max_windows: int, *
             if len(windows) >= max_windows:
                 break
             windows.append(np.asarray(shard[start : start + seq_len + 1], dtype=np.int64))
+    # Every rank must get the same number of windows: evaluation ends in a collective, and a rank
+    # with none (or one more) would skip (or add) it and hang the job. Too few to share: all ranks
+    # evaluate all of them (the rank average is then the same value).
+    if len(windows) < world_size:
+        return windows
+    windows = windows[: len(windows) - len(windows) % world_size]
     return windows[rank::world_size]
