@@ -295,3 +295,14 @@ def test_cli_serve_real_process(model_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_client_disconnect_stops_its_generation(model_dir):
+    with slow_server(model_dir, max_queue=4, max_batch=1, delay=0.05) as s:
+        body = {"prompt": "the", "max_tokens": 200, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{s.url}/v1/completions", json=body, timeout=30) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line).startswith("data: ")
+        t0 = time.time()
+        wait_for(s.url, lambda h: not h["busy"], timeout=5)
+        assert time.time() - t0 < 5  # 200 tokens would take >= 10 s
