@@ -38,6 +38,7 @@ from .metrics import MetricsLog, read_metrics
 from .objectives import Objective, lm_objective
 from .optimizer import build_optimizer
 from .perf import measure_matmul_flops, mfu
+from .pretrain import PretrainOptions, evaluate_lm, pretrain
 from .ranks import RankInfo, rank_info
 from .schedules import Schedule, constant, warmup_cosine, warmup_linear
 
@@ -47,6 +48,7 @@ __all__ = [
     "MetricsLog",
     "NonFiniteError",
     "Objective",
+    "PretrainOptions",
     "RankInfo",
     "Schedule",
     "TrainConfig",
@@ -55,9 +57,11 @@ __all__ = [
     "check_run_kind",
     "constant",
     "lm_objective",
+    "evaluate_lm",
     "measure_matmul_flops",
     "mfu",
     "prepare_run_dir",
+    "pretrain",
     "rank_info",
     "read_metrics",
     "seed_everything",
