@@ -28,8 +28,8 @@ MICRO_BATCH = 2
 SEQ_LEN = 32
 
 
-def _train(run_dir: Path, *, steps: int, grad_accum: int, resume: bool = False,
-           kill_rank_at: tuple[int, int] | None = None) -> dict:
+def _train(run_dir: Path | None, *, steps: int, grad_accum: int, resume: bool = False,
+           kill_rank_at: tuple[int, int] | None = None, fsdp: bool = False) -> dict:
     """A tiny GPT pre-trained through THE loop on a synthetic token stream; returns rank 0's view:
     the rank-averaged loss of every step and the final weights (written to run_dir/final.safetensors)."""
     from safetensors.torch import save_file
@@ -53,9 +53,13 @@ def _train(run_dir: Path, *, steps: int, grad_accum: int, resume: bool = False,
     config = preset("tiny", embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
     torch.manual_seed(0)
     model = GPT(config)
+    if fsdp:
+        from gptkit.training.distributed import shard_model
+
+        shard_model(model)  # before the optimizer: it must hold the sharded parameters
     optimizer = build_optimizer(model, lr=3e-3)
     sampler = WindowSampler([tokens], MICRO_BATCH, SEQ_LEN, seed=7, rank=ranks.rank, world_size=ranks.world_size)
-    resume_from = prepare_run_dir(run_dir, resume=resume, kind="test")
+    resume_from = prepare_run_dir(run_dir, resume=resume, kind="test") if run_dir is not None else None
 
     def on_step(step: int, metrics: dict) -> None:
         if kill_rank_at is not None and (ranks.rank, step) == kill_rank_at:
@@ -66,7 +70,7 @@ def _train(run_dir: Path, *, steps: int, grad_accum: int, resume: bool = False,
     result = train(model, lm_objective, sampler, optimizer, constant(3e-3), cfg, run_dir=run_dir,
                    resume_from=resume_from, on_step=on_step)
     losses = {r["step"]: r["loss"] for r in result.history if "loss" in r}
-    if ranks.is_main:
+    if ranks.is_main and run_dir is not None:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(run_dir / "final.safetensors"))
         (run_dir / "losses.json").write_text(json.dumps(losses))
     return losses
@@ -79,10 +83,11 @@ def worker(mode: str, out: Path) -> None:
             _train(out / "full", steps=STEPS, grad_accum=1)
             _train(out / "split", steps=STEPS // 2, grad_accum=1)
             _train(out / "split", steps=STEPS, grad_accum=1, resume=True)
+            fsdp_losses = _train(None, steps=STEPS, grad_accum=1, fsdp=True)
+            if env.rank == 0:
+                (out / "fsdp_losses.json").write_text(json.dumps(fsdp_losses))
         elif mode == "kill":
             _train(out / "kill", steps=1000, grad_accum=1, kill_rank_at=(1, 2))
-        elif mode == "resume-other-world":
-            _train(out / "single", steps=STEPS, grad_accum=2, resume=True)
 
 
 def torchrun(mode: str, out: Path, timeout: float = 240, nproc: int = 2) -> tuple[subprocess.CompletedProcess, float]:
@@ -108,20 +113,36 @@ def parity_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_ddp_matches_one_process_with_the_same_global_batch(parity_run: Path, tmp_path: Path) -> None:
-    # 1 process x 2 accumulation micro-batches sees exactly the windows 2 ranks x 1 see (the sampler's
-    # draw counter interleaves ranks), so losses and weights must agree to float rounding.
-    single = _train(tmp_path / "single", steps=STEPS, grad_accum=2)
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The reference: 1 process x 2 accumulation micro-batches sees exactly the windows that 2 ranks x 1
+    see (the sampler's draw counter interleaves ranks)."""
+    out = tmp_path_factory.mktemp("single")
+    return _train(out / "single", steps=STEPS, grad_accum=2), out
+
+
+def test_ddp_matches_one_process_with_the_same_global_batch(parity_run: Path, single_run: tuple[dict, Path]) -> None:
+    # Same windows, gradients averaged by DDP instead of accumulated: equal to float rounding.
+    single, single_dir = single_run
     ddp = json.loads((parity_run / "full" / "losses.json").read_text())
     assert sorted(int(k) for k in ddp) == list(range(1, STEPS + 1))
     for step, loss in single.items():
         assert abs(ddp[str(step)] - loss) < 1e-6, (step, ddp[str(step)], loss)
     assert single[STEPS] < single[1]  # it trained
-    w1 = read_weights(tmp_path / "single" / "final.safetensors")
+    w1 = read_weights(single_dir / "single" / "final.safetensors")
     w2 = read_weights(parity_run / "full" / "final.safetensors")
     assert w1.keys() == w2.keys()
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_fsdp_matches_one_process(parity_run: Path, single_run: tuple[dict, Path]) -> None:
+    # fully_shard reduce-scatters the gradients instead of all-reducing them: same maths, other rounding.
+    single, _ = single_run
+    fsdp = json.loads((parity_run / "fsdp_losses.json").read_text())
+    assert sorted(int(k) for k in fsdp) == list(range(1, STEPS + 1))
+    for step, loss in single.items():
+        assert abs(fsdp[str(step)] - loss) < 1e-5, (step, fsdp[str(step)], loss)
 
 
 def test_resume_after_two_process_run_continues_exactly(parity_run: Path) -> None:

@@ -119,6 +119,12 @@ def train(
     device = torch.device(config.device)
     module.to(device)
     ckpt = CheckpointManager(run_dir, config.keep_last) if run_dir is not None else None
+    if ckpt is not None and ranks.world_size > 1:
+        from .distributed import is_sharded
+
+        if is_sharded(module):  # its state is spread over the ranks; rank 0 alone cannot write it
+            raise GptkitError("checkpoints of an FSDP-sharded model are not supported yet: train it with "
+                              "run_dir=None and gather its state yourself, or use DDP")
     if save_model is None or load_model is None:
         default_save, default_load = _state_dict_io(module)
         save_model, load_model = save_model or default_save, load_model or default_load

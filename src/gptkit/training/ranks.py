@@ -78,6 +78,10 @@ def wrap_for_training(module: nn.Module, device: torch.device) -> nn.Module:
     averaged across ranks inside backward(); `no_sync` skips that on accumulation micro-steps."""
     if not _dist_ready() or torch.distributed.get_world_size() == 1:
         return module
+    from .distributed import is_sharded
+
+    if is_sharded(module):  # FSDP (distributed.shard_model) already reduces gradients itself
+        return module
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
