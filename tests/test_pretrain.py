@@ -33,6 +33,15 @@ def make_corpus(root, n_paragraphs):
     return root / "corpus"
 
 
+@pytest.fixture(autouse=True)
+def restore_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)  # --threads is process-wide; do not slow down later tests
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("data"), 120)

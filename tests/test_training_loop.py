@@ -87,7 +87,6 @@ def test_grad_accumulation_matches_one_big_batch():
 
 
 def test_tiny_model_loss_falls(tmp_path):
-    torch.set_num_threads(1)
     model = tiny_gpt(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
     sampler = WindowSampler([tokens()], batch_size=8, seq_len=32, seed=0)
     opt = build_optimizer(model, lr=3e-3)
