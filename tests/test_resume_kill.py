@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from gptkit.cli import main
 from gptkit.model import GPT
 from gptkit.training import CheckpointManager
@@ -56,6 +58,10 @@ def test_kill_9_during_checkpoint_writes(tmp_path):
         CheckpointManager.read_tensors(latest, RNG_FILE)
         assert CheckpointManager.read_state(latest)["step"] == newest
     # and the run continues from there, in process
-    assert main(args(corpus, run, "--steps", str(newest + 2), "--resume", "--eval-every", "0")) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(args(corpus, run, "--steps", str(newest + 2), "--resume", "--eval-every", "0")) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert CheckpointManager(run).latest().name == f"step_{newest + 2:06d}"
     assert not any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())
