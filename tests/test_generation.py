@@ -267,3 +267,12 @@ def test_token_pieces_join_to_the_text():
 def test_inference_mode_does_not_leak_into_the_caller():
     seen = [torch.is_inference_mode_enabled() for _ in stream_generate(lively_model(), [[1, 2]], GenerationConfig(max_new_tokens=3))]
     assert seen and not any(seen)
+
+
+def test_training_mode_is_restored():
+    model = lively_model().train()
+    generate(model, [[1]], GenerationConfig(max_new_tokens=2))
+    assert model.training
+    model.eval()
+    generate(model, [[1]], GenerationConfig(max_new_tokens=2))
+    assert not model.training

@@ -194,8 +194,25 @@ def stream_generate(
     else:
         generator.seed()
     stop_ids = set(config.stop_ids)
-    n = config.num_samples
-    model.eval()
+    was_training = model.training
+    model.eval()  # no dropout; restored afterwards, so sampling from a training loop is harmless
+    try:
+        yield from _decode(model, prompts, config, should_stop, generator, stop_ids, keep, device)
+    finally:
+        model.train(was_training)
+
+
+def _decode(
+    model: GPT,
+    prompts: list[list[int]],
+    config: GenerationConfig,
+    should_stop: StopCallback | None,
+    generator: torch.Generator,
+    stop_ids: set[int],
+    keep: int,
+    device: torch.device,
+) -> Iterator[Event]:
+    n_ctx, n = model.config.n_ctx, config.num_samples
     starts = [max(0, len(p) - n_ctx) for p in prompts]
     rows = [_Row(tokens=list(prompts[r // n]), start=starts[r // n]) for r in range(len(prompts) * n)]
     active = list(range(len(rows)))
