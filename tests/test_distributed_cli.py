@@ -54,3 +54,26 @@ def test_torchrun_pretrain_runs_unchanged_and_a_single_process_cannot_resume_it(
     # (exact 2-process resume is tested on the loop in test_distributed.py)
     assert main(["pretrain", "--data", str(corpus), "--out", str(run), "--preset", "tiny", "--batch-size", "2",
                  "--seq-len", "32", "--steps", "6", "--resume", "--quiet"]) == 2
+
+
+def test_torchrun_finetune_runs_unchanged(corpus: Path, tmp_path: Path) -> None:
+    # a tiny random model with the corpus's tokenizer, fine-tuned on 2 ranks
+    rng = random.Random(1)
+    words = "the a cat dog sat on mat ran far away big small red blue house tree river stone".split()
+    rows = [{"sentence": " ".join(rng.sample(words, 3)), "label": rng.randint(0, 1)} for _ in range(21)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTKIT_DIST_TIMEOUT": "60"}
+    run = tmp_path / "ft"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "gptkit.cli",
+           "finetune", "--task", "classification", "--train", str(train), "--val", str(train), "--no-pretrain",
+           "--preset", "tiny", "--tokenizer", str(corpus.parent / "tok"), "--out", str(run), "--epochs", "2",
+           "--batch-size", "4", "--quiet", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # rank 0 alone printed it
+    # 21 examples, 4 per rank x 2 ranks per update: 3 updates per epoch (the last one topped up)
+    assert summary["steps"] == 6
+    assert (run / "best" / "task.json").is_file()
+    state = json.loads((run / "checkpoints" / "step_000006" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2

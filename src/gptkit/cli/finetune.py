@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
     )
     summary = finetune(cfg)
+    if "rank" in summary:  # not rank 0 of a torchrun job: rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

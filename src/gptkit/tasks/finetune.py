@@ -103,9 +103,13 @@ class EpochBatches:
     the seed and the epoch number, so the state is two integers)."""
 
     def __init__(self, examples: list[EncodedExample], batch_size: int, pad_id: int, *, task: str,
-                 regression: bool, seed: int, device: str | torch.device = "cpu") -> None:
+                 regression: bool, seed: int, device: str | torch.device = "cpu",
+                 rank: int = 0, world_size: int = 1) -> None:
         self.examples = examples
         self.batch_size = batch_size
+        # Under torchrun every rank walks the same epoch order and takes its own slice of each global
+        # batch of batch_size x world_size examples (batch_size is per rank, as in pre-training).
+        self.rank, self.world_size = rank, world_size
         self.pad_id = pad_id
         self.task = task
         self.regression = regression
@@ -116,7 +120,7 @@ class EpochBatches:
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.examples) / self.batch_size)
+        return math.ceil(len(self.examples) / (self.batch_size * self.world_size))
 
     def _order(self) -> np.ndarray:
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.examples))
@@ -124,8 +128,15 @@ class EpochBatches:
     def next_batch(self) -> TaskBatch:
         if self.index >= len(self.examples):
             self.epoch, self.index = self.epoch + 1, 0
-        order = self._order()[self.index : self.index + self.batch_size]
+        order = self._order()[self.index : self.index + self.batch_size * self.world_size]
         self.index += len(order)
+        if self.world_size > 1:
+            # an epoch's last global batch is topped up from the start of the order, so that every
+            # rank gets a full slice (a rank with nothing to do would leave the others' all-reduce hanging)
+            short = self.batch_size * self.world_size - len(order)
+            if short > 0:
+                order = np.concatenate([order, np.resize(self._order(), short)])
+            order = order[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         batch = collate([self.examples[i] for i in order], self.pad_id, task=self.task, regression=self.regression)
         # The loop moves tensors in dicts/tuples; a TaskBatch moves itself.
         return batch.to(self.device)
@@ -253,7 +264,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     Writes RUN_DIR/checkpoints (the loop's), RUN_DIR/model (the last), RUN_DIR/best (the best task
     model directory) and RUN_DIR/summary.json; returns the summary."""
-    from ..training import TrainConfig, build_optimizer, prepare_run_dir, train, warmup_linear
+    from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
 
     started = time.time()
     if cfg.threads:
@@ -283,8 +294,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if test_e is not None:
         truncated["test"] = count_truncated(test_e)
 
+    ranks = rank_info()
     batches = EpochBatches(train_e, cfg.batch_size, tok.pad_id, task=spec.task, regression=spec.regression,
-                           seed=cfg.seed, device=cfg.device)
+                           seed=cfg.seed, device=cfg.device, rank=ranks.rank, world_size=ranks.world_size)
     steps = cfg.max_steps or max(1, round(cfg.epochs * batches.batches_per_epoch))
     warmup = int(cfg.warmup * steps)
     eval_every = max(1, batches.batches_per_epoch // max(1, cfg.evals_per_epoch))
@@ -332,6 +344,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         run_dir=out, resume_from=resume_from, save_model=save_model, load_model=load_model,
         evaluate=evaluate if val_e is not None else None,
     )
+    if not ranks.is_main:  # rank 0 alone exports best/ and writes the summary
+        return {"steps": result.step, "stopped_by": result.stopped_by, "rank": ranks.rank}
     best_ckpt = result.best_checkpoint or result.last_checkpoint
     best_dir = out / "best"
     if best_ckpt is not None:

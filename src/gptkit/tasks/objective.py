@@ -57,7 +57,9 @@ class FinetuneObjective:
     def __call__(self, model: TaskModel, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         if batch.labels is None:
             raise ValueError("fine-tuning needs labelled batches")
-        out = model(batch)
+        out = model(batch)  # through the wrapper (DDP under torchrun), which syncs the gradients
+        # the wrapper hides the task model's attributes (spec, gpt); the loss reads them on the model itself
+        model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         loss_task = task_loss(model, out, batch.labels)
         # `tokens` (real tokens in the micro-batch) is what the loop's tokens/s and MFU count.
         metrics = {"task_loss": float(loss_task.detach()), "tokens": float(batch.mask.sum())}
