@@ -5,6 +5,7 @@ handlers only validate, tokenize, enqueue, and turn worker events into JSON or s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -167,14 +168,11 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
             top_logprobs=req.logprobs or 0,
         )
 
-
     def tops_as_dicts(tops: list[tuple[tuple[int, float], ...]]) -> list[dict[str, float]]:
         return [{bundle.decode([t]): lp for t, lp in top} for top in tops]
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest, request: Request):
-        import asyncio
-
+    async def completions(req: CompletionRequest):
         prompts, prompt_texts = encode_prompts(req)
         config = generation_config(req)
         job = GenerationJob(asyncio.get_running_loop(), prompts, config, req.stop_list())
@@ -270,8 +268,6 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
 
     @app.post("/v1/classify")
     async def classify(req: ClassifyRequest):
-        import asyncio
-
         if classifier is None:
             raise ApiError(400, f"{bundle.name} is not a task model (no task.json + head.safetensors); "
                            "fine-tune one with `gptkit finetune`", param="model", code="not_a_task_model")

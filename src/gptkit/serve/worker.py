@@ -33,7 +33,8 @@ class Job:
     """A unit of work for the worker plus the channel its events go back through.
 
     Events: ("token", choice, text_delta, token_id, logprob, top) and ("finish", choice, reason,
-    text, n_tokens) for generation; ("result", value) for calls; then ("done",) or ("error", message).
+    held_back_text, full_text, n_tokens_at_stop_string or None) for generation; ("result", value)
+    for calls; then ("done",) or ("error", message).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
