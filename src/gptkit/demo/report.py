@@ -110,7 +110,8 @@ def format_table(results: dict[str, Any]) -> str:
     train_tokens = corpus["tokens"].get("train", 0)
     lines = [
         f"gptkit demo ({results['profile']} profile), {_fmt_seconds(results['total_seconds'])} on {results['machine']}",
-        f"model: GPT-1 architecture (post-LN, GELU, tied LM head), {cfg['n_layer']} layers x {cfg['n_embd']}, "
+        f"model: GPT ({cfg.get('block_order', 'post_ln').replace('_', '-').replace('ln', 'LN')} blocks, "
+        f"{cfg.get('activation', 'gelu').upper()}, tied LM head), {cfg['n_layer']} layers x {cfg['n_embd']}, "
         f"{cfg['n_head']} heads, n_ctx {cfg['n_ctx']}, {pre['parameters'] / 1e6:.2f}M parameters; "
         f"BPE vocabulary {results['tokenizer']['vocab_size']:,} ({results['tokenizer']['style']} style)",
         f"pre-training text: Shakespeare ({data['pretrain_documents']['shakespeare']} works) + Wikipedia leads "
@@ -142,6 +143,8 @@ def format_table(results: dict[str, Any]) -> str:
         title = STAGE_TITLES.get(name) or name.replace("finetune_", "fine-tune ").replace("_", " ")
         lines.append(f"| {title} | {_fmt_seconds(seconds)} | {fmt_cpu(cpu.get(name))} |")
     lines.append(f"| total | {_fmt_seconds(results['total_seconds'])} | {fmt_cpu(results.get('total_cpu_seconds'))} |")
+    lines.append("(CPU time below wall time means the machine was shared with other work; a stage that "
+                 "uses several cores shows more CPU time than wall time)")
     lines += ["", f"verdict: {results['verdict']}", "", "samples from the pre-trained LM (temperature 0.8, top-k 40):"]
     for sample in results["samples"]:
         lines.append(f"  {sample['prompt']!r} -> {sample['completion']!r}")
