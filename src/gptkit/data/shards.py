@@ -15,14 +15,13 @@ uint16 is used whenever the vocabulary fits (ids < 65536), halving disk and page
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_writer
 from ..errors import GptkitError
 
 MAGIC = b"GPTKSHRD"
@@ -53,18 +52,9 @@ def write_shard(path: str | Path, tokens: np.ndarray, vocab_size: int) -> None:
         raise ValueError(f"token ids must lie in [0, {vocab_size}), got [{tokens.min()}, {tokens.max()}]")
     data = np.ascontiguousarray(tokens, dtype=dtype_for(vocab_size))
     head = _header(data.size, data.itemsize, vocab_size, zlib.crc32(memoryview(data).cast("B")))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            f.write(memoryview(data).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; give the usual umask-based mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        f.write(head)
+        f.write(memoryview(data).cast("B"))
 
 
 def read_header(path: str | Path) -> dict:
@@ -112,8 +102,3 @@ def verify_shard(path: str | Path) -> None:
     if zlib.crc32(memoryview(np.ascontiguousarray(tokens)).cast("B")) != header["data_crc"]:
         raise GptkitError(f"{path}: token shard data is corrupt (checksum mismatch)")
 
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

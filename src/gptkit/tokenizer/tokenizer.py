@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
+from ..atomic import atomic_write_text
 from . import files
 from .specials import APPEND_ORDER, ATTRIBUTES, EOT, PAD, UNK
 from .styles import detect_style
@@ -51,7 +50,7 @@ class GPTTokenizer:
         """Write tokenizer.json plus the small files transformers' AutoTokenizer reads, atomically each."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / "tokenizer.json", self.backend.to_str(pretty=True))
+        atomic_write_text(directory / "tokenizer.json", self.backend.to_str(pretty=True))
         specials = {"eos_token": EOT, "bos_token": EOT, "pad_token": PAD}
         if self.backend.token_to_id(UNK) is not None:
             specials["unk_token"] = UNK
@@ -65,8 +64,8 @@ class GPTTokenizer:
             "gptkit_style": self.style,
             **specials,
         }
-        _atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
-        _atomic_write(directory / "special_tokens_map.json",
+        atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        atomic_write_text(directory / "special_tokens_map.json",
                       json.dumps({**specials, "additional_special_tokens": extra}, indent=2) + "\n")
 
     # ---- the special tokens -------------------------------------------------------------------
@@ -131,24 +130,3 @@ class GPTTokenizer:
 
     def __repr__(self) -> str:
         return f"GPTTokenizer(style={self.style!r}, vocab_size={self.vocab_size})"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # Tokenizer files are small; write-to-temp + rename keeps a reader from seeing half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; give the usual umask-based mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
