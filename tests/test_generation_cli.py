@@ -136,3 +136,15 @@ def test_gpt1_style_completion_keeps_the_space_after_the_prompt(tmp_path, capsys
     sample = json.loads(capsys.readouterr().out)["samples"][0]
     words = tok.decode(prompt + sample["ids"])
     assert "the cat" + sample["text"] == words
+
+
+def test_generate_several_samples_print_whole_with_headers(model_dir, capsys):
+    args = ["generate", str(model_dir), "the", "--max-new-tokens", "4", "--num-samples", "3", "--seed", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    headers = [line for line in out.splitlines() if line.startswith("=== sample")]
+    assert [h.split()[2] for h in headers] == ["1", "2", "3"]
+    assert all(h.endswith(("(length) ===", "(stop) ===")) for h in headers)
+    assert main(args + ["--json"]) == 0
+    texts = [s["text"] for s in json.loads(capsys.readouterr().out)["samples"]]
+    assert all(f"===\n{t}\n" in out for t in texts)  # the same seed gives the same samples
