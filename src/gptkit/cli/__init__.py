@@ -15,7 +15,23 @@ import sys
 
 from ..errors import GptkitError
 
-COMMAND_MODULES = ("info", "data", "inspect", "generate", "serve", "tokenizer", "prepare", "pretrain", "plot", "demo", "finetune", "evaluate", "predict", "zeroshot")
+# In the order of the recipe: data and tokenizer, pre-training, fine-tuning, use, inspection.
+COMMAND_MODULES = (
+    "demo",
+    "data",
+    "tokenizer",
+    "prepare",
+    "pretrain",
+    "plot",
+    "finetune",
+    "evaluate",
+    "predict",
+    "zeroshot",
+    "generate",
+    "serve",
+    "inspect",
+    "info",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gptkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `gptkit inspect trace ... | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
