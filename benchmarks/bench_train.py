@@ -39,11 +39,13 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 # --- one configuration (runs in a subprocess) -----------------------------------------------------
 
 
-def build(impl: str, preset_name: str) -> tuple[torch.nn.Module, Any]:
-    """The model, in train mode (dropout on, as in real training), and its GPTConfig."""
+def build(impl: str, preset_name: str, dropout: bool) -> tuple[torch.nn.Module, Any]:
+    """The model, in train mode (dropout on unless asked otherwise, as in real training), and its GPTConfig."""
     from gptkit.model import GPT, preset
 
     config = preset(preset_name)
+    if not dropout:
+        config = config.replace(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
     torch.manual_seed(0)
     if impl == "gptkit":
         model = GPT(config)
@@ -67,41 +69,34 @@ def build(impl: str, preset_name: str) -> tuple[torch.nn.Module, Any]:
     return model, config
 
 
-def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW as the paper's recipe (decay only on rank > 1 tensors), fused where torch supports it.
-    Both implementations get the same optimizer, so the ratio compares the models."""
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=2.5e-4, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(groups, lr=2.5e-4)
-
-
 def run_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """One configuration, timed: the step `gptkit.training.train` runs for pre-training (the LM
+    objective's loss, backward, global-norm clipping at 1.0, AdamW from `build_optimizer`, fused where
+    torch has it). transformers' model gets exactly the same step, loss and optimizer, so the ratio
+    compares the models."""
+    from gptkit.training import build_optimizer
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     impl, preset_name, dtype_name = spec["impl"], spec["preset"], spec["dtype"]
-    model, config = build(impl, preset_name)
-    optimizer = make_optimizer(model)
+    model, config = build(impl, preset_name, spec.get("dropout", True))
+    optimizer = build_optimizer(model, lr=2.5e-4, weight_decay=0.01)
+    params = [p for p in model.parameters() if p.requires_grad]
     B, T, V = spec.get("batch") or BATCH[preset_name], config.n_ctx, config.vocab_size
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, V, (B, T + 1), generator=g)
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
     autocast_dtype = DTYPES[dtype_name]
 
-    forward = model
-    if spec["compile"]:
-        forward = torch.compile(model)
-
-    def logits_of(inp: torch.Tensor) -> torch.Tensor:
-        out = forward(inp)
-        return out if impl == "gptkit" else out.logits
+    forward = torch.compile(model) if spec["compile"] else model
 
     def step() -> float:
         with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            logits = logits_of(x)
-            loss = F.cross_entropy(logits.view(-1, V), y.view(-1))
+            out = forward(x)
+            logits = out if impl == "gptkit" else out.logits
+            loss = F.cross_entropy(logits.float().view(-1, V), y.view(-1))  # as gptkit's lm_objective
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
@@ -122,16 +117,40 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         "step_s_median": median,
         "tokens_per_s": B * T / best,
         "peak_rss_mib": common.peak_rss_mib(),
+        "threads": torch.get_num_threads(),
     }
 
 
 # --- the driver ---------------------------------------------------------------------------------
 
 
-def run_in_subprocess(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+ALLOCATORS = {
+    "default": None,
+    "jemalloc": "libjemalloc.so.2",
+    "tcmalloc": "libtcmalloc_minimal.so.4",
+}
+LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
+def allocator_path(name: str) -> str | None:
+    """The shared library to LD_PRELOAD for `name` (None: glibc malloc); a missing one is an error."""
+    lib = ALLOCATORS[name]
+    if lib is None:
+        return None
+    for d in LIB_DIRS:
+        if (Path(d) / lib).is_file():
+            return str(Path(d) / lib)
+    raise SystemExit(f"bench_train: {lib} not found (Debian/Ubuntu: apt-get install "
+                     f"{'libjemalloc2' if name == 'jemalloc' else 'libtcmalloc-minimal4'})")
+
+
+def run_in_subprocess(spec: dict[str, Any], timeout: float, preload: str | None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    env = dict(os.environ)
+    if preload:
+        env["LD_PRELOAD"] = preload
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
@@ -145,6 +164,7 @@ COLUMNS = [
     ("impl", "impl", "s"),
     ("dtype", "dtype", "s"),
     ("mode", "mode", "s"),
+    ("allocator", "malloc", "s"),
     ("shape", "B x T", "s"),
     ("tokens_per_s", "tok/s", ".0f"),
     ("step_s", "step s", ".3f"),
@@ -164,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=None, help="override the batch size of every preset")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd gptkit (slow to compile)")
     p.add_argument("--no-hf", action="store_true", help="skip transformers' model")
+    p.add_argument("--allocators", default="default",
+                   help="comma-separated malloc for the workers: default (glibc), jemalloc, tcmalloc (LD_PRELOAD)")
+    p.add_argument("--no-dropout", action="store_true",
+                   help="dropout 0 in both models (shows the cost of attention dropout, which rules out fused SDPA)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in the workers (default: torch's)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the whole set of configurations this many times, keeping each one's best: on a "
+                        "shared machine this spreads the neighbours' load over every configuration")
     p.add_argument("--quick", action="store_true", help="small preset, 2 timed steps: a smoke run")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/train-<time>.json)")
@@ -180,53 +208,87 @@ def main(argv: list[str] | None = None) -> int:
     for d in dtypes:
         if d not in DTYPES:
             p.error(f"--dtypes: unknown dtype {d!r}; choose from {sorted(DTYPES)}")
+    allocators = [a for a in args.allocators.split(",") if a]
+    for a in allocators:
+        if a not in ALLOCATORS:
+            p.error(f"--allocators: unknown allocator {a!r}; choose from {sorted(ALLOCATORS)}")
+    preloads = {a: allocator_path(a) for a in allocators}
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from gptkit.model import preset, training_flops_per_token
 
     print(f"measuring matmul ceilings ({torch.get_num_threads()} threads)...", file=sys.stderr)
-    ceilings = {
-        "fp32": common.matmul_ceiling(torch.float32),
-        "bf16": common.matmul_ceiling(torch.bfloat16),
-    }
+    # Measured before and after the runs; the higher of the two is the ceiling (on a shared machine
+    # the lower one mostly measures the neighbours).
+    probes = [{"fp32": common.matmul_ceiling(torch.float32), "bf16": common.matmul_ceiling(torch.bfloat16)}]
     copy_gbs = common.copy_bandwidth()
 
-    rows: list[dict[str, Any]] = []
+    plan = []
     for name in presets:
-        config = preset(name)
-        flops = training_flops_per_token(config)
         for dtype in dtypes:
-            impls = [("gptkit", False)] + ([("gptkit", True)] if args.compile else [])
-            impls += [] if args.no_hf else [("hf", False)]
-            group = []
-            for impl, compiled in impls:
+            for alloc in allocators:
+                impls = [("gptkit", False)] + ([("gptkit", True)] if args.compile else [])
+                impls += [] if args.no_hf else [("hf", False)]
+                plan.append([(name, dtype, alloc, impl, compiled) for impl, compiled in impls])
+
+    best: dict[tuple, dict[str, Any]] = {}
+    for round_ in range(args.rounds):
+        for group in plan:
+            for name, dtype, alloc, impl, compiled in group:
                 spec = {"impl": impl, "preset": name, "dtype": dtype, "compile": compiled, "steps": steps,
-                        "warmup": args.warmup, "batch": args.batch}
-                print(f"  {name} {impl} {dtype} {'compiled' if compiled else 'eager'}...", file=sys.stderr)
-                r = run_in_subprocess(spec, args.timeout)
-                r["mode"] = "compiled" if compiled else "eager"
-                r["flops_per_token"] = flops
-                if "error" not in r:
-                    r["shape"] = f"{r['batch']} x {r['seq_len']}"
-                    r["gflops"] = r["tokens_per_s"] * flops / 1e9
-                    r["mfu"] = r["gflops"] / ceilings[dtype]
-                else:
+                        "warmup": args.warmup, "batch": args.batch, "dropout": not args.no_dropout,
+                        "threads": args.threads}
+                print(f"  [{round_ + 1}/{args.rounds}] {name} {impl} {dtype} {'compiled' if compiled else 'eager'} "
+                      f"{alloc}...", file=sys.stderr)
+                r = run_in_subprocess(spec, args.timeout, preloads[alloc])
+                r.update(mode="compiled" if compiled else "eager", allocator=alloc)
+                key = (name, dtype, alloc, impl, compiled)
+                prev = best.get(key)
+                if "error" in r:
                     print(f"    failed: {r['error']}", file=sys.stderr)
-                group.append(r)
-            hf = next((r for r in group if r["impl"] == "hf" and "error" not in r), None)
-            for r in group:
-                if hf is not None and "error" not in r:
-                    r["vs_hf"] = r["tokens_per_s"] / hf["tokens_per_s"]
-            rows.extend(group)
+                    best.setdefault(key, r)
+                    continue
+                r["round_tokens_per_s"] = (prev or {}).get("round_tokens_per_s", []) + [r["tokens_per_s"]]
+                r["peak_rss_mib"] = max(r["peak_rss_mib"], (prev or {}).get("peak_rss_mib", 0.0))
+                if prev is None or "error" in prev or r["tokens_per_s"] >= prev["tokens_per_s"]:
+                    best[key] = r
+                else:
+                    prev["round_tokens_per_s"] = r["round_tokens_per_s"]
+                    prev["peak_rss_mib"] = r["peak_rss_mib"]
+
+    rows: list[dict[str, Any]] = []
+    for group in plan:
+        group_rows = [best[key] for key in group]
+        for r in group_rows:
+            r["flops_per_token"] = training_flops_per_token(preset(r["preset"]))
+            if "error" not in r:
+                r["shape"] = f"{r['batch']} x {r['seq_len']}"
+                r["gflops"] = r["tokens_per_s"] * r["flops_per_token"] / 1e9
+        hf = next((r for r in group_rows if r["impl"] == "hf" and "error" not in r), None)
+        for r in group_rows:
+            if hf is not None and "error" not in r:
+                r["vs_hf"] = r["tokens_per_s"] / hf["tokens_per_s"]
+        rows.extend(group_rows)
+
+    probes.append({"fp32": common.matmul_ceiling(torch.float32), "bf16": common.matmul_ceiling(torch.bfloat16)})
+    ceilings = {d: max(p[d] for p in probes) for d in ("fp32", "bf16")}
+    for r in rows:
+        if "gflops" in r:
+            r["mfu"] = r["gflops"] / ceilings[r["dtype"]]
 
     print(f"ceilings: fp32 matmul {ceilings['fp32']:.0f} GFLOP/s, bf16 matmul {ceilings['bf16']:.0f} GFLOP/s, "
-          f"copy {copy_gbs:.1f} GB/s ({torch.get_num_threads()} threads)")
+          f"copy {copy_gbs:.1f} GB/s ({torch.get_num_threads()} threads); "
+          f"dropout {'off' if args.no_dropout else 'on (0.1, as the paper)'}")
+    print("ceiling probes (before, after): " + ", ".join(
+        f"{d} {probes[0][d]:.0f} / {probes[1][d]:.0f}" for d in ("fp32", "bf16")) + " GFLOP/s; MFU uses the higher")
     print(common.format_table(rows, COLUMNS))
     for r in rows:
         if "error" in r:
             print(f"{r['preset']} {r['impl']} {r['dtype']} {r['mode']}: {r['error']}")
     out = common.write_results(
         "train",
-        {"argv": sys.argv[1:], "machine": common.machine_info(), "ceilings_gflops": ceilings,
+        {"argv": sys.argv[1:], "machine": common.machine_info(), "ceilings_gflops": ceilings, "ceiling_probes": probes,
          "copy_gbs": copy_gbs, "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "LD_PRELOAD"))},
          "rows": rows},
         args.out,
