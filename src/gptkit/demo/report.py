@@ -82,21 +82,29 @@ def build_results(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, A
 
 
 def verdict(tasks: dict[str, Any]) -> str:
-    parts, helped = [], []
+    """Per task: a difference larger than its 95% interval counts as helping (or hurting); a smaller
+    one is reported as within noise, not as a win."""
+    clear, noise, worse, parts = [], [], [], []
     for entry in tasks.values():
         if "difference" not in entry:
             parts.append(f"{entry['title']}: no test accuracy")
             continue
-        d = 100 * entry["difference"]
-        helped.append(d > 0)
-        parts.append(f"{entry['title']} {d:+.1f} points")
-    if helped and all(helped):
+        d, ci = 100 * entry["difference"], 100 * entry["difference_95"]
+        parts.append(f"{entry['title']} {d:+.1f} (±{ci:.1f})")
+        (clear if d > ci else worse if d < -ci else noise).append(entry["title"])
+    if clear and not noise and not worse:
         head = "pre-training helped on every task"
-    elif any(helped):
-        head = "pre-training helped on some tasks only"
+    elif clear:
+        head = f"pre-training helped on {', '.join(clear)}"
+        if noise:
+            head += f"; on {', '.join(noise)} the difference is within noise"
+        if worse:
+            head += f"; it hurt on {', '.join(worse)}"
+    elif noise and not worse:
+        head = "pre-training did NOT clearly help at this scale (every difference is within noise)"
     else:
-        head = "pre-training did NOT help at this scale"
-    return f"{head} ({'; '.join(parts)} of test accuracy, pre-trained minus from scratch)"
+        head = f"pre-training did NOT help at this scale (worse on {', '.join(worse)})"
+    return f"{head}. Test accuracy, pre-trained minus from scratch, in points: {'; '.join(parts)}"
 
 
 def _fmt_seconds(seconds: float) -> str:

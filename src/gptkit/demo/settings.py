@@ -71,8 +71,8 @@ PROFILES: dict[str, DemoSettings] = {
     "quick": DemoSettings(
         profile="quick", vocab_size=2048,
         model={"n_ctx": 64, "n_embd": 128, "n_layer": 3, "n_head": 4, "block_order": "pre_ln"},
-        pretrain_steps=250, pretrain_warmup=25, eval_every=125, eval_windows=64,
-        finetune_epochs=3.0, train_limit=2000, sentiment_max_len=48, topic_max_len=64, evals_per_epoch=1,
+        pretrain_steps=400, pretrain_warmup=40, eval_every=200, eval_windows=64,
+        finetune_epochs=3.0, train_limit=2000, sentiment_max_len=64, topic_max_len=64, evals_per_epoch=1,
         samples=3, sample_tokens=32,
     ),
     "test": DemoSettings(
