@@ -18,9 +18,12 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     echo "setup: NVIDIA GPU found: installing torch from PyPI (CUDA build)"
     pip install -q "${GPTKIT_TORCH_SPEC:-torch}"
   else
+    # The wheel alone from PyTorch's CPU index (one quick try: pip's own index settings still apply,
+    # e.g. a local wheel folder); torch's dependencies then come from the normal index below.
     echo "setup: no GPU: installing the CPU build of torch"
-    pip install -q "${GPTKIT_TORCH_SPEC:-torch==2.13.0}" \
-      --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
+    pip install -q --no-deps --retries 0 --timeout 20 "${GPTKIT_TORCH_SPEC:-torch==2.13.0}" \
+      --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+      || pip install -q "${GPTKIT_TORCH_SPEC:-torch==2.13.0}"
   fi
 fi
 
