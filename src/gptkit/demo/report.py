@@ -115,6 +115,7 @@ def _fmt_seconds(seconds: float) -> str:
 def format_table(results: dict[str, Any]) -> str:
     pre, data, corpus = results["pretrain"], results["data"], results["corpus"]
     cfg = pre["config"]
+    docs = data["pretrain_documents"]
     train_tokens = corpus["tokens"].get("train", 0)
     lines = [
         f"gptkit demo ({results['profile']} profile), {_fmt_seconds(results['total_seconds'])} on {results['machine']}",
@@ -122,9 +123,12 @@ def format_table(results: dict[str, Any]) -> str:
         f"{cfg.get('activation', 'gelu').upper()}, tied LM head), {cfg['n_layer']} layers x {cfg['n_embd']}, "
         f"{cfg['n_head']} heads, n_ctx {cfg['n_ctx']}, {pre['parameters'] / 1e6:.2f}M parameters; "
         f"BPE vocabulary {results['tokenizer']['vocab_size']:,} ({results['tokenizer']['style']} style)",
-        f"pre-training text: Shakespeare ({data['pretrain_documents']['shakespeare']} works) + Wikipedia leads "
-        f"({data['pretrain_documents']['wikipedia']:,} articles; the {data['held_out_test_articles']:,} topic-task "
-        f"test articles held out) = {train_tokens:,} train / {corpus['tokens'].get('val', 0):,} validation tokens",
+        f"pre-training text: Shakespeare ({docs['shakespeare']} works) + Wikipedia leads "
+        f"({docs['wikipedia']:,} articles; the {data['held_out_test_articles']:,} topic-task test articles held out)"
+        + (f" + unlabelled opinion text ({docs['reviews']:,} movie-review TRAIN sentences without labels, the "
+           f"{data.get('held_out_review_sentences', 0):,} validation/test ones held out; {docs['opinion']:,} tweets, "
+           "product-review and editorial snippets)" if "reviews" in docs else "")
+        + f" = {train_tokens:,} train / {corpus['tokens'].get('val', 0):,} validation tokens",
         f"pre-training: {pre['steps']:,} steps x {pre['batch_size']} x {pre['seq_len']} tokens = "
         f"{pre['tokens_seen']:,} tokens ({pre['tokens_seen'] / max(1, train_tokens):.2f} epochs)",
         "",
