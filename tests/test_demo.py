@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 
 import pytest
 
 from gptkit.builtin_data import fetch_many, local_folder_downloader, read_jsonl
 from gptkit.cli import main
+from gptkit.demo.pipeline import _opinion_documents
 from test_builtin_data import make_fake_archives
 
 
@@ -59,7 +62,7 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     assert pretrain_files == ["opinion.jsonl", "reviews.jsonl", "shakespeare.jsonl", "wikipedia.jsonl"]
     pretrain_all = [r for name in pretrain_files for r in read_jsonl(out / "data" / "pretrain" / name)]
     assert all(set(r) == {"text"} for r in pretrain_all)
-    pretrain_all_text = {r["text"] for r in pretrain_all}
+    pretrain_all_text = {line for r in pretrain_all for line in r["text"].split("\n")}
     reviews = {s: {r["text"] for r in read_jsonl(cache / "datasets" / "movie_reviews" / f"{s}.jsonl")}
                for s in ("train", "validation", "test")}
     assert reviews["validation"] and reviews["test"]
@@ -98,3 +101,14 @@ def test_demo_offline_without_cache_is_a_clear_error(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("gptkit demo: error:") and "not found" in err and "\n" not in err
     assert not (tmp_path / "c" / "datasets").exists()
+
+
+def test_opinion_documents_keep_every_copy_of_a_sentence_in_one_document():
+    sentences = [f"sentence {i} ." for i in range(150)]
+    docs = _opinion_documents(sentences, 3, random.Random(0))
+    assert len(docs) == 3  # groups of 64, 64, 22
+    for doc in docs:
+        lines = doc.split("\n")
+        assert len(lines) == 3 * len(set(lines)) and Counter(lines).most_common(1)[0][1] == 3
+    assert sorted({line for d in docs for line in d.split("\n")}) == sorted(sentences)
+    assert _opinion_documents(sentences, 1, random.Random(0))[0].split("\n") == sentences[:64]

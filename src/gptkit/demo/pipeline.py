@@ -62,6 +62,23 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+OPINION_GROUP = 64
+"""Sentences per pre-training document of opinion text (consecutive lines of the source)."""
+
+
+def _opinion_documents(sentences: list[str], repeat: int, rng: random.Random) -> list[str]:
+    """Short opinion sentences grouped into documents of OPINION_GROUP, each holding `repeat` copies
+    of its group (later copies shuffled). All copies of a sentence sit in ONE document, so the
+    corpus's per-document train/validation split cannot put a copy on each side; after shuffling,
+    a sentence's next copy is usually further away than the model's context window."""
+    documents = []
+    for start in range(0, len(sentences), OPINION_GROUP):
+        group = sentences[start: start + OPINION_GROUP]
+        copies = [group] + [rng.sample(group, len(group)) for _ in range(repeat - 1)]
+        documents.append("\n".join(line for copy in copies for line in copy))
+    return documents
+
+
 class Demo:
     """One demo run in `out`; `run()` executes the stages not finished yet and returns the results."""
 
@@ -170,7 +187,10 @@ class Demo:
             reviews, snippets = reviews[: s.pretrain_doc_limit], snippets[: s.pretrain_doc_limit]
         sources = {"shakespeare": plays, "wikipedia": articles, "reviews": reviews, "opinion": snippets}
         for name, docs in sources.items():
-            _write_jsonl(self.data_dir / "pretrain" / f"{name}.jsonl", [{"text": d["text"]} for d in docs])
+            texts = [d["text"] for d in docs]
+            if name in ("reviews", "opinion"):
+                texts = _opinion_documents(texts, s.opinion_repeat, random.Random(s.seed))
+            _write_jsonl(self.data_dir / "pretrain" / f"{name}.jsonl", [{"text": t} for t in texts])
         tasks: dict[str, dict[str, int]] = {}
         for task, info in TASKS.items():
             source = dirs[info["dataset"]] / info["subdir"]

@@ -35,6 +35,9 @@ class DemoSettings:
     pretrain_lr: float = 1e-3
     """Higher than the paper's 2.5e-4: a 2.6M-parameter model for a few hundred steps trains best so."""
     pretrain_warmup: int = 60
+    opinion_repeat: int = 3
+    """Copies of the unlabelled opinion text (review TRAIN sentences, snippets) in the pre-training
+    corpus. It is ~15% of the text once; the sentiment task is about it, Shakespeare is not."""
     val_fraction: float = 0.02
     eval_every: int = 200
     eval_windows: int = 128
