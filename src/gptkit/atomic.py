@@ -37,15 +37,16 @@ def fsync_dir(directory: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
-    """Open a binary temp file next to `path`; on a clean exit it is fsynced and renamed over `path`.
-    On an exception the temp file is removed and `path` is untouched."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp file name next to `path` for a writer that wants a file name (e.g. safetensors). On a
+    clean exit the file is fsynced, given the ordinary mode and renamed over `path`; on an exception
+    it is removed and `path` is untouched."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
@@ -53,6 +54,13 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
+    """Open a binary temp file next to `path`; on a clean exit it replaces `path` (see atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

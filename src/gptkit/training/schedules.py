@@ -26,12 +26,7 @@ class WarmupCosine:
     total: int
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.max_lr * step / self.warmup
-        if step >= self.total:
-            return 0.0
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        return self.max_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return _after_warmup(self.max_lr, self.warmup, self.total, step, lambda p: 0.5 * (1.0 + math.cos(math.pi * p)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": "warmup_cosine", **asdict(self)}
@@ -47,11 +42,7 @@ class WarmupLinear:
     total: int
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.max_lr * step / self.warmup
-        if step >= self.total:
-            return 0.0
-        return self.max_lr * (self.total - step) / max(1, self.total - self.warmup)
+        return _after_warmup(self.max_lr, self.warmup, self.total, step, lambda p: 1.0 - p)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": "warmup_linear", **asdict(self)}
@@ -92,3 +83,13 @@ def _check(max_lr: float, warmup: int, total: int) -> None:
         raise GptkitError(f"learning rate must be >= 0, got {max_lr!r}")
     if warmup < 0 or total <= 0:
         raise GptkitError(f"schedule needs warmup >= 0 and total > 0, got warmup={warmup}, total={total}")
+
+
+def _after_warmup(max_lr: float, warmup: int, total: int, step: int, decay) -> float:
+    """Linear warmup from 0 over `warmup` updates, then max_lr * decay(progress), progress going 0 -> 1
+    between the end of warmup and `total`; 0 from `total` on."""
+    if step < warmup:
+        return max_lr * step / warmup
+    if step >= total:
+        return 0.0
+    return max_lr * decay((step - warmup) / max(1, total - warmup))
