@@ -24,15 +24,7 @@ from gptkit.generation.bundle import load_bundle  # noqa: E402
 from gptkit.serve import create_app, load_app  # noqa: E402
 from test_generation_cli import make_model_dir  # noqa: E402  (the tiny model directory builder)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU two threads waiting on
-    each other are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def free_port() -> int:
