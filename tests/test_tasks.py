@@ -18,6 +18,7 @@ from gptkit.tasks import (
     collate,
     fit_parts,
     load_examples,
+    load_training_examples,
     sequence_lm_loss,
     task_loss,
 )
@@ -51,7 +52,7 @@ def write_jsonl(path, rows):
 def test_golden_classification(tok, tmp_path):
     f = write_jsonl(tmp_path / "c.jsonl", [{"sentence": "The cat sat", "label": 1}, {"sentence": "a dog", "label": 0}])
     spec = TaskSpec("classification")
-    xs = load_examples(spec, f, infer=True)
+    spec, xs = load_training_examples(spec, f)
     assert spec.labels == ["0", "1"] and not spec.regression
     enc = InputTransform(spec, tok, 64).encode(xs[0])
     assert enc.sequences == [[tok.start_id, w(tok, "the"), w(tok, "cat"), w(tok, "sat"), tok.extract_id]]
@@ -63,7 +64,7 @@ def test_golden_entailment_all_column_layouts(tok, tmp_path):
     for a, b in (("premise", "hypothesis"), ("sentence1", "sentence2"), ("question", "sentence")):
         rows = [{a: "a dog", b: "it ran", "label": "entailment"}, {a: "x", b: "y", "label": "neutral"}]
         spec = TaskSpec("entailment")
-        xs = load_examples(spec, write_jsonl(tmp_path / f"{a}.jsonl", rows), infer=True)
+        spec, xs = load_training_examples(spec, write_jsonl(tmp_path / f"{a}.jsonl", rows))
         assert spec.labels == ["entailment", "neutral"]
         assert InputTransform(spec, tok, 64).encode(xs[0]).sequences == [expected]
 
@@ -72,7 +73,7 @@ def test_golden_similarity_both_orders(tok, tmp_path):
     f = tmp_path / "s.tsv"
     f.write_text("sentence1\tsentence2\tlabel\nthe cat\ta dog ran\t1\nx\ty\t0\n", encoding="utf-8")
     spec = TaskSpec("similarity")
-    xs = load_examples(spec, f, infer=True)
+    spec, xs = load_training_examples(spec, f)
     seqs = InputTransform(spec, tok, 64).encode(xs[0]).sequences
     S, D, E = tok.start_id, tok.delim_id, tok.extract_id
     cat = [w(tok, "the"), w(tok, "cat")]
@@ -94,7 +95,7 @@ def test_golden_multiple_choice_numbered_and_list_columns(tok, tmp_path):
                           "answer": "C"}])
     for f, label in ((csv_file, 0), (jsonl, 2)):
         spec = TaskSpec("multiple_choice")
-        xs = load_examples(spec, f, infer=True)
+        spec, xs = load_training_examples(spec, f)
         assert spec.n_choices == 3
         enc = InputTransform(spec, tok, 64).encode(xs[0])
         assert enc.sequences == want and enc.label == label
@@ -110,7 +111,7 @@ def test_story_cloze_style_one_based_labels(tok, tmp_path):
 def test_column_overrides_join_columns(tok, tmp_path):
     f = write_jsonl(tmp_path / "o.jsonl", [{"title": "the cat", "body": "sat", "stars": 5}, {"title": "a", "body": "b", "stars": 1}])
     spec = TaskSpec("classification", columns={"text": "title,body", "label": "stars"})
-    xs = load_examples(spec, f, infer=True)
+    spec, xs = load_training_examples(spec, f)
     assert xs[0].texts == ("the cat sat",) and spec.labels == ["1", "5"] and xs[0].label == 1
 
 
@@ -128,7 +129,7 @@ def test_truncation_keeps_task_tokens_and_counts(tok, tmp_path):
     long = " ".join(["the cat sat on a mat"] * 10)
     rows = [{"premise": long, "hypothesis": "it was nice", "label": 0}, {"premise": "a", "hypothesis": "b", "label": 1}]
     spec = TaskSpec("entailment")
-    xs = load_examples(spec, write_jsonl(tmp_path / "t.jsonl", rows), infer=True)
+    spec, xs = load_training_examples(spec, write_jsonl(tmp_path / "t.jsonl", rows))
     encoded = InputTransform(spec, tok, 16).encode_all(xs)
     seq = encoded[0].sequences[0]
     assert len(seq) == 16 and seq[0] == tok.start_id and seq[-1] == tok.extract_id
@@ -149,8 +150,9 @@ def test_truncation_keeps_task_tokens_and_counts(tok, tmp_path):
 def test_collate_right_pads_and_extract_positions(tok, tmp_path):
     rows = [{"text": "the cat sat on a mat", "label": 0}, {"text": "dog", "label": 1}]
     spec = TaskSpec("classification")
-    enc = InputTransform(spec, tok, 64).encode_all(load_examples(spec, write_jsonl(tmp_path / "b.jsonl", rows), infer=True))
-    b = collate(enc, tok.pad_id, task="classification")
+    spec, xs = load_training_examples(spec, write_jsonl(tmp_path / "b.jsonl", rows))
+    enc = InputTransform(spec, tok, 64).encode_all(xs)
+    b = collate(enc, tok.pad_id, spec)
     assert b.ids.shape == (2, 8)
     assert b.extract.tolist() == [7, 2]
     assert b.ids[1, 3:].tolist() == [tok.pad_id] * 5 and b.mask[1].tolist() == [True] * 3 + [False] * 5
@@ -169,19 +171,19 @@ def tiny_task_model(tok, spec, seed=0):
 def _cls_batch(tok, tmp_path, texts):
     rows = [{"text": t, "label": i % 2} for i, t in enumerate(texts)]
     spec = TaskSpec("classification")
-    xs = load_examples(spec, write_jsonl(tmp_path / "o.jsonl", rows), infer=True)
+    spec, xs = load_training_examples(spec, write_jsonl(tmp_path / "o.jsonl", rows))
     return spec, InputTransform(spec, tok, 32).encode_all(xs)
 
 
 def test_lm_loss_ignores_padding(tok, tmp_path):
     spec, enc = _cls_batch(tok, tmp_path, ["the cat sat on a mat", "dog ran"])
     model = tiny_task_model(tok, spec)
-    batch = collate(enc, tok.pad_id, task="classification")
+    batch = collate(enc, tok.pad_id, spec)
     with torch.no_grad():
         logits = model.gpt.lm_logits(model(batch).hidden)
         loss = sequence_lm_loss(logits, batch.ids, batch.mask)
         # Different pad ids and extra padding change nothing.
-        batch2 = collate(enc, w(tok, "cat"), task="classification")
+        batch2 = collate(enc, w(tok, "cat"), spec)
         wide = torch.nn.functional.pad(batch.ids, (0, 5), value=7)
         wide_mask = torch.nn.functional.pad(batch.mask, (0, 5), value=False)
         loss2 = sequence_lm_loss(model.gpt.lm_logits(model(batch2).hidden), batch2.ids, batch2.mask)
@@ -205,7 +207,7 @@ def test_lm_loss_ignores_padding(tok, tmp_path):
 def test_lm_coef_zero_is_exactly_the_task_loss(tok, tmp_path):
     spec, enc = _cls_batch(tok, tmp_path, ["the cat sat", "dog ran far", "a mat", "it is good"])
     model = tiny_task_model(tok, spec)
-    batch = collate(enc, tok.pad_id, task="classification")
+    batch = collate(enc, tok.pad_id, spec)
     with torch.no_grad():
         loss0, m0 = FinetuneObjective(0.0)(model, batch)
         want = task_loss(model, model(batch), batch.labels)
@@ -220,15 +222,15 @@ def test_similarity_output_identical_when_swapped(tok, tmp_path):
             {"sentence1": "dog ran", "sentence2": "the cat sat on a mat", "label": 1},
             {"sentence1": "x", "sentence2": "y", "label": 0}]
     spec = TaskSpec("similarity")
-    xs = load_examples(spec, write_jsonl(tmp_path / "s.jsonl", rows), infer=True)
+    spec, xs = load_training_examples(spec, write_jsonl(tmp_path / "s.jsonl", rows))
     model = tiny_task_model(tok, spec)
     enc = InputTransform(spec, tok, 32).encode_all(xs)
     with torch.no_grad():
-        out = model(collate(enc, tok.pad_id, task="similarity")).logits
+        out = model(collate(enc, tok.pad_id, spec)).logits
         # One example per call: (A, B) gives rows [AB, BA], (B, A) gives [BA, AB]; the head adds the
         # two <e> states, so the outputs must be bit-identical, not merely close.
-        one = model(collate(enc[:1], tok.pad_id, task="similarity")).logits
-        two = model(collate(enc[1:2], tok.pad_id, task="similarity")).logits
+        one = model(collate(enc[:1], tok.pad_id, spec)).logits
+        two = model(collate(enc[1:2], tok.pad_id, spec)).logits
     assert out.shape == (3, 2)
     assert torch.equal(one, two)
     torch.testing.assert_close(out[0], out[1])
@@ -240,7 +242,7 @@ def test_multiple_choice_scores_softmax(tok, tmp_path):
     spec = TaskSpec("multiple_choice")
     xs = load_examples(spec, write_jsonl(tmp_path / "m.jsonl", rows))
     model = tiny_task_model(tok, spec)
-    batch = collate(InputTransform(spec, tok, 32).encode_all(xs), tok.pad_id, task="multiple_choice")
+    batch = collate(InputTransform(spec, tok, 32).encode_all(xs), tok.pad_id, spec)
     assert batch.ids.shape[0] == 6 and batch.n_choices == 3
     with torch.no_grad():
         probs = model.probabilities(model(batch).logits)
@@ -271,9 +273,9 @@ def test_metrics_against_hand_values():
 # --- bad files --------------------------------------------------------------------------------------
 
 
-def _err(spec, path, **kw) -> str:
+def _err(spec, path, infer: bool = False) -> str:
     with pytest.raises(GptkitError) as e:
-        load_examples(spec, path, **kw)
+        load_training_examples(spec, path) if infer else load_examples(spec, path)
     msg = str(e.value)
     assert "\n" not in msg
     return msg
@@ -305,7 +307,7 @@ def test_bad_empty_text(tmp_path):
 
 def test_bad_label_not_in_set(tmp_path):
     spec = TaskSpec("classification")
-    load_examples(spec, write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}]), infer=True)
+    spec, _ = load_training_examples(spec, write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}]))
     val = write_jsonl(tmp_path / "val.jsonl", [{"text": "a", "label": "pos"}, {"text": "c", "label": "neutral"}])
     msg = _err(spec, val)
     assert f"{val}, line 2: label 'neutral' in field 'label' is not in the label set ['neg', 'pos']" in msg
@@ -333,7 +335,7 @@ def test_regression_inferred_from_float_labels(tmp_path):
     f = write_jsonl(tmp_path / "sts.jsonl", [{"sentence1": "a", "sentence2": "b", "label": 4.2},
                                              {"sentence1": "c", "sentence2": "d", "label": 1}])
     spec = TaskSpec("similarity")
-    xs = load_examples(spec, f, infer=True)
+    spec, xs = load_training_examples(spec, f)
     assert spec.regression and spec.labels is None and spec.n_outputs == 1 and xs[0].label == pytest.approx(4.2)
 
 
@@ -347,7 +349,7 @@ def test_saved_dataset_and_parquet(tmp_path):
     ds.to_parquet(str(tmp_path / "p.parquet"))
     for path in (tmp_path / "ds", tmp_path / "p.parquet"):
         spec = TaskSpec("entailment")
-        xs = load_examples(spec, path, infer=True)
+        spec, xs = load_training_examples(spec, path)
         assert [x.texts for x in xs] == [("a b", "x"), ("c", "y")] and [x.label for x in xs] == [0, 1]
         assert xs[1].where == f"{path}, line 2"
     datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "dd"))
@@ -358,30 +360,31 @@ def test_saved_dataset_and_parquet(tmp_path):
 def test_csv_quoted_multiline_and_tsv_quotes(tmp_path):
     f = tmp_path / "q.csv"
     f.write_text('\ufefftext,label\n"a, quoted\nline",1\nplain,0\n', encoding="utf-8")  # with a BOM
-    xs = load_examples(TaskSpec("classification"), f, infer=True)
+    _, xs = load_training_examples(TaskSpec("classification"), f)
     assert xs[0].texts == ("a, quoted\nline",) and xs[1].where.endswith("line 4")
     g = tmp_path / "q.tsv"
     g.write_text('sentence\tlabel\nit "works\t1\nno\t0\n', encoding="utf-8")  # GLUE TSVs hold bare quotes
-    assert load_examples(TaskSpec("classification"), g, infer=True)[0].texts == ('it "works',)
+    assert load_training_examples(TaskSpec("classification"), g)[1][0].texts == ('it "works',)
     (tmp_path / "x.txt").write_text("text\n", encoding="utf-8")
     with pytest.raises(GptkitError, match="unknown task file type '.txt'"):
         load_examples(TaskSpec("classification"), tmp_path / "x.txt")
 
 
 def test_epoch_batches_resume_exactly(tok, tmp_path):
-    from gptkit.tasks.finetune import EpochBatches
+    from gptkit.tasks.epochs import EpochBatches
 
     rows = [{"text": f"the cat {'sat ' * (i % 5)}", "label": i % 2} for i in range(10)]
     spec = TaskSpec("classification")
-    enc = InputTransform(spec, tok, 32).encode_all(load_examples(spec, write_jsonl(tmp_path / "e.jsonl", rows), infer=True))
-    a = EpochBatches(enc, 4, tok.pad_id, task="classification", regression=False, seed=3)
+    spec, xs = load_training_examples(spec, write_jsonl(tmp_path / "e.jsonl", rows))
+    enc = InputTransform(spec, tok, 32).encode_all(xs)
+    a = EpochBatches(enc, 4, tok.pad_id, spec, seed=3)
     first = [a.next_batch() for _ in range(4)]  # crosses the epoch boundary (3 batches per epoch)
     assert [b.n_examples for b in first] == [4, 4, 2, 4]
     assert sorted(torch.cat([b.labels for b in first[:3]]).tolist()) == sorted(r["label"] for r in rows)
-    b = EpochBatches(enc, 4, tok.pad_id, task="classification", regression=False, seed=3)
+    b = EpochBatches(enc, 4, tok.pad_id, spec, seed=3)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     for _ in range(4):
         x, y = a.next_batch(), b.next_batch()
         assert torch.equal(x.ids, y.ids) and torch.equal(x.labels, y.labels)
     with pytest.raises(GptkitError, match="another training file"):
-        EpochBatches(enc[:5], 4, tok.pad_id, task="classification", regression=False, seed=3).load_state_dict(a.state_dict())
+        EpochBatches(enc[:5], 4, tok.pad_id, spec, seed=3).load_state_dict(a.state_dict())

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.finetune import evaluate
+    from ..tasks.predict import evaluate
 
     result = evaluate(args.model, args.data, batch_size=args.batch_size, device=args.device, max_len=args.max_len,
                       progress=not args.quiet)

@@ -8,13 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-TASKS = ("classification", "entailment", "similarity", "multiple_choice")
+from ..tasks import task_type, task_type_names
 
 
 def add_column_args(p: argparse.ArgumentParser) -> None:
+    fields = " | ".join(", ".join(task_type(name).fields[:-1]) for name in task_type_names())
     p.add_argument("--column", action="append", metavar="FIELD=COLUMN", default=[],
                    help="read FIELD from COLUMN (repeatable), e.g. text=review, label=stars, choices=e0,e1,e2 "
-                        "(fields: text | premise, hypothesis | sentence1, sentence2 | context, question, choices; label)")
+                        f"(fields: {fields}; label)")
 
 
 def register(subparsers) -> None:
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
         description="Fine-tune with the paper's input transformations and L = task loss + lm_coef x LM loss. "
                     "Defaults are the paper's (lr 6.25e-5, batch 32, 3 epochs, warmup 0.2%%, lm_coef 0.5). "
                     "See docs/finetuning.md.")
-    p.add_argument("--task", required=True, choices=TASKS, help="task type")
+    p.add_argument("--task", required=True, choices=task_type_names(), help="task type")
     p.add_argument("--train", required=True, type=Path, help="training file (.jsonl, .csv, .tsv, .parquet, or a saved dataset)")
     p.add_argument("--val", type=Path, help="validation file: metrics each epoch, best checkpoint kept by --metric")
     p.add_argument("--test", type=Path, help="test file, scored once with the best checkpoint")
@@ -67,7 +68,8 @@ def format_metrics(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.finetune import FinetuneConfig, finetune
+    from ..tasks.config import FinetuneConfig
+    from ..tasks.finetune import finetune
     from ..tasks.spec import parse_column_overrides
 
     cfg = FinetuneConfig(

@@ -13,7 +13,7 @@ import torch
 from ..errors import GptkitError
 from ..tasks.batching import iterate_batches
 from ..tasks.readers import Row
-from ..tasks.spec import parse_examples
+from ..tasks.taskfile import parse_examples
 from ..tasks.transforms import EncodedExample, InputTransform
 
 
@@ -32,25 +32,19 @@ class Classifier:
         rows = []
         for i, item in enumerate(items):
             if isinstance(item, str):
-                if self.spec.task != "classification":
+                kind = self.spec.type
+                if len(kind.text_fields) != 1 or kind.extra_fields:
                     raise GptkitError(f"input[{i}]: a {self.spec.task} model needs an object with its fields, not a string")
-                item = {"text": item}
+                item = {kind.text_fields[0]: item}
             rows.append(Row(fields=item, source="request input", line=i))
         return self.transform.encode_all(parse_examples(self.spec, rows, need_label=False), name="request")
 
     @torch.inference_mode()
     def run(self, encoded: list[EncodedExample]) -> list[dict[str, Any]]:
         """On the worker thread: label probabilities (or values) per example."""
-        spec, results = self.spec, []
+        spec, kind, results = self.spec, self.spec.type, []
         device = next(self.model.parameters()).device
-        for batch in iterate_batches(encoded, 32, self.tok.pad_id, task=spec.task, regression=spec.regression):
+        for batch in iterate_batches(encoded, 32, self.tok.pad_id, spec):
             probs = self.model.probabilities(self.model(batch.to(device)).logits).float().cpu()
-            for p in probs:
-                if spec.regression:
-                    results.append({"value": float(p)})
-                elif spec.task == "multiple_choice":
-                    results.append({"choice": int(p.argmax()) + spec.label_base, "probabilities": p.tolist()})
-                else:
-                    results.append({"label": spec.labels[int(p.argmax())],
-                                    "probabilities": dict(zip(spec.labels, p.tolist()))})
+            results.extend(kind.response(spec, p.numpy()) for p in probs)
         return [{"index": i, **r} for i, r in enumerate(results)]

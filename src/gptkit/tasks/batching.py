@@ -8,13 +8,15 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from .spec import TaskSpec
 from .transforms import EncodedExample
 
 
 @dataclass
 class TaskBatch:
-    """A batch of B examples as N sequences: N = B (classification, entailment), 2B (similarity: the
-    A$B orders, then the B$A orders), or B*K (multiple choice: each example's K candidates adjacent).
+    """A batch of B examples as N sequences, in the order the task type gives them: N = B
+    (classification, entailment), 2B (similarity: the A$B orders, then the B$A orders), or B*K
+    (multiple choice: each example's K candidates adjacent).
 
     ids: (N, T) token ids, right-padded with the pad id.
     mask: (N, T) bool, True on real tokens.
@@ -37,16 +39,12 @@ class TaskBatch:
         return TaskBatch(**moved)
 
 
-def collate(
-    examples: Sequence[EncodedExample], pad_id: int, *, task: str, regression: bool = False
-) -> TaskBatch:
+def collate(examples: Sequence[EncodedExample], pad_id: int, spec: TaskSpec) -> TaskBatch:
     """Stack examples into one batch, padding to the longest sequence in it (not to n_ctx: the released
-    code shrinks the context to the longest example for the same saving)."""
-    if task == "similarity":
-        # Similarity: all A$B rows first, then all B$A rows, so the trunk runs once on (2B, T).
-        seqs = [x.sequences[0] for x in examples] + [x.sequences[1] for x in examples]
-    else:
-        seqs = [s for x in examples for s in x.sequences]
+    code shrinks the context to the longest example for the same saving). The task type orders the rows."""
+    kind = spec.type
+    per_example = [x.sequences for x in examples]
+    seqs = kind.batch_sequences(per_example)
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.bool)
@@ -56,15 +54,11 @@ def collate(
     extract = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long)
     labels = None
     if all(x.label is not None for x in examples):
-        dtype = torch.float32 if regression else torch.long
-        labels = torch.tensor([x.label for x in examples], dtype=dtype)
-    n_choices = len(examples[0].sequences) if task == "multiple_choice" else 1
-    return TaskBatch(ids, mask, extract, labels, len(examples), n_choices)
+        labels = torch.tensor([x.label for x in examples], dtype=kind.label_dtype(spec))
+    return TaskBatch(ids, mask, extract, labels, len(examples), kind.choices_per_example(per_example))
 
 
-def iterate_batches(
-    examples: Sequence[EncodedExample], batch_size: int, pad_id: int, *, task: str, regression: bool = False
-) -> Iterator[TaskBatch]:
+def iterate_batches(examples: Sequence[EncodedExample], batch_size: int, pad_id: int, spec: TaskSpec) -> Iterator[TaskBatch]:
     """In-order batches (evaluation and prediction)."""
     for start in range(0, len(examples), batch_size):
-        yield collate(examples[start : start + batch_size], pad_id, task=task, regression=regression)
+        yield collate(examples[start : start + batch_size], pad_id, spec)

@@ -1,4 +1,4 @@
-"""Fine-tuning, evaluation and prediction as library functions (the CLI and the demo call these).
+"""Fine-tuning as a library function (the CLI and the demo call it).
 
 Fine-tuning runs THE training loop (`gptkit.training.train`) with the task objective, an epoch-based
 batch source, the paper's warmup-linear schedule, and an evaluation callback that keeps the best
@@ -10,253 +10,72 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..atomic import atomic_write_json
 from ..errors import GptkitError
-from ..interop.weights import atomic_write_json, load_safetensors
-from ..model import GPT
-from .batching import TaskBatch, collate, iterate_batches
-from .metrics import default_metric, task_metrics
-from .model import HEAD_FILE, TaskModel, load_task_model, write_task_model
-from .objective import FinetuneObjective, task_loss
-from .progress import progress_bar
-from .spec import TaskSpec, load_examples
+from ..interop.hf import load_pretrained
+from ..modeldir import export_dir
+from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
+from ..training.checkpoint import STATE_FILE, TRAINING_FILES
+from .build import build_trunk
+from .config import FinetuneConfig
+from .epochs import EpochBatches
+from .inference import score
+from .model import TaskModel, load_head, load_task_model, write_task_model
+from .objective import FinetuneObjective
+from .spec import TaskSpec
+from .taskfile import load_examples, load_training_examples
 from .transforms import EncodedExample, InputTransform, count_truncated
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneConfig:
-    """One fine-tuning run. Defaults are the paper's (SPEC section 4)."""
+class TaskData:
+    """A run's spec (learned from the training file) and its encoded splits."""
 
-    task: str
-    train: str | Path
-    val: str | Path | None = None
-    test: str | Path | None = None
-    out: str | Path = "runs/finetune"
-    init: str | Path | None = None
-    """A pre-training run directory (its `model/` is used) or any model directory with a tokenizer."""
-    no_pretrain: bool = False
-    """Random weights (Table 5 'w/o pre-training'): the shape of `init`, or of `preset`."""
-    preset: str | None = None
-    tokenizer: str | Path | None = None
-    columns: dict[str, str] = field(default_factory=dict)
-    regression: bool = False
-    label_base: int = 0
-    lm_coef: float = 0.5
-    transfer_layers: int | None = None
-    """Keep the embeddings and the first N blocks of the pre-trained model; re-initialise the rest."""
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 6.25e-5
-    warmup: float = 0.002
-    """Fraction of the updates spent warming up linearly from 0 (0.2% in the paper)."""
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    clf_pdrop: float = 0.1
-    max_len: int | None = None
-    metric: str | None = None
-    """Validation metric for the best checkpoint (accuracy, f1, matthews, pearson, spearman)."""
-    evals_per_epoch: int = 1
-    eval_batch_size: int = 64
-    max_steps: int | None = None
-    """Override the number of updates (default epochs x batches per epoch)."""
-    seed: int = 42
-    device: str = "cpu"
-    precision: str = "fp32"
-    threads: int | None = None
-    keep_last: int = 1
-    """Recent checkpoints kept besides the best (each evaluation writes one, so a crash loses little)."""
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    spec: TaskSpec
+    train: list[EncodedExample]
+    val: list[EncodedExample] | None
+    test: list[EncodedExample] | None
 
-    def __post_init__(self) -> None:
-        """Contradictory or out-of-range options fail here, before any file is read."""
-        if self.no_pretrain and self.transfer_layers is not None:
-            raise GptkitError("--transfer-layers keeps pre-trained blocks; it contradicts --no-pretrain")
-        if self.preset is not None and not self.no_pretrain:
-            raise GptkitError("--preset builds a random model: use it with --no-pretrain (or pass --init alone)")
-        if self.init is None and not (self.no_pretrain and self.preset is not None):
-            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
-        checks = [("--lm-coef", self.lm_coef >= 0), ("--epochs", self.epochs > 0), ("--batch-size", self.batch_size > 0),
-                  ("--lr", self.lr > 0), ("--warmup", 0 <= self.warmup < 1), ("--clf-pdrop", 0 <= self.clf_pdrop < 1),
-                  ("--max-len", self.max_len is None or self.max_len > 0),
-                  ("--max-steps", self.max_steps is None or self.max_steps > 0),
-                  ("--evals-per-epoch", self.evals_per_epoch > 0)]
-        for flag, ok in checks:
-            if not ok:
-                raise GptkitError(f"{flag} {getattr(self, flag[2:].replace('-', '_'))}: out of range")
+    def sizes(self) -> dict[str, int]:
+        return {name: len(split) for name, split in (("train", self.train), ("val", self.val), ("test", self.test))
+                if split}
+
+    def truncated(self) -> dict[str, int]:
+        return {name: count_truncated(split) for name, split in (("train", self.train), ("val", self.val),
+                                                                   ("test", self.test)) if split is not None}
 
 
-class EpochBatches:
-    """Shuffled epochs over the encoded training set; resumable (a fresh order per epoch, drawn from
-    the seed and the epoch number, so the state is two integers)."""
-
-    def __init__(self, examples: list[EncodedExample], batch_size: int, pad_id: int, *, task: str,
-                 regression: bool, seed: int, device: str | torch.device = "cpu",
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.examples = examples
-        self.batch_size = batch_size
-        # Under torchrun every rank walks the same epoch order and takes its own slice of each global
-        # batch of batch_size x world_size examples (batch_size is per rank, as in pre-training).
-        self.rank, self.world_size = rank, world_size
-        self.pad_id = pad_id
-        self.task = task
-        self.regression = regression
-        self.seed = seed
-        self.device = device
-        self.epoch = 0
-        self.index = 0
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.examples) / (self.batch_size * self.world_size))
-
-    def _order(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.examples))
-
-    def next_batch(self) -> TaskBatch:
-        if self.index >= len(self.examples):
-            self.epoch, self.index = self.epoch + 1, 0
-        order = self._order()[self.index : self.index + self.batch_size * self.world_size]
-        self.index += len(order)
-        if self.world_size > 1:
-            # an epoch's last global batch is topped up from the start of the order, so that every
-            # rank gets a full slice (a rank with nothing to do would leave the others' all-reduce hanging)
-            short = self.batch_size * self.world_size - len(order)
-            if short > 0:
-                order = np.concatenate([order, np.resize(self._order(), short)])
-            order = order[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-        batch = collate([self.examples[i] for i in order], self.pad_id, task=self.task, regression=self.regression)
-        # The loop moves tensors in dicts/tuples; a TaskBatch moves itself.
-        return batch.to(self.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "n": len(self.examples)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("n") != len(self.examples) or state.get("seed") != self.seed:
-            raise GptkitError("the checkpoint was written for another training file or seed; cannot resume")
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-
-
-# --- inference --------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
-          device: str | torch.device = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Run the model over examples -> (predictions, probabilities or values, mean task loss if labelled)."""
-    was_training = model.training
-    model.eval()
-    preds, probs, losses, weights = [], [], [], []
-    spec = model.spec
-    bar = progress_bar(len(encoded), "scoring", progress)
-    for batch in iterate_batches(encoded, batch_size, pad_id, task=spec.task, regression=spec.regression):
-        bar.update(batch.n_examples)
-        batch = batch.to(device)
-        out = model(batch)
-        p = model.probabilities(out.logits).float().cpu()
-        probs.append(p.numpy())
-        preds.append(p.numpy() if spec.regression else p.argmax(-1).numpy())
-        if batch.labels is not None:
-            losses.append(float(task_loss(model, out, batch.labels)) * batch.n_examples)
-            weights.append(batch.n_examples)
-    bar.close()
-    model.train(was_training)
-    loss = sum(losses) / sum(weights) if weights and len(weights) == len(preds) else None
-    return np.concatenate(preds), np.concatenate(probs), loss
-
-
-def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
-          device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
-    """All metrics of the task on labelled examples, plus the mean task loss."""
-    if any(x.label is None for x in encoded):
-        raise GptkitError("evaluation needs a label on every example")
-    preds, _, loss = infer(model, encoded, pad_id, batch_size=batch_size, device=device, progress=progress)
-    gold = np.array([x.label for x in encoded])
-    spec = model.spec
-    metrics = task_metrics(spec.task, preds, gold, n_classes=len(spec.labels or []) or None, regression=spec.regression)
-    metrics["loss"] = float(loss) if loss is not None else float("nan")
-    return metrics
-
-
-# --- building the model -----------------------------------------------------------------------------
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A pre-training run directory -> its exported `model/`; a model directory -> itself."""
-    p = Path(path)
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
-    if (p / "config.json").is_file():
-        return p
-    if not p.exists():
-        raise GptkitError(f"{p}: no such directory")
-    raise GptkitError(f"{p}: neither a model directory (config.json) nor a run directory with model/config.json")
-
-
-def build_model(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[TaskModel, Any, dict[str, Any]]:
-    """The task model and tokenizer for `cfg`, plus a note of where the weights came from."""
-    from ..interop.hf import read_config
-    from ..model import preset as make_preset
-    from ..tokenizer import GPTTokenizer
-
-    torch.manual_seed(cfg.seed)
-    init_dir = resolve_model_dir(cfg.init) if cfg.init is not None else None
-    tok_source = cfg.tokenizer or init_dir
-    if tok_source is None:
-        raise GptkitError("no tokenizer: pass --tokenizer (needed with --no-pretrain --preset)")
-    tok = GPTTokenizer.load(tok_source)
-    origin: dict[str, Any] = {"tokenizer": str(tok_source)}
-    if cfg.no_pretrain:
-        if init_dir is not None:
-            config, _ = read_config(init_dir)
-            origin["init"] = f"random weights, shape of {init_dir}"
-        elif cfg.preset is not None:
-            config = make_preset(cfg.preset, vocab_size=tok.vocab_size)
-            origin["init"] = f"random weights, preset {cfg.preset}"
-        else:
-            raise GptkitError("--no-pretrain needs --preset (or --init to copy a model's shape)")
-        gpt = GPT(config)
-    else:
-        if init_dir is None:
-            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
-        gpt = GPT.from_pretrained(init_dir)
-        origin["init"] = str(init_dir)
-        if cfg.transfer_layers is not None:
-            reinit_blocks(gpt, cfg.transfer_layers)
-            origin["transfer_layers"] = cfg.transfer_layers
-    if gpt.config.vocab_size < tok.vocab_size:
-        # The task tokens: fresh N(0, 0.02) rows, as the paper's new embeddings.
-        log.info("growing the token embedding %d -> %d for the task tokens", gpt.config.vocab_size, tok.vocab_size)
-        gpt.resize_token_embeddings(tok.vocab_size)
-    gpt.train()
-    return TaskModel(gpt, spec, cfg.clf_pdrop), tok, origin
-
-
-def reinit_blocks(gpt: GPT, keep: int) -> None:
-    """Figure 2's ablation: transfer the embeddings and the first `keep` blocks; the rest start afresh."""
-    n = gpt.config.n_layer
-    if not 0 <= keep <= n:
-        raise GptkitError(f"--transfer-layers {keep}: the model has {n} blocks (choose 0..{n})")
-    for block in gpt.transformer.blocks[keep:]:
-        block.apply(gpt._init_weights)
-    if gpt.transformer.ln_f is not None and keep < n:
-        gpt.transformer.ln_f.apply(gpt._init_weights)
-
-
-# --- fine-tuning ------------------------------------------------------------------------------------
+def load_data(cfg: FinetuneConfig) -> tuple[TaskData, TaskModel, Any, dict[str, Any]]:
+    """Read the task files (the spec learned from the training file), build the model, encode."""
+    spec = TaskSpec(cfg.task, columns=dict(cfg.columns), regression=cfg.regression, label_base=cfg.label_base)
+    spec, train_x = load_training_examples(spec, cfg.train)
+    val_x = load_examples(spec, cfg.val) if cfg.val is not None else None
+    test_x = load_examples(spec, cfg.test) if cfg.test is not None else None
+    gpt, tok, origin = build_trunk(cfg)
+    n_ctx = gpt.config.n_ctx
+    if cfg.max_len is not None and cfg.max_len > n_ctx:
+        raise GptkitError(f"--max-len {cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
+    kind = spec.type
+    valid_metrics = kind.metric_names(spec)
+    spec = dataclasses.replace(spec, max_len=cfg.max_len or n_ctx, metric=cfg.metric or valid_metrics[0])
+    if spec.metric not in (*valid_metrics, "loss"):
+        raise GptkitError(f"--metric {spec.metric}: a {spec.task}{' regression' if spec.regression else ''} task "
+                          f"reports {', '.join(valid_metrics)} (or loss)")
+    model = TaskModel(gpt, spec, cfg.clf_pdrop)
+    transform = InputTransform(spec, tok, spec.max_len)
+    data = TaskData(spec, transform.encode_all(train_x, name=str(cfg.train)),
+                    transform.encode_all(val_x, name=str(cfg.val)) if val_x else None,
+                    transform.encode_all(test_x, name=str(cfg.test)) if test_x else None)
+    return data, model, tok, origin
 
 
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -264,44 +83,20 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     Writes RUN_DIR/checkpoints (the loop's), RUN_DIR/model (the last), RUN_DIR/best (the best task
     model directory) and RUN_DIR/summary.json; returns the summary."""
-    from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
-
     started = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    spec = TaskSpec(cfg.task, columns=dict(cfg.columns), regression=cfg.regression, label_base=cfg.label_base)
-    train_x = load_examples(spec, cfg.train, infer=True)
-    val_x = load_examples(spec, cfg.val) if cfg.val is not None else None
-    test_x = load_examples(spec, cfg.test) if cfg.test is not None else None
-    model, tok, origin = build_model(cfg, spec)
-    n_ctx = model.gpt.config.n_ctx
-    if cfg.max_len is not None and cfg.max_len > n_ctx:
-        raise GptkitError(f"--max-len {cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
-    spec.max_len = cfg.max_len or n_ctx
-    spec.metric = cfg.metric or default_metric(spec.task, spec.regression)
-    valid_metrics = ("pearson", "spearman", "mse") if spec.regression else \
-        ("accuracy",) if spec.task == "multiple_choice" else ("accuracy", "f1", "matthews")
-    if spec.metric not in (*valid_metrics, "loss"):
-        raise GptkitError(f"--metric {spec.metric}: a {spec.task}{' regression' if spec.regression else ''} task "
-                          f"reports {', '.join(valid_metrics)} (or loss)")
-    transform = InputTransform(spec, tok, spec.max_len)
-    train_e = transform.encode_all(train_x, name=str(cfg.train))
-    val_e = transform.encode_all(val_x, name=str(cfg.val)) if val_x else None
-    test_e = transform.encode_all(test_x, name=str(cfg.test)) if test_x else None
-    truncated = {"train": count_truncated(train_e)}
-    if val_e is not None:
-        truncated["val"] = count_truncated(val_e)
-    if test_e is not None:
-        truncated["test"] = count_truncated(test_e)
+    data, model, tok, origin = load_data(cfg)
+    spec, val_e = data.spec, data.val
 
     ranks = rank_info()
-    batches = EpochBatches(train_e, cfg.batch_size, tok.pad_id, task=spec.task, regression=spec.regression,
-                           seed=cfg.seed, device=cfg.device, rank=ranks.rank, world_size=ranks.world_size)
+    batches = EpochBatches(data.train, cfg.batch_size, tok.pad_id, spec, seed=cfg.seed, device=cfg.device,
+                           rank=ranks.rank, world_size=ranks.world_size)
     steps = cfg.max_steps or max(1, round(cfg.epochs * batches.batches_per_epoch))
     warmup = int(cfg.warmup * steps)
     eval_every = max(1, batches.batches_per_epoch // max(1, cfg.evals_per_epoch))
     log.info("%s: %d train examples (%d labels), %d updates of batch %d (%.3g epochs), warmup %d, lr %.3g, lm_coef %g",
-             spec.task, len(train_e), len(spec.labels or []), steps, cfg.batch_size,
+             spec.task, len(data.train), len(spec.labels or []), steps, cfg.batch_size,
              steps / batches.batches_per_epoch, warmup, cfg.lr, cfg.lm_coef)
 
     out = Path(cfg.out)
@@ -314,11 +109,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         write_task_model(model, tok, directory, extra=record)
 
     def load_model(directory: Path) -> None:
-        loaded = GPT.from_pretrained(directory)
-        model.gpt.load_state_dict(loaded.state_dict())
-        model.head.load_state_dict(load_safetensors(Path(directory) / HEAD_FILE))
-
-    metric_key = f"val_{spec.metric}"
+        model.gpt.load_state_dict(load_pretrained(directory).state_dict())
+        load_head(model, directory)
 
     def evaluate(module: TaskModel) -> dict[str, float]:
         metrics = score(module, val_e, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
@@ -333,8 +125,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         precision=cfg.precision,
         seed=cfg.seed,
         device=cfg.device,
-        best_metric=metric_key if val_e is not None else None,
-        best_mode="min" if spec.metric in ("loss", "mse") else "max",
+        best_metric=f"val_{spec.metric}" if val_e is not None else None,
+        best_mode="min" if spec.type.lower_is_better(spec.metric) else "max",
         progress=cfg.progress,
         keep_last=cfg.keep_last,
     )
@@ -346,10 +138,20 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     )
     if not ranks.is_main:  # rank 0 alone exports best/ and writes the summary
         return {"steps": result.step, "stopped_by": result.stopped_by, "rank": ranks.rank}
+    summary = summarize(cfg, data, model, tok, result, out, origin)
+    summary["seconds"] = round(time.time() - started, 2)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def summarize(cfg: FinetuneConfig, data: TaskData, model: TaskModel, tok: Any, result: Any, out: Path,
+              origin: dict[str, Any]) -> dict[str, Any]:
+    """Export best/ (the best checkpoint as a task model directory) and score it on val and test."""
+    spec = data.spec
     best_ckpt = result.best_checkpoint or result.last_checkpoint
     best_dir = out / "best"
     if best_ckpt is not None:
-        _export_task_dir(best_ckpt, best_dir)
+        export_dir(best_ckpt, best_dir, skip=TRAINING_FILES)
     summary: dict[str, Any] = {
         "task": spec.task,
         "labels": spec.labels,
@@ -357,9 +159,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "metric": spec.metric,
         "steps": result.step,
         "stopped_by": result.stopped_by,
-        "examples": {"train": len(train_e), **({"val": len(val_e)} if val_e else {}),
-                     **({"test": len(test_e)} if test_e else {})},
-        "truncated": truncated,
+        "examples": data.sizes(),
+        "truncated": data.truncated(),
         "best_dir": str(best_dir),
         "best_step": _step_of(best_ckpt),
         "best_value": result.best_value,
@@ -367,15 +168,13 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         **origin,
         "lm_coef": cfg.lm_coef,
     }
-    if val_e is not None and best_ckpt is not None:
+    if data.val is not None and best_ckpt is not None:
         best_model, _ = load_task_model(best_dir, device=cfg.device)
-        summary["val"] = score(best_model, val_e, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
-        if test_e is not None:
-            summary["test"] = _score_or_none(best_model, test_e, tok.pad_id, cfg)
-    elif test_e is not None:
-        summary["test"] = _score_or_none(model, test_e, tok.pad_id, cfg)
-    summary["seconds"] = round(time.time() - started, 2)
-    atomic_write_json(out / "summary.json", summary)
+        summary["val"] = score(best_model, data.val, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
+        if data.test is not None:
+            summary["test"] = _score_or_none(best_model, data.test, tok.pad_id, cfg)
+    elif data.test is not None:
+        summary["test"] = _score_or_none(model, data.test, tok.pad_id, cfg)
     return summary
 
 
@@ -389,95 +188,6 @@ def _step_of(path: Path | None) -> int | None:
     if path is None:
         return None
     try:
-        return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))["step"]
+        return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["step"]
     except (OSError, KeyError, json.JSONDecodeError):
         return None
-
-
-def _export_task_dir(checkpoint: Path, target: Path) -> None:
-    """Copy a checkpoint's model files (not its optimizer state) to a standalone task model directory."""
-    from ..training.checkpoint import TRAINING_FILES
-
-    tmp = target.with_name(f".{target.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(checkpoint, tmp, ignore=lambda d, names: [n for n in names if n in TRAINING_FILES])
-    # Swap by renames so some complete best/ exists at every moment (`--resume` re-exports it anyway).
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-# --- evaluate / predict -----------------------------------------------------------------------------
-
-
-def evaluate(model_dir: str | Path, data: str | Path, *, batch_size: int = 64,
-             device: str = "cpu", max_len: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Every metric of the task on a labelled file, with the example and truncation counts."""
-    model, tok = load_task_model(resolve_task_dir(model_dir), device=device)
-    spec = model.spec
-    examples = load_examples(spec, data)
-    transform = InputTransform(spec, tok, max_len or spec.max_len or model.gpt.config.n_ctx)
-    encoded = transform.encode_all(examples, name=str(data))
-    metrics = score(model, encoded, tok.pad_id, batch_size=batch_size, device=device, progress=progress)
-    return {"task": spec.task, "examples": len(encoded), "truncated": count_truncated(encoded), **metrics}
-
-
-def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, batch_size: int = 64,
-            device: str = "cpu", max_len: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Write one prediction per input row (label and probabilities) as JSONL or CSV (by suffix)."""
-    import csv
-    import io
-
-    from ..interop.weights import atomic_write_bytes
-
-    out = Path(out)
-    kind = out.suffix.lower()
-    if kind not in (".jsonl", ".csv"):
-        raise GptkitError(f"{out}: predictions are written as .jsonl or .csv")
-    model, tok = load_task_model(resolve_task_dir(model_dir), device=device)
-    spec = model.spec
-    examples = load_examples(spec, data, need_label=False)
-    transform = InputTransform(spec, tok, max_len or spec.max_len or model.gpt.config.n_ctx)
-    encoded = transform.encode_all(examples, name=str(data))
-    preds, probs, _ = infer(model, encoded, tok.pad_id, batch_size=batch_size, device=device, progress=progress)
-    records = []
-    for x, e, pred, prob in zip(examples, encoded, preds, probs):
-        rec: dict[str, Any] = {"where": x.where}
-        if spec.regression:
-            rec["prediction"] = float(pred)
-        elif spec.task == "multiple_choice":
-            rec["prediction"] = int(pred) + spec.label_base
-            rec.update({f"p_{i + spec.label_base}": float(p) for i, p in enumerate(prob)})
-        else:
-            rec["prediction"] = spec.labels[int(pred)]
-            rec.update({f"p_{name}": float(p) for name, p in zip(spec.labels, prob)})
-        if x.label is not None:
-            rec["gold"] = (float(x.label) if spec.regression else int(x.label) + spec.label_base
-                           if spec.task == "multiple_choice" else spec.labels[int(x.label)])
-        rec["truncated"] = e.truncated
-        records.append(rec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if kind == ".jsonl":
-        text = "".join(json.dumps(r) + "\n" for r in records)
-    else:
-        buf = io.StringIO()
-        fields = list(dict.fromkeys(k for r in records for k in r))
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-        text = buf.getvalue()
-    atomic_write_bytes(out, text.encode("utf-8"))
-    return {"task": spec.task, "rows": len(records), "truncated": count_truncated(encoded), "out": str(out)}
-
-
-def resolve_task_dir(path: str | Path) -> Path:
-    """A fine-tuning run directory -> its `best/`; a task model directory -> itself."""
-    p = Path(path)
-    if (p / "best" / "task.json").is_file():
-        return p / "best"
-    return p

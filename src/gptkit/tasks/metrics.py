@@ -70,24 +70,30 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
-def task_metrics(
-    task: str, pred: np.ndarray, gold: np.ndarray, *, n_classes: int | None = None, regression: bool = False
-) -> dict[str, float]:
-    """Every metric that suits the task: regression -> pearson, spearman, mse; multiple choice ->
-    accuracy; classes -> accuracy, f1 and matthews (binary F1 of class 1, or macro F1)."""
-    if regression:
-        pred, gold = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
-        return {
-            "pearson": pearson(pred, gold),
-            "spearman": spearman(pred, gold),
-            "mse": float(((pred - gold) ** 2).mean()),
-        }
-    if task == "multiple_choice":
-        return {"accuracy": accuracy(pred, gold)}
-    n = n_classes or int(max(np.max(pred), np.max(gold)) + 1)
-    return {"accuracy": accuracy(pred, gold), "f1": f1(pred, gold, n), "matthews": matthews(pred, gold, n)}
+def mse(pred: np.ndarray, gold: np.ndarray) -> float:
+    pred, gold = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    return float(((pred - gold) ** 2).mean())
 
 
-def default_metric(task: str, regression: bool) -> str:
-    """The metric the best checkpoint is chosen by unless the user names another."""
-    return "pearson" if regression else "accuracy"
+# name -> (function, whether it takes the number of classes)
+METRICS = {
+    "accuracy": (accuracy, False),
+    "f1": (f1, True),
+    "matthews": (matthews, True),
+    "pearson": (pearson, False),
+    "spearman": (spearman, False),
+    "mse": (mse, False),
+}
+
+
+def compute(names: tuple[str, ...], pred: np.ndarray, gold: np.ndarray, *, n_classes: int | None = None) -> dict[str, float]:
+    """The named metrics of predictions against gold labels (a task type says which it reports)."""
+    out = {}
+    for name in names:
+        fn, needs_classes = METRICS[name]
+        if needs_classes:
+            n = n_classes or int(max(np.max(pred), np.max(gold)) + 1)
+            out[name] = fn(pred, gold, n)
+        else:
+            out[name] = fn(pred, gold)
+    return out

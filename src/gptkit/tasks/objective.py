@@ -39,10 +39,8 @@ def masked_lm_loss(model: TaskModel, hidden: torch.Tensor, ids: torch.Tensor, ma
 
 
 def task_loss(model: TaskModel, out: TaskOutput, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over classes or candidates; mean squared error for regression."""
-    if model.spec.regression:
-        return F.mse_loss(out.logits.float(), labels.float())
-    return F.cross_entropy(out.logits.float(), labels)
+    """The task type's loss: cross-entropy over classes or candidates, MSE for regression."""
+    return model.task_loss(out, labels)
 
 
 class FinetuneObjective:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import GptkitError
-from .spec import Example, TaskSpec
+from .examples import Example
+from .spec import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class InputTransform:
     """Turns examples of one task into token sequences for a context of at most `max_len` tokens."""
 
     def __init__(self, spec: TaskSpec, tokenizer: TaskTokenizer, max_len: int) -> None:
-        n_special = 3 if spec.task != "classification" else 2
+        self.kind = spec.type
+        n_special = self.kind.n_special
         if max_len < n_special + 2:
             raise GptkitError(f"max_len {max_len} is too small for a {spec.task} input (needs at least {n_special + 2})")
         self.spec = spec
@@ -102,26 +104,8 @@ class InputTransform:
         return seq, (nc, nq, na) != (len(context), len(question), len(answer))
 
     def encode(self, example: Example) -> EncodedExample:
-        enc = self.tok.encode
-        task = self.spec.task
-        if task == "classification":
-            seq, cut = self.single(enc(example.texts[0]))
-            seqs = [seq]
-        elif task == "entailment":
-            seq, cut = self.pair(enc(example.texts[0]), enc(example.texts[1]))
-            seqs = [seq]
-        elif task == "similarity":
-            a, b = enc(example.texts[0]), enc(example.texts[1])
-            ab, cut_ab = self.pair(a, b)
-            ba, cut_ba = self.pair(b, a)
-            seqs, cut = [ab, ba], cut_ab or cut_ba
-        else:
-            context, question = enc(example.texts[0]), enc(example.texts[1]) if example.texts[1] else []
-            seqs, cut = [], False
-            for answer in example.choices:
-                seq, c = self.choice(context, question, enc(answer))
-                seqs.append(seq)
-                cut = cut or c
+        """The task type picks which of the transformations above its example goes through."""
+        seqs, cut = self.kind.encode(self, example)
         return EncodedExample(seqs, example.label, cut, example.where)
 
     def encode_all(self, examples: Sequence[Example], *, name: str = "data") -> list[EncodedExample]:

@@ -20,9 +20,10 @@ import torch
 
 from ..errors import GptkitError
 from ..model import GPT
-from .metrics import matthews, task_metrics
+from .metrics import matthews
 from .progress import progress_bar
-from .spec import TaskSpec, load_examples
+from .spec import TaskSpec
+from .taskfile import load_examples, load_training_examples
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,7 @@ def sentiment(gpt: GPT, tok: Any, data: str | Path, *, label_words: str | None =
               columns: dict[str, str] | None = None, batch_size: int = 32, device: str = "cpu",
               progress: bool = False) -> ZeroShotResult:
     """Append the cue word and pick the label whose word the LM finds most probable next."""
-    spec = TaskSpec("classification", columns=dict(columns or {}))
-    examples = load_examples(spec, data, infer=True)
+    spec, examples = load_training_examples(TaskSpec("classification", columns=dict(columns or {})), data)
     words = parse_label_words(label_words, spec.labels or [])
     items = []
     for x in examples:
@@ -121,7 +121,7 @@ def sentiment(gpt: GPT, tok: Any, data: str | Path, *, label_words: str | None =
     scores = np.array([s for s, _ in lp]).reshape(len(examples), len(words))
     preds = scores.argmax(1)
     gold = np.array([x.label for x in examples])
-    metrics = task_metrics("classification", preds, gold, n_classes=len(words))
+    metrics = spec.type.metrics(spec, preds, gold)
     return ZeroShotResult(metrics, preds.tolist(), scores, {"labels": spec.labels, "label_words": words, "cue": cue,
                                                              "examples": len(examples)})
 
@@ -157,8 +157,7 @@ def acceptability(gpt: GPT, tok: Any, data: str | Path, *, train: str | Path | N
     acceptable: the one with the higher mean score) chosen on the training file."""
     if train is None:
         raise GptkitError("acceptability needs --train: the threshold is chosen on labelled training data")
-    spec = TaskSpec("classification", columns=dict(columns or {}))
-    train_x = load_examples(spec, train, infer=True)
+    spec, train_x = load_training_examples(TaskSpec("classification", columns=dict(columns or {})), train)
     if len(spec.labels or []) != 2:
         raise GptkitError(f"{train}: acceptability needs exactly two labels, found {spec.labels}")
     test_x = load_examples(spec, data)
@@ -175,7 +174,7 @@ def acceptability(gpt: GPT, tok: Any, data: str | Path, *, train: str | Path | N
     scores = mean_logprob(gpt, tok, [x.texts[0] for x in test_x], batch_size=batch_size, device=device, progress=progress)
     preds = np.where(scores >= threshold, pos, 1 - pos)
     gold = np.array([x.label for x in test_x])
-    metrics = task_metrics("classification", preds, gold, n_classes=2)
+    metrics = spec.type.metrics(spec, preds, gold)
     return ZeroShotResult(metrics, preds.tolist(), scores, {
         "labels": spec.labels, "acceptable_label": spec.labels[pos], "threshold": threshold,
         "train_matthews": train_mcc, "examples": len(test_x)})
@@ -195,5 +194,5 @@ def multiple_choice(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, 
     scores = np.array([s / n for s, n in lp]).reshape(len(examples), -1)
     preds = scores.argmax(1)
     gold = np.array([x.label for x in examples])
-    metrics = task_metrics("multiple_choice", preds, gold)
-    return ZeroShotResult(metrics, preds.tolist(), scores, {"examples": len(examples), "choices": spec.n_choices})
+    metrics = spec.type.metrics(spec, preds, gold)
+    return ZeroShotResult(metrics, preds.tolist(), scores, {"examples": len(examples), "choices": len(examples[0].choices)})

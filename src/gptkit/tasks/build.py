@@ -1,0 +1,79 @@
+"""The trunk a fine-tuning run starts from: pre-trained weights (all, or the first N blocks), or
+random weights of a given shape; the tokenizer; the embedding grown for new task tokens."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import GptkitError
+from ..interop.hf import read_config
+from ..interop.loading import load_model_and_tokenizer, load_tokenizer
+from ..model import GPT
+from ..model import preset as make_preset
+from .config import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A pre-training run directory -> its exported `model/`; a model directory -> itself."""
+    p = Path(path)
+    if (p / "model" / "config.json").is_file():
+        return p / "model"
+    if (p / "config.json").is_file():
+        return p
+    if not p.exists():
+        raise GptkitError(f"{p}: no such directory")
+    raise GptkitError(f"{p}: neither a model directory (config.json) nor a run directory with model/config.json")
+
+
+def build_trunk(cfg: FinetuneConfig) -> tuple[GPT, Any, dict[str, Any]]:
+    """The GPT (in training mode) and tokenizer for `cfg`, plus a note of where the weights came from.
+    The RNG is seeded first: random weights, then the head made next, start the same on every run."""
+    torch.manual_seed(cfg.seed)
+    init_dir = resolve_model_dir(cfg.init) if cfg.init is not None else None
+    tok_source = cfg.tokenizer or init_dir
+    if tok_source is None:
+        raise GptkitError("no tokenizer: pass --tokenizer (needed with --no-pretrain --preset)")
+    origin: dict[str, Any] = {"tokenizer": str(tok_source)}
+    if cfg.no_pretrain:
+        tok = load_tokenizer(tok_source)
+        if init_dir is not None:
+            config, _ = read_config(init_dir)
+            origin["init"] = f"random weights, shape of {init_dir}"
+        elif cfg.preset is not None:
+            config = make_preset(cfg.preset, vocab_size=tok.vocab_size)
+            origin["init"] = f"random weights, preset {cfg.preset}"
+        else:
+            raise GptkitError("--no-pretrain needs --preset (or --init to copy a model's shape)")
+        gpt = GPT(config)
+    else:
+        if init_dir is None:
+            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
+        # no vocabulary check: a model smaller than the tokenizer gets rows for the new task tokens
+        gpt, tok = load_model_and_tokenizer(init_dir, cfg.tokenizer, check=False)
+        origin["init"] = str(init_dir)
+        if cfg.transfer_layers is not None:
+            reinit_blocks(gpt, cfg.transfer_layers)
+            origin["transfer_layers"] = cfg.transfer_layers
+    if gpt.config.vocab_size < tok.vocab_size:
+        # The task tokens: fresh N(0, 0.02) rows, as the paper's new embeddings.
+        log.info("growing the token embedding %d -> %d for the task tokens", gpt.config.vocab_size, tok.vocab_size)
+        gpt.resize_token_embeddings(tok.vocab_size)
+    gpt.train()
+    return gpt, tok, origin
+
+
+def reinit_blocks(gpt: GPT, keep: int) -> None:
+    """Figure 2's ablation: transfer the embeddings and the first `keep` blocks; the rest start afresh."""
+    n = gpt.config.n_layer
+    if not 0 <= keep <= n:
+        raise GptkitError(f"--transfer-layers {keep}: the model has {n} blocks (choose 0..{n})")
+    for block in gpt.transformer.blocks[keep:]:
+        block.apply(gpt._init_weights)
+    if gpt.transformer.ln_f is not None and keep < n:
+        gpt.transformer.ln_f.apply(gpt._init_weights)

@@ -1,0 +1,50 @@
+"""Running a task model over encoded examples: predictions, probabilities, the task's metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import GptkitError
+from .batching import iterate_batches
+from .model import TaskModel
+from .progress import progress_bar
+from .transforms import EncodedExample
+
+
+@torch.no_grad()
+def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
+          device: str | torch.device = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Run the model over examples -> (predictions, probabilities or values, mean task loss if labelled)."""
+    was_training = model.training
+    model.eval()
+    preds, probs, losses, weights = [], [], [], []
+    spec = model.spec
+    bar = progress_bar(len(encoded), "scoring", progress)
+    for batch in iterate_batches(encoded, batch_size, pad_id, spec):
+        bar.update(batch.n_examples)
+        batch = batch.to(device)
+        out = model(batch)
+        p = model.probabilities(out.logits).float().cpu()
+        probs.append(p.numpy())
+        preds.append(model.kind.predictions(spec, p.numpy()))
+        if batch.labels is not None:
+            losses.append(float(model.task_loss(out, batch.labels)) * batch.n_examples)
+            weights.append(batch.n_examples)
+    bar.close()
+    model.train(was_training)
+    loss = sum(losses) / sum(weights) if weights and len(weights) == len(preds) else None
+    return np.concatenate(preds), np.concatenate(probs), loss
+
+
+def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
+          device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
+    """All metrics of the task on labelled examples, plus the mean task loss."""
+    if any(x.label is None for x in encoded):
+        raise GptkitError("evaluation needs a label on every example")
+    preds, _, loss = infer(model, encoded, pad_id, batch_size=batch_size, device=device, progress=progress)
+    gold = np.array([x.label for x in encoded])
+    spec = model.spec
+    metrics = model.kind.metrics(spec, preds, gold)
+    metrics["loss"] = float(loss) if loss is not None else float("nan")
+    return metrics

@@ -1,0 +1,75 @@
+"""`evaluate` (every metric of a fine-tuned model on a labelled file) and `predict` (one record per
+input row, as JSONL or CSV), reading files exactly as the model's saved spec says."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_bytes
+from ..errors import GptkitError
+from .inference import infer, score
+from .model import load_task_model
+from .taskfile import load_examples
+from .transforms import InputTransform, count_truncated
+
+
+def _open(model_dir: str | Path, data: str | Path, device: str, max_len: int | None, *, need_label: bool):
+    """The task model of a run or task directory, and a file read and encoded as its spec says."""
+    model, tok = load_task_model(resolve_task_dir(model_dir), device=device)
+    spec = model.spec
+    examples = load_examples(spec, data, need_label=need_label)
+    transform = InputTransform(spec, tok, max_len or spec.max_len or model.gpt.config.n_ctx)
+    return model, tok, examples, transform.encode_all(examples, name=str(data))
+
+
+def evaluate(model_dir: str | Path, data: str | Path, *, batch_size: int = 64,
+             device: str = "cpu", max_len: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Every metric of the task on a labelled file, with the example and truncation counts."""
+    model, tok, _, encoded = _open(model_dir, data, device, max_len, need_label=True)
+    spec = model.spec
+    metrics = score(model, encoded, tok.pad_id, batch_size=batch_size, device=device, progress=progress)
+    return {"task": spec.task, "examples": len(encoded), "truncated": count_truncated(encoded), **metrics}
+
+
+def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, batch_size: int = 64,
+            device: str = "cpu", max_len: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Write one prediction per input row (label and probabilities) as JSONL or CSV (by suffix)."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise GptkitError(f"{out}: predictions are written as .jsonl or .csv")
+    model, tok, examples, encoded = _open(model_dir, data, device, max_len, need_label=False)
+    spec = model.spec
+    preds, probs, _ = infer(model, encoded, tok.pad_id, batch_size=batch_size, device=device, progress=progress)
+    kind = spec.type
+    records = []
+    for x, e, pred, prob in zip(examples, encoded, preds, probs):
+        rec: dict[str, Any] = {"where": x.where, **kind.record(spec, pred, prob)}
+        if x.label is not None:
+            rec["gold"] = kind.gold(spec, x.label)
+        rec["truncated"] = e.truncated
+        records.append(rec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    else:
+        buf = io.StringIO()
+        fields = list(dict.fromkeys(k for r in records for k in r))
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        text = buf.getvalue()
+    atomic_write_bytes(out, text.encode("utf-8"))
+    return {"task": spec.task, "rows": len(records), "truncated": count_truncated(encoded), "out": str(out)}
+
+
+def resolve_task_dir(path: str | Path) -> Path:
+    """A fine-tuning run directory -> its `best/`; a task model directory -> itself."""
+    p = Path(path)
+    if (p / "best" / "task.json").is_file():
+        return p / "best"
+    return p
