@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from gptkit import GPT  # noqa: E402
 from gptkit.generation import GenerationConfig, generate  # noqa: E402
+from gptkit.interop import save_pretrained  # noqa: E402
 from gptkit.model import preset  # noqa: E402
 
 PROMPT_LEN = 16
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         hf_model = None
         if hf_classes is not None and config.block_order == "post_ln":
             with tempfile.TemporaryDirectory() as d:
-                model.save_pretrained(d)
+                save_pretrained(model, d)
                 hf_model = hf_classes.from_pretrained(d).to(args.device).eval()
         new = min(args.new_tokens, config.n_ctx - PROMPT_LEN)
         slow_new = min(new, args.slow_new_tokens or new)

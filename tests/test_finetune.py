@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from gptkit.cli import main
+from gptkit.interop import load_pretrained, save_pretrained
 from gptkit.model import GPT, preset
 from gptkit.tasks import load_task_model
-from gptkit.tasks.finetune import FinetuneConfig, finetune
+from gptkit.tasks.config import FinetuneConfig
+from gptkit.tasks.finetune import finetune
 from gptkit.tokenizer import GPTTokenizer, train_from_texts
 
 FILL = "apple river stone cloud music table window garden silver paper orange bread candle forest mirror".split()
@@ -119,7 +121,7 @@ def pretrained_dir(tmp_path_factory, tok_dir):
     tok = GPTTokenizer.load(tok_dir)
     torch.manual_seed(0)
     gpt = GPT(preset("tiny", vocab_size=tok.vocab_size - 3, n_ctx=24))
-    gpt.save_pretrained(d / "model")
+    save_pretrained(gpt, d / "model")
     tok.save(d / "model")
     return d
 
@@ -146,7 +148,7 @@ def test_cli_finetune_evaluate_predict(tmp_path, pretrained_dir, capsys):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "task.json", "head.safetensors"):
         assert (best / name).is_file(), name
     assert not (best / "optimizer.safetensors").exists()
-    gpt = GPT.from_pretrained(best)
+    gpt = load_pretrained(best)
     tok = GPTTokenizer.load(best)
     assert gpt.config.vocab_size == tok.vocab_size  # grown for the task tokens
     task = json.loads((best / "task.json").read_text())
@@ -193,8 +195,8 @@ def test_transfer_layers_and_lm_coef_zero(tmp_path, pretrained_dir):
     summary = finetune(FinetuneConfig(task="entailment", train=train, out=tmp_path / "run", init=pretrained_dir,
                                       transfer_layers=1, lm_coef=0.0, max_steps=1, lr=1e-12, progress=False))
     assert summary["transfer_layers"] == 1 and summary["lm_coef"] == 0.0
-    pre = GPT.from_pretrained(pretrained_dir / "model")
-    post = GPT.from_pretrained(tmp_path / "run" / "best")
+    pre = load_pretrained(pretrained_dir / "model")
+    post = load_pretrained(tmp_path / "run" / "best")
     # lr ~ 0: kept parts equal the pre-trained ones, re-initialised block 1 does not.
     torch.testing.assert_close(post.transformer.blocks[0].attn.qkv.weight, pre.transformer.blocks[0].attn.qkv.weight)
     torch.testing.assert_close(post.transformer.pos_emb.weight, pre.transformer.pos_emb.weight)

@@ -14,6 +14,7 @@ from gptkit import GPT
 from gptkit.cli import main
 from gptkit.generation import GenerationConfig, TextStream, generate
 from gptkit.generation.bundle import load_bundle
+from gptkit.interop import save_pretrained
 from gptkit.model import preset
 
 CORPUS = [
@@ -33,7 +34,7 @@ def make_model_dir(directory: Path, *, n_ctx: int = 64, seed: int = 0) -> Path:
     tok = train_from_texts(CORPUS * 20, vocab_size=300, style="bytelevel")
     torch.manual_seed(seed)
     model = GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=n_ctx, initializer_range=0.3))
-    model.save_pretrained(directory)
+    save_pretrained(model, directory)
     tok.save(directory)
     return directory
 
@@ -123,7 +124,7 @@ def test_gpt1_style_completion_keeps_the_space_after_the_prompt(tmp_path, capsys
     stream = TextStream(tok.decode, context=prompt)
     assert "".join(stream.push(t)[0] for t in tok.encode("sat on")) + stream.finish() == " sat on"
     torch.manual_seed(0)
-    GPT(preset("tiny", vocab_size=tok.vocab_size)).save_pretrained(tmp_path)
+    save_pretrained(GPT(preset("tiny", vocab_size=tok.vocab_size)), tmp_path)
     tok.save(tmp_path)
     assert main(["generate", str(tmp_path), "the cat", "--max-new-tokens", "5", "--temperature", "0", "--json"]) == 0
     sample = json.loads(capsys.readouterr().out)["samples"][0]

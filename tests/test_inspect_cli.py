@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gptkit.cli import main
+from gptkit.interop import load_pretrained, save_pretrained
 from gptkit.model import GPT, preset
 from gptkit.tokenizer import train_from_texts
 
@@ -27,7 +28,7 @@ def model_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("model")
     tok = train_from_texts(CORPUS, 120, "gpt1")
     torch.manual_seed(0)
-    GPT(preset("tiny", vocab_size=tok.vocab_size)).save_pretrained(d)
+    save_pretrained(GPT(preset("tiny", vocab_size=tok.vocab_size)), d)
     tok.save(d)
     return d
 
@@ -36,7 +37,7 @@ def attention_maps_of(model_dir: Path) -> torch.Tensor:
     from gptkit.inspect import attention_maps
     from gptkit.tokenizer import GPTTokenizer
 
-    model = GPT.from_pretrained(model_dir).eval()
+    model = load_pretrained(model_dir).eval()
     return attention_maps(model, torch.tensor(GPTTokenizer.load(model_dir).encode(TEXT)))
 
 
@@ -140,7 +141,7 @@ def test_next_text_json_and_png(model_dir, tmp_path, capsys):
     rows = json.loads(out)["next"]
     probs = [r["prob"] for r in rows]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
-    model = GPT.from_pretrained(model_dir).eval()
+    model = load_pretrained(model_dir).eval()
     from gptkit.tokenizer import GPTTokenizer
 
     ids = torch.tensor([GPTTokenizer.load(model_dir).encode("the cat sat on the")])
@@ -200,7 +201,7 @@ def test_gpt2_order_bytelevel_model_with_separate_tokenizer(tmp_path, capsys):
     tok = train_from_texts(CORPUS, 300, "bytelevel")
     model_dir, tok_dir = tmp_path / "m", tmp_path / "tok"
     torch.manual_seed(0)
-    GPT(preset("tiny", vocab_size=tok.vocab_size, block_order="pre_ln")).save_pretrained(model_dir)
+    save_pretrained(GPT(preset("tiny", vocab_size=tok.vocab_size, block_order="pre_ln")), model_dir)
     tok.save(tok_dir)
     code, out, _ = run(capsys, "trace", str(model_dir), TEXT, "--tokenizer", str(tok_dir / "tokenizer.json"))
     assert code == 0
@@ -212,6 +213,6 @@ def test_gpt2_order_bytelevel_model_with_separate_tokenizer(tmp_path, capsys):
     assert code == 2 and "--tokenizer PATH" in err
 
     small = tmp_path / "small"
-    GPT(preset("tiny", vocab_size=50)).save_pretrained(small)
+    save_pretrained(GPT(preset("tiny", vocab_size=50)), small)
     code, _, err = run(capsys, "next", str(small), TEXT, "--tokenizer", str(tok_dir))
     assert code == 2 and "do not belong together" in err

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gptkit import GPT
+from gptkit.interop import load_pretrained, save_pretrained
 from gptkit.interop.hf import from_hf_state_dict, key_map, to_hf_state_dict
 from gptkit.model import GPTConfig
 
@@ -45,7 +46,7 @@ def test_openai_gpt_hf_to_gptkit_and_back(kwargs, tmp_path):
     hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(**kwargs)).eval()
     perturb(hf, 1)
     hf.save_pretrained(tmp_path / "hf")
-    ours = GPT.from_pretrained(tmp_path / "hf")
+    ours = load_pretrained(tmp_path / "hf")
     ids = random_ids(kwargs["vocab_size"], kwargs["n_positions"], 2)
     with torch.no_grad():
         expected = hf(ids).logits
@@ -54,7 +55,7 @@ def test_openai_gpt_hf_to_gptkit_and_back(kwargs, tmp_path):
     assert (got - expected).abs().max().item() <= TOL
 
     # Reverse direction: gptkit writes, transformers reads, same logits.
-    ours.save_pretrained(tmp_path / "ours")
+    save_pretrained(ours, tmp_path / "ours")
     back = transformers.OpenAIGPTLMHeadModel.from_pretrained(tmp_path / "ours").eval()
     with torch.no_grad():
         assert (back(ids).logits - got).abs().max().item() <= TOL
@@ -66,14 +67,14 @@ def test_gpt2_hf_to_gptkit_and_back(kwargs, tmp_path):
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs)).eval()
     perturb(hf, 3)
     hf.save_pretrained(tmp_path / "hf")
-    ours = GPT.from_pretrained(tmp_path / "hf")
+    ours = load_pretrained(tmp_path / "hf")
     assert ours.config.block_order == "pre_ln"
     ids = random_ids(kwargs["vocab_size"], kwargs["n_positions"], 4)
     with torch.no_grad():
         expected = hf(ids).logits
         got = ours(ids)
     assert (got - expected).abs().max().item() <= TOL
-    ours.save_pretrained(tmp_path / "ours")
+    save_pretrained(ours, tmp_path / "ours")
     back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
     with torch.no_grad():
         assert (back(ids).logits - got).abs().max().item() <= TOL
@@ -84,7 +85,7 @@ def test_gptkit_written_model_loads_in_hf_with_same_logits(tmp_path):
     torch.manual_seed(5)
     ours = GPT(GPTConfig(vocab_size=77, n_ctx=20, n_embd=32, n_layer=2, n_head=4)).eval()
     perturb(ours, 6)
-    ours.save_pretrained(tmp_path)
+    save_pretrained(ours, tmp_path)
     hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(tmp_path).eval()
     ids = random_ids(77, 20, 7)
     with torch.no_grad():

@@ -14,19 +14,20 @@ import torch
 from gptkit import GPT
 from gptkit.cli import main
 from gptkit.errors import GptkitError
+from gptkit.interop import load_pretrained, save_pretrained
 from gptkit.model import GPTConfig
 
 
 @pytest.fixture()
 def model_dir(tmp_path):
     torch.manual_seed(0)
-    GPT(GPTConfig(vocab_size=40, n_ctx=8, n_embd=16, n_layer=2, n_head=2)).save_pretrained(tmp_path / "m")
+    save_pretrained(GPT(GPTConfig(vocab_size=40, n_ctx=8, n_embd=16, n_layer=2, n_head=2)), tmp_path / "m")
     return tmp_path / "m"
 
 
 def one_line_error(directory, needle: str) -> str:
     with pytest.raises(GptkitError) as err:
-        GPT.from_pretrained(directory)
+        load_pretrained(directory)
     message = str(err.value)
     assert "\n" not in message
     assert needle in message, message
@@ -93,7 +94,7 @@ def test_legacy_bin_of_plain_tensors_loads(model_dir, tmp_path):
     state = load_file(model_dir / "model.safetensors")
     (model_dir / "model.safetensors").unlink()
     torch.save(state, model_dir / "pytorch_model.bin")
-    model = GPT.from_pretrained(model_dir)
+    model = load_pretrained(model_dir)
     assert model.config.vocab_size == 40
 
 

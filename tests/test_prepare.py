@@ -12,8 +12,8 @@ import pytest
 from gptkit.cli import main
 from gptkit.data import load_corpus
 from gptkit.data.prepare import PrepareOptions, in_val, prepare_corpus
-from gptkit.data.textio import iter_file_pieces, iter_jsonl_pieces
 from gptkit.errors import GptkitError
+from gptkit.textio import iter_file_pieces, iter_jsonl_pieces
 from gptkit.tokenizer import GPTTokenizer, train_from_texts
 
 WORDS = "the of and to a in that is was he for it with as his on be at by i this had not are but".split()

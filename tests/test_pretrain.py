@@ -8,7 +8,7 @@ import pytest
 
 from gptkit.cli import main
 from gptkit.data.prepare import PrepareOptions, prepare_corpus
-from gptkit.model import GPT
+from gptkit.interop import load_pretrained
 from gptkit.tokenizer import GPTTokenizer, train_from_texts
 
 WORDS = "the king and queen of a castle walk to the sea while my lord sings softly under stars".split()
@@ -63,9 +63,9 @@ def test_pretrain_end_to_end(corpus, tmp_path, capsys):
     assert main(args(corpus, run, "--steps", "6", "--save-every", "3", "--eval-every", "3")) == 0
     assert "val loss" in capsys.readouterr().out
     tok = GPTTokenizer.load(run / "model")
-    model = GPT.from_pretrained(run / "model")
+    model = load_pretrained(run / "model")
     assert model.config.vocab_size == tok.vocab_size  # the vocabulary comes from the tokenizer
-    assert GPT.from_pretrained(run / "checkpoints" / "step_000003").config.n_layer == 2
+    assert load_pretrained(run / "checkpoints" / "step_000003").config.n_layer == 2
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_lines = [r for r in records if "loss" in r]
     assert [r["step"] for r in train_lines] == [1, 2, 3, 4, 5, 6]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gptkit.data.sampler import WindowSampler
+from gptkit.interop import load_pretrained, save_pretrained
 from gptkit.model import GPT, preset
 from gptkit.training import TrainConfig, build_optimizer, lm_objective, prepare_run_dir, train, warmup_cosine
 
@@ -36,12 +37,12 @@ def run(run_dir, *, total, stop_at=None, resume=False, init_seed=0):
     resume_from = prepare_run_dir(run_dir, resume=resume)
 
     def load_model(d):
-        model.load_state_dict(GPT.from_pretrained(d).state_dict())
+        model.load_state_dict(load_pretrained(d).state_dict())
 
     result = train(model, lm_objective, sampler, opt, warmup_cosine(2e-3, 3, total),
                    TrainConfig(max_steps=total, grad_accum_steps=2, checkpoint_every=4, keep_last=2,
                                progress=False, seed=11),
-                   run_dir=run_dir, resume_from=resume_from, save_model=model.save_pretrained,
+                   run_dir=run_dir, resume_from=resume_from, save_model=lambda d: save_pretrained(model, d),
                    load_model=load_model, on_step=on_step)
     return model, losses, result
 

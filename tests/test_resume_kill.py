@@ -10,7 +10,7 @@ import time
 import torch
 
 from gptkit.cli import main
-from gptkit.model import GPT
+from gptkit.interop import load_pretrained
 from gptkit.training import CheckpointManager
 from gptkit.training.checkpoint import OPTIMIZER_FILE, RNG_FILE
 from test_pretrain import args, make_corpus  # tests/ is on sys.path under pytest
@@ -53,7 +53,7 @@ def test_kill_9_during_checkpoint_writes(tmp_path):
         assert latest is not None
         newest = int(latest.name[5:])
         # the newest complete checkpoint is whole: model, optimizer, RNG and state all load
-        GPT.from_pretrained(latest)
+        load_pretrained(latest)
         CheckpointManager.read_tensors(latest, OPTIMIZER_FILE)
         CheckpointManager.read_tensors(latest, RNG_FILE)
         assert CheckpointManager.read_state(latest)["step"] == newest

@@ -21,6 +21,7 @@ httpx = pytest.importorskip("httpx")
 
 from gptkit.generation import GenerationConfig, TextStream, generate  # noqa: E402
 from gptkit.generation.bundle import load_bundle  # noqa: E402
+from gptkit.interop import load_pretrained  # noqa: E402
 from gptkit.serve import create_app, load_app  # noqa: E402
 from test_generation_cli import make_model_dir  # noqa: E402  (the tiny model directory builder)
 
@@ -247,13 +248,12 @@ def test_queued_requests_are_batched(model_dir):
 
 def test_classify_with_a_task_model(tmp_path, model_dir):
     tasks = pytest.importorskip("gptkit.tasks.model")
-    from gptkit import GPT
     from gptkit.tasks.spec import TaskSpec
     from gptkit.tokenizer import GPTTokenizer
 
     tok = GPTTokenizer.load(model_dir)
     torch.manual_seed(0)
-    task_model = tasks.TaskModel(GPT.from_pretrained(model_dir), TaskSpec(task="classification", labels=["neg", "pos"]))
+    task_model = tasks.TaskModel(load_pretrained(model_dir), TaskSpec(task="classification", labels=["neg", "pos"]))
     target = tmp_path / "clf"
     tasks.save_task_model(task_model, tok, target)
     with Server(load_app(str(target), device="cpu")) as s:

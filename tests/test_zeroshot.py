@@ -11,6 +11,7 @@ from torch import nn
 
 from gptkit.cli import main
 from gptkit.errors import GptkitError
+from gptkit.interop import save_pretrained
 from gptkit.model import GPT, preset
 from gptkit.tasks import zeroshot
 from gptkit.tokenizer import train_from_texts
@@ -123,15 +124,41 @@ def test_multiple_choice_highest_mean_logprob(tok, tmp_path):
     np.testing.assert_allclose(r.scores[0] - r.scores[0, 1], [-5.5, 0.0, -5.5], atol=1e-5)
 
 
-def test_cli_zeroshot_on_a_model_directory(tok, tmp_path, capsys):
+def cue_gpt(tok) -> GPT:
+    """A real GPT whose next-token choice is known: every block's linear layers are zero and the
+    positions carry nothing, so the state at a token is LayerNorm(its embedding); `positive` (and
+    `negative`) embed as a large multiple of `good` (and `bad`), so after "good" the tied head
+    puts `positive` far ahead, after "bad" `negative`, and after any other token neither."""
     torch.manual_seed(0)
+    gpt = GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=32))
+    with torch.no_grad():
+        for module in gpt.transformer.blocks.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.zero_()
+                module.bias.zero_()
+        gpt.transformer.pos_emb.weight.zero_()
+        emb = gpt.transformer.tok_emb.weight
+        emb[wid(tok, "positive")] = 50 * emb[wid(tok, "good")]
+        emb[wid(tok, "negative")] = 50 * emb[wid(tok, "bad")]
+    return gpt
+
+
+def test_cli_zeroshot_on_a_model_directory(tok, tmp_path, capsys):
     d = tmp_path / "run" / "model"
-    GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=32)).save_pretrained(d)
+    save_pretrained(cue_gpt(tok), d)
     tok.save(d)
     data = write_jsonl(tmp_path / "s.jsonl", [{"sentence": "the film was good", "label": 1},
-                                              {"sentence": "the film was bad", "label": 0}])
+                                              {"sentence": "the film was bad", "label": 0},
+                                              {"sentence": "the plot was bad", "label": 0},
+                                              {"sentence": "the story was good", "label": 1}])
+    # No cue: the label word follows the sentence's last word, which decides it (a model that is
+    # not this one, or a label-word order mixed up, scores 0.5 or 0 here).
+    assert main(["zeroshot", str(tmp_path / "run"), "--task", "sentiment", "--data", str(data), "--cue", "", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 4 and report["accuracy"] == 1.0 and report["matthews"] == 1.0
+    # With the cue "very" appended, the word before the label word is always "very": one answer for all.
     assert main(["zeroshot", str(tmp_path / "run"), "--task", "sentiment", "--data", str(data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["examples"] == 2 and report["cue"] == "very" and 0.0 <= report["accuracy"] <= 1.0
+    assert report["cue"] == "very" and report["accuracy"] == 0.5
     rc = main(["zeroshot", str(d), "--task", "acceptability", "--data", str(data)])
     assert rc == 2 and "needs --train" in capsys.readouterr().err

@@ -18,13 +18,14 @@ def register(subparsers) -> None:
 def load_model_or_preset(spec: str):
     """A preset name builds a fresh model; anything else is read as a model directory."""
     from ..errors import GptkitError
+    from ..interop.hf import load_pretrained
     from ..model import GPT, PRESETS
 
     if spec in PRESETS:
         return GPT.from_preset(spec)
     if not Path(spec).exists():
         raise GptkitError(f"{spec}: neither a model directory nor a preset ({', '.join(sorted(PRESETS))})")
-    return GPT.from_pretrained(spec)
+    return load_pretrained(spec)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -52,7 +52,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _open(args: argparse.Namespace):
     from gptkit.inspect.labels import display_tokens
-    from gptkit.inspect.loading import encode_prompt, load_model_and_tokenizer
+    from gptkit.inspect.loading import encode_prompt
+    from gptkit.interop.loading import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(args.model, args.tokenizer)
     text = sys.stdin.read() if args.text == "-" else args.text

@@ -33,15 +33,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import GPT
+    from ..interop.loading import load_model_and_tokenizer
     from ..tasks import zeroshot
-    from ..tasks.finetune import resolve_model_dir
+    from ..tasks.build import resolve_model_dir
     from ..tasks.spec import parse_column_overrides
-    from ..tokenizer import GPTTokenizer
 
-    directory = resolve_model_dir(args.model)
-    gpt = GPT.from_pretrained(directory).to(args.device).eval()
-    tok = GPTTokenizer.load(directory)
+    gpt, tok = load_model_and_tokenizer(resolve_model_dir(args.model), device=args.device)
     columns = parse_column_overrides(args.column)
     common = {"batch_size": args.batch_size, "device": args.device, "columns": columns, "progress": not args.quiet}
     if args.task == "sentiment":

@@ -1,6 +1,6 @@
 """Corpus preparation: text files / JSON lines -> token shards, streaming and in parallel.
 
-The main process reads and validates the inputs piece by piece (data.textio) and hands batches of
+The main process reads and validates the inputs piece by piece (gptkit.textio) and hands batches of
 pieces to a pool of worker processes that encode them with the tokenizer's batch encoder. Results come
 back in submission order and at most a few batches are in flight, so memory is bounded by the shard
 buffers plus those batches, whatever the corpus size. Everything is written into a temporary directory
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_TOKENS = 50_000_000  # 100 MB per uint16 shard
 BATCH_CHARS = 1 << 20  # text per task sent to a worker
 # A long document is encoded as pieces of at most this many characters (the ids do not change, see
-# data.textio), so even a corpus that is one huge file fills each batch with several pieces that the
+# gptkit.textio), so even a corpus that is one huge file fills each batch with several pieces that the
 # tokenizer's batch encoder spreads over its threads.
 PIECE_CHARS = 1 << 16
 SPLITS = ("train", "val")

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import GptkitError
-from .textio import MAX_PIECE_CHARS, Piece, is_jsonl, iter_file_pieces, iter_jsonl_pieces
+from ..textio import MAX_PIECE_CHARS, Piece, is_jsonl, iter_file_pieces, iter_jsonl_pieces
 
 SUFFIXES = (".txt", ".jsonl", ".gz")
 

@@ -16,19 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..builtin_data import fetch_many, read_jsonl
 from ..builtin_data.fetcher import Downloader
 from ..builtin_data.registry import Dataset
 from ..errors import GptkitError
-from .settings import DemoSettings
+from .report import write_report
+from .settings import INITS, TASKS, DemoSettings
 
 log = logging.getLogger(__name__)
 
-TASKS = {
-    "sentiment": {"title": "movie-review sentiment", "dataset": "movie_reviews", "subdir": ""},
-    "topics": {"title": "Wikipedia topic", "dataset": "wikipedia", "subdir": "topics"},
-}
-INITS = ("pretrained", "scratch")
 SPLITS = ("train", "validation", "test")
 PROMPTS = ("To be, or not to be", "The river flows", "In mathematics, a", "The king said")
 
@@ -50,16 +47,12 @@ class DemoInterrupted(KeyboardInterrupt):
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 OPINION_GROUP = 64
@@ -139,8 +132,6 @@ class Demo:
             _write_json(path, wanted)
 
     def run(self) -> dict[str, Any]:
-        from .report import write_report
-
         self.out.mkdir(parents=True, exist_ok=True)
         self.check_settings()
         outputs: dict[str, dict[str, Any]] = {}
@@ -235,7 +226,8 @@ class Demo:
                 "split_documents": {k: v["documents"] for k, v in meta["splits"].items()}}
 
     def stage_pretrain(self) -> dict[str, Any]:
-        from ..model import GPT, GPTConfig
+        from ..interop.hf import load_pretrained
+        from ..model import GPTConfig
         from ..tokenizer import GPTTokenizer
         from ..training.pretrain import PretrainOptions, pretrain
 
@@ -255,7 +247,7 @@ class Demo:
         result = pretrain(opts)
         if result.stopped_by is not None:
             raise DemoInterrupted(f"pre-training stopped by {result.stopped_by} at step {result.step}")
-        model = GPT.from_pretrained(run_dir / "model")
+        model = load_pretrained(run_dir / "model")
         return {
             "steps": result.step, "batch_size": s.pretrain_batch, "seq_len": config.n_ctx,
             "tokens_seen": result.step * s.pretrain_batch * config.n_ctx,
@@ -265,7 +257,8 @@ class Demo:
         }
 
     def stage_finetune(self, task: str, init: str) -> dict[str, Any]:
-        from ..tasks.finetune import FinetuneConfig, finetune
+        from ..tasks.config import FinetuneConfig
+        from ..tasks.finetune import finetune
 
         s = self.settings
         data = self.data_dir / "tasks" / task
@@ -289,12 +282,10 @@ class Demo:
         import torch
 
         from ..generation import GenerationConfig, generate
-        from ..model import GPT
-        from ..tokenizer import GPTTokenizer
-
+        from ..interop.loading import load_model_and_tokenizer
         s = self.settings
         model_dir = self.run_dir("pretrain") / "model"
-        model, tok = GPT.from_pretrained(model_dir).eval(), GPTTokenizer.load(model_dir)
+        model, tok = load_model_and_tokenizer(model_dir)
         prompts = list(PROMPTS[: s.samples])
         config = GenerationConfig(max_new_tokens=s.sample_tokens, temperature=0.8, top_k=40, seed=s.seed,
                                   stop_ids=(tok.eot_id,))

@@ -3,18 +3,26 @@ and the plots. Every number comes from the stage outputs of this run; nothing is
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import platform
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .pipeline import INITS, TASKS, _write_json
+from ..atomic import atomic_write_text
+from .settings import INITS, TASKS, DemoSettings
 
-if TYPE_CHECKING:
-    from .pipeline import Demo
+
+class Demo(Protocol):
+    """What the report reads of a demo run (`pipeline.Demo`, which calls the report)."""
+
+    settings: DemoSettings
+    out: Path
+
+    def run_dir(self, name: str) -> Path: ...
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +246,6 @@ def write_report(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, An
     results = build_results(demo, outputs)
     results["plots"] = write_plots(demo, results)
     results["table"] = format_table(results)
-    _write_json(demo.out / "results.json", results)
-    (demo.out / "results.md").write_text(results["table"] + "\n", encoding="utf-8")
+    atomic_write_text(demo.out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(demo.out / "results.md", results["table"] + "\n")
     return results

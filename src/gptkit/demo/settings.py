@@ -14,6 +14,13 @@ from typing import Any
 
 from ..errors import GptkitError
 
+# The demo's two tasks and the two starting points each is fine-tuned from.
+TASKS = {
+    "sentiment": {"title": "movie-review sentiment", "dataset": "movie_reviews", "subdir": ""},
+    "topics": {"title": "Wikipedia topic", "dataset": "wikipedia", "subdir": "topics"},
+}
+INITS = ("pretrained", "scratch")
+
 
 @dataclass(frozen=True)
 class DemoSettings:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..errors import GptkitError
+from ..interop.loading import load_model_and_tokenizer
 from ..model.gpt import GPT
 
 log = logging.getLogger(__name__)
@@ -47,18 +47,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def load_bundle(directory: str | Path, device: str = "auto") -> ModelBundle:
-    """Load `GPT.from_pretrained(dir)` and `GPTTokenizer.load(dir)`; their vocabularies must agree."""
-    from ..tokenizer import GPTTokenizer
-
+    """The model directory's model (on `device`, eval mode) and tokenizer, checked to fit each other."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise GptkitError(f"{directory}: not a model directory")
-    model = GPT.from_pretrained(directory).to(pick_device(device)).eval()
-    tokenizer = GPTTokenizer.load(directory)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise GptkitError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
-            f"{model.config.vocab_size} embeddings (config.json field vocab_size)"
-        )
+    model, tokenizer = load_model_and_tokenizer(directory, device=pick_device(device))
     log.debug("loaded %s: %s", directory, model.config)
     return ModelBundle(model=model, tokenizer=tokenizer, name=directory.resolve().name, directory=directory)

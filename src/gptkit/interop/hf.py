@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_write_json
 from ..errors import GptkitError
 from ..model.config import ConfigError, GPTConfig
 from ..model.gpt import GPT
-from .weights import atomic_save_safetensors, atomic_write_json, load_safetensors, load_torch_bin
+from .weights import atomic_save_safetensors, load_safetensors, load_torch_bin
 
 log = logging.getLogger(__name__)
 

@@ -13,17 +13,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_path, atomic_write_bytes, atomic_write_json, fsync_dir
+from ..atomic import atomic_path
 from ..errors import GptkitError
-
-__all__ = [
-    "atomic_save_safetensors",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "fsync_dir",
-    "load_safetensors",
-    "load_torch_bin",
-]
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

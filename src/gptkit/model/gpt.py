@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,7 @@ from torch import nn
 
 from .blocks import Block
 from .cache import KVCache
-from .config import GPTConfig
+from .config import GPTConfig, preset
 
 
 @dataclass
@@ -151,22 +150,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPT:
-        from .config import preset
-
         return cls(preset(name, **overrides))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, **kwargs) -> GPT:
-        """Load an HF `openai-gpt` or `gpt2` model directory (or one gptkit wrote)."""
-        from ..interop.hf import load_pretrained  # interop builds on the model, not the reverse
-
-        return load_pretrained(directory, **kwargs)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` + `model.safetensors` that Hugging Face transformers loads unchanged."""
-        from ..interop.hf import save_pretrained
-
-        return save_pretrained(self, directory)
 
     # --- forward ------------------------------------------------------------------------------
 

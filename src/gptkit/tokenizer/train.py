@@ -1,6 +1,6 @@
 """Learning a BPE vocabulary from text files with the `tokenizers` trainer.
 
-Text reaches the trainer as bounded pieces (data.textio), so a file without newlines or a file larger
+Text reaches the trainer as bounded pieces (gptkit.textio), so a file without newlines or a file larger
 than memory costs time proportional to its size and memory proportional to one piece.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import pre_tokenizers, trainers
 
 from ..errors import GptkitError
+from ..textio import iter_file_pieces
 from .specials import APPEND_ORDER, EOT, PAD, UNK
 from .styles import EOW, STYLES, empty_tokenizer
 from .tokenizer import GPTTokenizer
@@ -32,8 +33,6 @@ def train_tokenizer(
     limit_alphabet: int | None = None,
 ) -> GPTTokenizer:
     """Learn a `style` BPE of `vocab_size` ids (specials included) from text files (optionally .gz)."""
-    from ..data.textio import iter_file_pieces  # lazy: data imports the tokenizer package
-
     paths = [Path(f) for f in files]
     if not paths:
         raise GptkitError("no training files given")

@@ -4,7 +4,7 @@ Layout of a run directory:
 
     RUN_DIR/run.json                      what made this directory (refuses accidental reuse)
     RUN_DIR/checkpoints/step_000123/      the model as the caller saves it (for GPT: an HF directory
-                                          with the tokenizer, so GPT.from_pretrained works on it)
+                                          with the tokenizer, so interop.load_pretrained works on it)
                                           + trainer_state.json, optimizer.safetensors, rng_state.safetensors
     RUN_DIR/checkpoints/latest            the newest step directory's name (a hint; see below)
     RUN_DIR/checkpoints/best              the best step directory's name, when a metric is tracked
@@ -33,14 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_bytes, atomic_write_json, fsync_dir
 from ..errors import GptkitError
-from ..interop.weights import (
-    atomic_save_safetensors,
-    atomic_write_bytes,
-    atomic_write_json,
-    fsync_dir,
-    load_safetensors,
-)
+from ..interop.weights import atomic_save_safetensors, load_safetensors
+from ..modeldir import discard, export_dir, fsync_tree
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +249,7 @@ class CheckpointManager:
         write_model(tmp)
         for filename, tensors in tensor_files.items():
             atomic_save_safetensors(tensors, tmp / filename)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         atomic_write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, **state})
         final = self.dir / name
         if final.exists():  # e.g. a resumed run saving the step it resumed from
@@ -277,18 +273,7 @@ class CheckpointManager:
 
     def export_model(self, checkpoint: Path) -> Path:
         """Refresh RUN_DIR/model with the checkpoint's model files (hard links: no extra space)."""
-        target = self.run_dir / "model"
-        tmp = self.run_dir / f".tmp-model-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(checkpoint, tmp, copy_function=_link_or_copy,
-                        ignore=lambda d, names: [n for n in names if n in TRAINING_FILES])
-        fsync_dir(tmp)
-        if target.exists():
-            self._discard(target)
-        os.replace(tmp, target)
-        fsync_dir(self.run_dir)
-        return target
+        return export_dir(checkpoint, self.run_dir / "model", skip=TRAINING_FILES, link=True)
 
     def clean_stale(self) -> None:
         """Remove temp and trash directories a killed process left behind."""
@@ -299,10 +284,7 @@ class CheckpointManager:
                         shutil.rmtree(p, ignore_errors=True)
 
     def _discard(self, path: Path) -> None:
-        trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
-        os.replace(path, trash)
-        fsync_dir(path.parent)
-        shutil.rmtree(trash, ignore_errors=True)
+        discard(path)
 
     # reading ---------------------------------------------------------------------------------------
 
@@ -332,21 +314,3 @@ def _read_pointer(path: Path) -> str | None:
         return path.read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -203,12 +203,3 @@ def shard_model(model: nn.Module, *, reshard_after_forward: bool = True) -> nn.M
         fully_shard(block, reshard_after_forward=reshard_after_forward)
     fully_shard(model, reshard_after_forward=reshard_after_forward)
     return model
-
-
-def is_sharded(model: nn.Module) -> bool:
-    """Whether `shard_model` (fully_shard) has been applied to this module."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:
-        from torch.distributed._composable.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)

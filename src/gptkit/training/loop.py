@@ -46,6 +46,7 @@ from .ranks import (
     any_across_ranks,
     barrier,
     gather_tensors,
+    is_sharded,
     maybe_no_sync,
     mean_across_ranks,
     rank_info,
@@ -120,8 +121,6 @@ def train(
     module.to(device)
     ckpt = CheckpointManager(run_dir, config.keep_last) if run_dir is not None else None
     if ckpt is not None and ranks.world_size > 1:
-        from .distributed import is_sharded
-
         if is_sharded(module):  # its state is spread over the ranks; rank 0 alone cannot write it
             raise GptkitError("checkpoints of an FSDP-sharded model are not supported yet: train it with "
                               "run_dir=None and gather its state yourself, or use DDP")

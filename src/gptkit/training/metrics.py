@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..interop.weights import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

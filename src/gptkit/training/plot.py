@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
 from ..errors import GptkitError
-from ..interop.weights import atomic_write_bytes
 from .metrics import read_metrics
 
 

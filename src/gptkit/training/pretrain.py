@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GptkitError
+from ..interop.hf import load_pretrained, save_pretrained
 from .checkpoint import check_run_kind, prepare_run_dir
 from .config import TrainConfig
 from .loop import TrainResult, train
@@ -124,7 +125,7 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
                                   info={"data": str(opts.data), "tokenizer": str(tok_path)})
     if resume_from is not None:
         # the checkpoint's own config wins: flags describe a new run, the checkpoint this one
-        saved = GPT.from_pretrained(resume_from).config
+        saved = load_pretrained(resume_from).config
         if saved.to_dict() != config.to_dict():
             log.warning("resuming with the checkpoint's model config, not --preset/--config")
         config = saved
@@ -136,11 +137,11 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
     schedule = warmup_cosine(opts.lr, warmup, opts.steps)
 
     def save_model(directory: Path) -> None:
-        model.save_pretrained(directory)
+        save_pretrained(model, directory)
         tok.save(directory)
 
     def load_model(directory: Path) -> None:
-        state = GPT.from_pretrained(directory).state_dict()
+        state = load_pretrained(directory).state_dict()
         model.load_state_dict(state)
 
     def evaluate(module: torch.nn.Module) -> dict[str, float]:

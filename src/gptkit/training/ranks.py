@@ -78,8 +78,6 @@ def wrap_for_training(module: nn.Module, device: torch.device) -> nn.Module:
     averaged across ranks inside backward(); `no_sync` skips that on accumulation micro-steps."""
     if not _dist_ready() or torch.distributed.get_world_size() == 1:
         return module
-    from .distributed import is_sharded
-
     if is_sharded(module):  # FSDP (distributed.shard_model) already reduces gradients itself
         return module
     from torch.nn.parallel import DistributedDataParallel
@@ -97,3 +95,12 @@ def maybe_no_sync(module: nn.Module, skip_sync: bool) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP (`distributed.shard_model`, torch's fully_shard) has been applied to this module."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6 kept it under _composable
+        from torch.distributed._composable.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import GptkitError
+from .errors import GptkitError
 
 CHUNK_BYTES = 1 << 20
 MAX_PIECE_CHARS = 1 << 20
