@@ -56,6 +56,10 @@ class EpochBatches:
         # The loop moves tensors in dicts/tuples; a TaskBatch moves itself.
         return batch.to(self.device)
 
+    def count_tokens(self, batch: TaskBatch) -> int:
+        """Real (unpadded) tokens in a batch, for the loop's tokens/s."""
+        return int(batch.mask.sum())
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "n": len(self.examples)}
 

@@ -19,7 +19,7 @@ import torch
 
 from ..atomic import atomic_write_json
 from ..errors import GptkitError
-from ..interop.hf import load_pretrained
+from ..interop.hf import load_weights_into
 from ..modeldir import export_dir
 from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
 from ..training.checkpoint import STATE_FILE, TRAINING_FILES
@@ -109,7 +109,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         write_task_model(model, tok, directory, extra=record)
 
     def load_model(directory: Path) -> None:
-        model.gpt.load_state_dict(load_pretrained(directory).state_dict())
+        load_weights_into(model.gpt, directory)
         load_head(model, directory)
 
     def evaluate(module: TaskModel) -> dict[str, float]:
