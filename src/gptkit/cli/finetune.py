@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed for head init, dropout and shuffling")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    p.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp",
+                   help="under torchrun: ddp (default) or fsdp (sharded parameters and checkpoints)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         lm_coef=args.lm_coef, transfer_layers=args.transfer_layers, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, clf_pdrop=args.clf_pdrop, max_len=args.max_len, metric=args.metric,
-        evals_per_epoch=args.evals_per_epoch, seed=args.seed, device=args.device, precision=args.precision,
+        evals_per_epoch=args.evals_per_epoch, seed=args.seed, device=args.device, precision=args.precision, parallel=args.parallel,
         threads=args.threads, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
     )
     summary = finetune(cfg)

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0, help="global gradient-norm clip (1.0; 0 disables)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast (default fp32)")
     p.add_argument("--compile", action="store_true", help="run the model under torch.compile")
+    p.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp",
+                   help="under torchrun: ddp (default: a replica per rank) or fsdp (parameters, gradients and "
+                        "optimizer state sharded; sharded checkpoints)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest complete checkpoint")
     run.add_argument("--overwrite", action="store_true", help="delete the run already in RUN_DIR and start over")
@@ -54,7 +57,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, preset=args.preset, config=args.config, tokenizer=args.tokenizer,
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup,
         seq_len=args.seq_len, weight_decay=args.weight_decay, grad_clip=args.grad_clip, precision=args.precision,
-        compile=args.compile, resume=args.resume, overwrite=args.overwrite, eval_every=args.eval_every,
+        compile=args.compile, parallel=args.parallel, resume=args.resume, overwrite=args.overwrite, eval_every=args.eval_every,
         eval_windows=args.eval_windows, save_every=args.save_every, keep_last=args.keep_last,
         log_every=args.log_every, seed=args.seed, threads=args.threads, device=args.device,
         peak_flops=args.peak_flops, progress=not args.quiet,

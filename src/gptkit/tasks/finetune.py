@@ -73,6 +73,8 @@ class FinetuneConfig:
     seed: int = 42
     device: str = "cpu"
     precision: str = "fp32"
+    parallel: str = "ddp"
+    """Under torchrun: 'ddp' or 'fsdp' (gptkit.training.distributed.apply_parallelism)."""
     threads: int | None = None
     keep_last: int = 1
     """Recent checkpoints kept besides the best (each evaluation writes one, so a crash loses little)."""
@@ -265,6 +267,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     Writes RUN_DIR/checkpoints (the loop's), RUN_DIR/model (the last), RUN_DIR/best (the best task
     model directory) and RUN_DIR/summary.json; returns the summary."""
     from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
+    from ..training.distributed import apply_parallelism, is_sharded
+    from ..training.sharded import export_view
 
     started = time.time()
     if cfg.threads:
@@ -311,7 +315,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     record.update(origin)
 
     def save_model(directory: Path) -> None:
-        write_task_model(model, tok, directory, extra=record)
+        write_task_model(export_view(model), tok, directory, extra=record)  # FSDP: the gathered copy
 
     def load_model(directory: Path) -> None:
         loaded = GPT.from_pretrained(directory)
@@ -338,6 +342,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         progress=cfg.progress,
         keep_last=cfg.keep_last,
     )
+    model = apply_parallelism(model, cfg.parallel, precision=cfg.precision)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = train(
         model, FinetuneObjective(cfg.lm_coef), batches, optimizer, warmup_linear(cfg.lr, warmup, steps), train_config,
@@ -372,8 +377,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         summary["val"] = score(best_model, val_e, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
         if test_e is not None:
             summary["test"] = _score_or_none(best_model, test_e, tok.pad_id, cfg)
-    elif test_e is not None:
-        summary["test"] = _score_or_none(model, test_e, tok.pad_id, cfg)
+    elif test_e is not None:  # a sharded model cannot run on rank 0 alone: score its exported copy
+        scorer = load_task_model(best_dir, device=cfg.device)[0] if is_sharded(model) and best_ckpt else model
+        summary["test"] = _score_or_none(scorer, test_e, tok.pad_id, cfg)
     summary["seconds"] = round(time.time() - started, 2)
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -45,11 +45,20 @@ from .ranks import (
     RankInfo,
     any_across_ranks,
     barrier,
+    gather_json,
     gather_tensors,
+    is_sharded,
     maybe_no_sync,
     mean_across_ranks,
     rank_info,
     wrap_for_training,
+)
+from .sharded import (
+    fit_world_size,
+    is_sharded_checkpoint,
+    load_shards,
+    reseed_new_ranks,
+    save_sharded_checkpoint,
 )
 from .signals import StopRequest
 
@@ -119,12 +128,7 @@ def train(
     device = torch.device(config.device)
     module.to(device)
     ckpt = CheckpointManager(run_dir, config.keep_last) if run_dir is not None else None
-    if ckpt is not None and ranks.world_size > 1:
-        from .distributed import is_sharded
-
-        if is_sharded(module):  # its state is spread over the ranks; rank 0 alone cannot write it
-            raise GptkitError("checkpoints of an FSDP-sharded model are not supported yet: train it with "
-                              "run_dir=None and gather its state yourself, or use DDP")
+    sharded = is_sharded(module)  # FSDP: every rank writes its shard of each checkpoint (training.sharded)
     if save_model is None or load_model is None:
         default_save, default_load = _state_dict_io(module)
         save_model, load_model = save_model or default_save, load_model or default_load
@@ -134,7 +138,8 @@ def train(
     step, tokens_seen = 0, 0
     best: dict[str, Any] | None = None
     if resume_from is not None:
-        step, tokens_seen, best = _restore(Path(resume_from), config, ranks, load_model, optimizer, batches)
+        config = fit_world_size(CheckpointManager.read_state(Path(resume_from)), config, ranks, Path(resume_from))
+        step, tokens_seen, best = _restore(Path(resume_from), config, ranks, load_model, optimizer, batches, module)
         metrics_log.truncate_after(step)
         result.last_checkpoint = Path(resume_from)
         log.info("resumed from %s at step %d", resume_from, step)
@@ -168,18 +173,28 @@ def train(
             per_rank = {"torch": gather_tensors(torch.get_rng_state())}
             if device.type == "cuda":
                 per_rank["cuda"] = gather_tensors(torch.cuda.get_rng_state(device))
+            per_rank_batches = gather_json(batches.state_dict())
+        state, tensor_files = None, None
         if main:
-            opt_tensors, opt_meta = optimizer_state_to_safetensors(optimizer)
             rng_tensors, rng_meta = rng_state_to_safetensors(per_rank)
+            tensor_files = {RNG_FILE: rng_tensors}
             state = {
                 "step": step, "tokens_seen": tokens_seen, "world_size": ranks.world_size,
-                "batches": batches.state_dict(), "optimizer": opt_meta, "rng": rng_meta,
+                "batches": batches.state_dict(), "rng": rng_meta,
                 "schedule": schedule.to_dict() if hasattr(schedule, "to_dict") else repr(schedule),
                 "config": config.to_dict(), "best": best, "extra": extra_state or {},
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            path = ckpt.save(step, save_model, state, {OPTIMIZER_FILE: opt_tensors, RNG_FILE: rng_tensors},
-                             is_best=is_best)
+            if per_rank is not None:
+                state["batches_per_rank"] = per_rank_batches
+        if sharded:  # a collective: every rank writes its shard, rank 0 commits
+            path = save_sharded_checkpoint(ckpt, step, module, optimizer, save_model, state, tensor_files,
+                                           is_best=is_best)
+        elif main:
+            opt_tensors, opt_meta = optimizer_state_to_safetensors(optimizer)
+            path = ckpt.save(step, save_model, {**state, "optimizer": opt_meta},
+                             {OPTIMIZER_FILE: opt_tensors, **tensor_files}, is_best=is_best)
+        if main:
             result.last_checkpoint = path
             if is_best:
                 result.best_checkpoint = path
@@ -294,22 +309,30 @@ def seed_everything(seed: int) -> None:
 
 
 def _restore(path: Path, config: TrainConfig, ranks: RankInfo, load_model: Callable[[Path], None],
-             optimizer: torch.optim.Optimizer, batches: BatchSource) -> tuple[int, int, dict | None]:
+             optimizer: torch.optim.Optimizer, batches: BatchSource, module: nn.Module) -> tuple[int, int, dict | None]:
+    """Load a checkpoint written by any number of processes (`config` already fitted to keep its
+    global batch, `sharded.fit_world_size`)."""
     state = CheckpointManager.read_state(path)
-    saved_world = state.get("world_size", 1)
-    if saved_world != ranks.world_size:
-        raise GptkitError(f"{path}: written by {saved_world} process(es), resumed with {ranks.world_size}; resume "
-                          f"with the same world size (the data order depends on it)")
+    same_world = state.get("world_size", 1) == ranks.world_size
     saved_cfg = state.get("config", {})
     for key in ("grad_accum_steps", "precision", "seed"):
-        if key in saved_cfg and saved_cfg[key] != getattr(config, key):
+        if same_world and key in saved_cfg and saved_cfg[key] != getattr(config, key):
             log.warning("resuming with %s=%r (the checkpoint used %r): the run will not match an "
                         "uninterrupted one", key, getattr(config, key), saved_cfg[key])
-    load_model(path)
-    optimizer_state_from_safetensors(optimizer, CheckpointManager.read_tensors(path, OPTIMIZER_FILE),
-                                     state["optimizer"], path)
-    batches.load_state_dict(state["batches"])
+    if is_sharded_checkpoint(path):  # DCP shards: any world size, sharded or plain model
+        load_shards(path, module, optimizer, state["optimizer"])
+    elif is_sharded(module):
+        raise GptkitError(f"{path}: written by a DDP or single-process run; resume it without FSDP "
+                          f"(--parallel ddp), or start the FSDP run afresh")
+    else:
+        load_model(path)
+        optimizer_state_from_safetensors(optimizer, CheckpointManager.read_tensors(path, OPTIMIZER_FILE),
+                                         state["optimizer"], path)
+    per_rank = state.get("batches_per_rank")
+    batches.load_state_dict(per_rank[ranks.rank] if same_world and per_rank else state["batches"])
     rng_state_from_safetensors(CheckpointManager.read_tensors(path, RNG_FILE), state["rng"], ranks.rank)
+    if not same_world:
+        reseed_new_ranks(state, config, ranks)
     return int(state["step"]), int(state.get("tokens_seen", 0)), state.get("best")
 
 

@@ -20,11 +20,13 @@ import torch.nn.functional as F
 from ..errors import GptkitError
 from .checkpoint import check_run_kind, prepare_run_dir
 from .config import TrainConfig
+from .distributed import apply_parallelism
 from .loop import TrainResult, train
 from .objectives import lm_objective
 from .optimizer import build_optimizer
 from .ranks import rank_info
 from .schedules import warmup_cosine
+from .sharded import export_view
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class PretrainOptions:
     grad_clip: float = 1.0
     precision: str = "fp32"
     compile: bool = False
+    parallel: str = "ddp"
+    """Under torchrun: 'ddp' (replicas, gradients all-reduced) or 'fsdp' (sharded; docs/distributed.md)."""
     resume: bool = False
     overwrite: bool = False
     eval_every: int = 200
@@ -130,13 +134,13 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
         config = saved
 
     torch.manual_seed(opts.seed)  # model init is part of the run's determinism
-    model = GPT(config).to(opts.device)
+    model = apply_parallelism(GPT(config).to(opts.device), opts.parallel, precision=opts.precision)
     optimizer = build_optimizer(model, lr=opts.lr, weight_decay=opts.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     warmup = opts.warmup if opts.warmup is not None else min(2000, max(1, opts.steps // 10))
     schedule = warmup_cosine(opts.lr, warmup, opts.steps)
 
     def save_model(directory: Path) -> None:
-        model.save_pretrained(directory)
+        export_view(model).save_pretrained(directory)  # a sharded model's gathered full copy
         tok.save(directory)
 
     def load_model(directory: Path) -> None:
