@@ -209,6 +209,36 @@ def test_kill_9_of_one_rank_during_a_sharded_save_leaves_the_previous_checkpoint
     assert not any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
+def test_fsdp_finetuning_matches_ddp_and_writes_a_loadable_task_model(data: Path, tmp_path: Path) -> None:
+    import random
+
+    from gptkit.tasks.model import load_task_model
+
+    rng = random.Random(1)
+    words = "the a cat dog sat on mat ran far away big small red blue house tree river stone".split()
+    rows = [{"sentence": " ".join(rng.sample(words, 3)), "label": rng.randint(0, 1)} for _ in range(24)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    runs = {}
+    for parallel in ("ddp", "fsdp"):
+        # same seed on every rank, same ops: DDP and FSDP draw the same dropout masks
+        runs[parallel] = tmp_path / parallel
+        proc = torchrun("finetune", "--task", "classification", "--train", str(train), "--val", str(train),
+                        "--no-pretrain", "--preset", "tiny", "--tokenizer", str(data.parent / "tok"),
+                        "--out", str(runs[parallel]), "--epochs", "2", "--batch-size", "4", "--quiet", "--json",
+                        "--parallel", parallel)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp, fsdp = losses(runs["ddp"]), losses(runs["fsdp"])
+    assert sorted(fsdp) == sorted(ddp) == [1, 3, 6]  # logged every 3 updates (an epoch)
+    for step in ddp:
+        assert abs(fsdp[step] - ddp[step]) < 1e-5, (step, fsdp[step], ddp[step])
+    model, _ = load_task_model(runs["fsdp"] / "best")  # gathered and written by rank 0
+    reference, _ = load_task_model(runs["ddp"] / "best")
+    for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
+
+
 def _die_while_saving(step_dir: str) -> None:
     """Rank 1's DCP writer: write the shard, then SIGKILL this process before the checkpoint commits."""
     from torch.distributed.checkpoint import HuggingFaceStorageWriter

@@ -209,16 +209,17 @@ def shard_model(model: nn.Module, *, reshard_after_forward: bool = True, precisi
     from .sharded import keep_export_twin
 
     keep_export_twin(model)  # rank 0 writes HF exports from a gathered copy of this structure
-    kwargs: dict = {"reshard_after_forward": reshard_after_forward}
-    if precision == "bf16":
-        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)} \
+        if precision == "bf16" else {}
     # Every Transformer block is its own unit (gathered just before it runs, freed after): found as
     # the children of any ModuleList named `blocks`, so a task model (GPT + head) shards the same way.
     for name, child in model.named_modules():
         if name.rsplit(".", 1)[-1] == "blocks" and isinstance(child, nn.ModuleList):
             for block in child:
-                fully_shard(block, **kwargs)
-    fully_shard(model, **kwargs)
+                fully_shard(block, reshard_after_forward=reshard_after_forward, **mp)
+    # The root (embeddings, final norm, heads) stays gathered from forward to backward: fine-tuning's
+    # auxiliary LM loss applies the tied embedding to the hidden states after forward has returned.
+    fully_shard(model, reshard_after_forward=False, **mp)
     return model
 
 
