@@ -23,13 +23,13 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ..errors import GptkitError
+from .config import PARALLELS
 from .ranks import barrier, is_sharded, rank_info  # noqa: F401  (is_sharded: part of this module's API)
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,6 @@ def main_process_first() -> Iterator[None]:
             barrier()
 
 
-Parallel = Literal["ddp", "fsdp"]
-PARALLEL_MODES: tuple[str, ...] = ("ddp", "fsdp")
 
 
 def shard_model(model: nn.Module, *, reshard_after_forward: bool = True, precision: str = "fp32") -> nn.Module:
@@ -228,8 +226,8 @@ def apply_parallelism(model: nn.Module, parallel: str, *, precision: str = "fp32
 
     'ddp' (default): nothing here; the loop wraps the model in DistributedDataParallel when there are
     several ranks. 'fsdp': `shard_model`. Outside torchrun (one process) both are the plain model."""
-    if parallel not in PARALLEL_MODES:
-        raise GptkitError(f"--parallel {parallel!r}: choose one of {', '.join(PARALLEL_MODES)}")
+    if parallel not in PARALLELS:
+        raise GptkitError(f"--parallel {parallel!r}: choose one of {', '.join(PARALLELS)}")
     if parallel == "fsdp":
         if not dist.is_initialized():
             log.warning("--parallel fsdp in a single process (not under torchrun): nothing to shard, plain training")
