@@ -173,7 +173,6 @@ def test_sigterm_a_two_process_fsdp_run_then_resume_with_two_and_with_one(data: 
     assert final["tokens_seen"] == state(fsdp_run / "checkpoints" / f"step_{STEPS:06d}")["tokens_seen"]
 
 
-@pytest.mark.slow
 def test_a_ddp_run_written_by_two_processes_resumes_with_one(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     proc = torchrun(*pretrain_args(data, run, "--save-every", "5"))  # DDP is the default
