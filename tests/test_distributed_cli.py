@@ -28,6 +28,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "corpus"
 
 
+def write_sentences(path: Path, n: int) -> Path:
+    """A tiny labelled classification file (3-word sentences, random 0/1 labels)."""
+    rng = random.Random(1)
+    words = "the a cat dog sat on mat ran far away big small red blue house tree river stone".split()
+    rows = [{"sentence": " ".join(rng.sample(words, 3)), "label": rng.randint(0, 1)} for _ in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def torchrun_pretrain(corpus: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTKIT_DIST_TIMEOUT": "60"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "gptkit.cli",
@@ -61,11 +70,7 @@ def test_torchrun_pretrain_runs_unchanged_and_a_single_process_continues_it(corp
 
 def test_torchrun_finetune_runs_unchanged(corpus: Path, tmp_path: Path) -> None:
     # a tiny random model with the corpus's tokenizer, fine-tuned on 2 ranks
-    rng = random.Random(1)
-    words = "the a cat dog sat on mat ran far away big small red blue house tree river stone".split()
-    rows = [{"sentence": " ".join(rng.sample(words, 3)), "label": rng.randint(0, 1)} for _ in range(21)]
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train = write_sentences(tmp_path / "train.jsonl", 21)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTKIT_DIST_TIMEOUT": "60"}
     run = tmp_path / "ft"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "gptkit.cli",

@@ -22,7 +22,7 @@ import torch
 
 from gptkit.cli import main
 from gptkit.training import CheckpointManager
-from test_distributed_cli import corpus  # noqa: F401  (a fixture: a tiny prepared corpus)
+from test_distributed_cli import corpus, write_sentences  # noqa: F401  (corpus: a fixture, a tiny prepared corpus)
 
 STEPS = 10
 NO_DROPOUT = {"vocab_size": 512, "n_ctx": 64, "n_embd": 64, "n_layer": 2, "n_head": 4,
@@ -210,15 +210,9 @@ def test_kill_9_of_one_rank_during_a_sharded_save_leaves_the_previous_checkpoint
 
 @pytest.mark.slow
 def test_fsdp_finetuning_matches_ddp_and_writes_a_loadable_task_model(data: Path, tmp_path: Path) -> None:
-    import random
-
     from gptkit.tasks.model import load_task_model
 
-    rng = random.Random(1)
-    words = "the a cat dog sat on mat ran far away big small red blue house tree river stone".split()
-    rows = [{"sentence": " ".join(rng.sample(words, 3)), "label": rng.randint(0, 1)} for _ in range(24)]
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train = write_sentences(tmp_path / "train.jsonl", 24)
     runs = {}
     for parallel in ("ddp", "fsdp"):
         # same seed on every rank, same ops: DDP and FSDP draw the same dropout masks
