@@ -200,10 +200,10 @@ def test_twenty_concurrent_clients_get_their_own_answers(server, reference):
     assert len(set(answers)) > 5
 
 
-def slow_server(model_dir: Path, *, max_queue: int, max_batch: int, delay: float) -> Server:
+def slow_server(model_dir: Path, *, max_queue: int, max_batch: int, delay: float, **kw) -> Server:
     bundle = load_bundle(model_dir, device="cpu")
     bundle.model.transformer.register_forward_pre_hook(lambda *_: time.sleep(delay))
-    return Server(create_app(bundle, max_queue=max_queue, max_batch=max_batch))
+    return Server(create_app(bundle, max_queue=max_queue, max_batch=max_batch, **kw))
 
 
 def wait_for(url: str, predicate, timeout: float = 20.0) -> dict:
@@ -290,7 +290,7 @@ def test_cli_serve_real_process(model_dir):
 
 
 def test_client_disconnect_stops_its_generation(model_dir):
-    with slow_server(model_dir, max_queue=4, max_batch=1, delay=0.05) as s:
+    with slow_server(model_dir, max_queue=4, max_batch=1, delay=0.05, max_tokens_limit=200) as s:
         body = {"prompt": "the", "max_tokens": 200, "temperature": 0, "stream": True}
         with httpx.stream("POST", f"{s.url}/v1/completions", json=body, timeout=30) as r:
             lines = r.iter_lines()

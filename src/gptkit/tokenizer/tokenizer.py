@@ -100,6 +100,13 @@ class GPTTokenizer:
         that mentions "<|endoftext|>") is encoded as ordinary text, never as the special id."""
         return self._for(allow_special).encode(text, add_special_tokens=False).ids
 
+    def encode_with_starts(self, text: str) -> tuple[list[int], list[int]]:
+        """Ids of `text` (as `encode`) and, per token, the index in `text` of the character its text
+        starts at: the original text's offsets, whatever the normaliser changed (a server echoing a
+        prompt reports them as OpenAI's `text_offset`)."""
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        return encoding.ids, [start for start, _ in encoding.offsets]
+
     def encode_batch(self, texts: list[str], *, allow_special: bool = True) -> list[list[int]]:
         """Many texts at once; the Rust side spreads them over threads."""
         backend = self._for(allow_special)
