@@ -268,21 +268,29 @@ def test_classify_with_a_task_model(tmp_path, model_dir):
     assert gen.choices[0].text  # a task model directory still generates
 
 
-def test_cli_serve_real_process(model_dir):
+def start_cli_server(model_dir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`gptkit serve` as a real process on a free port; returns once /health answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "serve", str(model_dir), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "serve", str(model_dir), "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"gptkit serve did not come up: {proc.communicate()[0][-2000:]}")
+        time.sleep(0.1)
+
+
+def test_cli_serve_real_process(model_dir):
+    proc, url = start_cli_server(model_dir)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, "gptkit serve did not come up"
-            time.sleep(0.1)
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "the", "max_tokens": 4}, timeout=30)
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 4}, timeout=30)
         assert r.status_code == 200 and r.json()["choices"][0]["text"]
     finally:
         proc.terminate()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +18,7 @@ from gptkit.cli import main  # noqa: E402
 from gptkit.generation import GenerationConfig  # noqa: E402
 from gptkit.serve import load_app  # noqa: E402
 from test_generation_cli import make_model_dir  # noqa: E402
-from test_serve import Server, free_port, slow_server, wait_for  # noqa: E402
+from test_serve import Server, slow_server, start_cli_server, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -113,23 +111,10 @@ def test_non_streaming_client_that_leaves_stops_its_generation(model_dir):
 
 
 def test_sigterm_mid_generation_exits_143_within_seconds(model_dir):
-    port = free_port()
     env = {**os.environ, "GPTKIT_API_KEY": "from-env", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "serve", str(model_dir), "--port", str(port),
-                             "--max-tokens-limit", "1000000", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_cli_server(model_dir, "--max-tokens-limit", "1000000", "--device", "cpu", env=env)
     auth = {"authorization": "Bearer from-env"}
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, "gptkit serve did not come up"
-            time.sleep(0.1)
         assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401  # the key came from the env
         answer: dict = {}
 
