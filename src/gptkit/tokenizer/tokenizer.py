@@ -127,13 +127,24 @@ class GPTTokenizer:
 
     def _original_encodings(self, text: str, allow_special: bool) -> list[tuple[list[int], list[str]]]:
         """gpt1-original: (ids, tokens) per stretch of text, a special token's string standing alone."""
+        return self._original_batch([text], allow_special)[0]
+
+    def _original_batch(self, texts: list[str], allow_special: bool) -> list[list[tuple[list[int], list[str]]]]:
+        # All plain stretches of all texts go through spaCy together (nlp.pipe is much faster than
+        # one call per text), then each text is put back together in order.
+        parts = [self._split_specials(text, allow_special) for text in texts]
+        plain = [piece for text_parts in parts for piece, special in text_parts if special is None]
+        words = iter(self._original.words_batch(plain))
         out = []
-        for piece, special in self._split_specials(text, allow_special):
-            if special is not None:
-                out.append(([special], [piece]))
-            elif words := self._original.words(piece):
-                e = self._words.encode(words, is_pretokenized=True, add_special_tokens=False)
-                out.append((e.ids, e.tokens))
+        for text_parts in parts:
+            encodings = []
+            for piece, special in text_parts:
+                if special is not None:
+                    encodings.append(([special], [piece]))
+                elif w := next(words):
+                    e = self._words.encode(w, is_pretokenized=True, add_special_tokens=False)
+                    encodings.append((e.ids, e.tokens))
+            out.append(encodings)
         return out
 
     def _split_specials(self, text: str, allow_special: bool) -> list[tuple[str, int | None]]:
@@ -161,7 +172,7 @@ class GPTTokenizer:
     def encode_batch(self, texts: list[str], *, allow_special: bool = True) -> list[list[int]]:
         """Many texts at once; the Rust side spreads them over threads."""
         if self._original is not None:
-            return [self.encode(t, allow_special=allow_special) for t in texts]
+            return [[i for ids, _ in enc for i in ids] for enc in self._original_batch(list(texts), allow_special)]
         backend = self._for(allow_special)
         # encode_batch_fast (tokenizers >= 0.20) skips character offsets, which only ids' users never need.
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
