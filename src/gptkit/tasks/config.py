@@ -68,6 +68,7 @@ class FinetuneConfig:
     seed: int = like(TrainConfig, "seed", 42, help="seed for head init, dropout and shuffling")
     device: str = like(TrainConfig, "device")
     precision: str = like(TrainConfig, "precision")
+    parallel: str = like(TrainConfig, "parallel")
     threads: int | None = option(None, help="torch CPU threads", check=optional(positive_int))
     keep_last: int = like(TrainConfig, "keep_last", 1, help="recent checkpoints kept besides the best (each "
                                                            "evaluation writes one, so a crash loses little)")

@@ -23,6 +23,9 @@ from ..interop.hf import load_weights_into
 from ..modeldir import export_dir
 from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
 from ..training.checkpoint import STATE_FILE, TRAINING_FILES
+from ..training.distributed import apply_parallelism
+from ..training.ranks import is_sharded
+from ..training.sharded import export_view
 from .build import build_trunk
 from .config import FinetuneConfig
 from .epochs import EpochBatches
@@ -106,7 +109,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     record.update(origin)
 
     def save_model(directory: Path) -> None:
-        write_task_model(model, tok, directory, extra=record)
+        write_task_model(export_view(model), tok, directory, extra=record)  # FSDP: the gathered copy
 
     def load_model(directory: Path) -> None:
         load_weights_into(model.gpt, directory)
@@ -123,6 +126,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         eval_every=eval_every if val_e is not None else 0,
         checkpoint_every=eval_every,
         precision=cfg.precision,
+        parallel=cfg.parallel,
         seed=cfg.seed,
         device=cfg.device,
         best_metric=f"val_{spec.metric}" if val_e is not None else None,
@@ -130,6 +134,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         progress=cfg.progress,
         keep_last=cfg.keep_last,
     )
+    model = apply_parallelism(model, cfg.parallel, precision=cfg.precision)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = train(
         model, FinetuneObjective(cfg.lm_coef), batches, optimizer, warmup_linear(cfg.lr, warmup, steps), train_config,
@@ -173,8 +178,9 @@ def summarize(cfg: FinetuneConfig, data: TaskData, model: TaskModel, tok: Any, r
         summary["val"] = score(best_model, data.val, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
         if data.test is not None:
             summary["test"] = _score_or_none(best_model, data.test, tok.pad_id, cfg)
-    elif data.test is not None:
-        summary["test"] = _score_or_none(model, data.test, tok.pad_id, cfg)
+    elif data.test is not None:  # a sharded model cannot run on rank 0 alone: score its exported copy
+        scorer = load_task_model(best_dir, device=cfg.device)[0] if is_sharded(model) and best_ckpt else model
+        summary["test"] = _score_or_none(scorer, data.test, tok.pad_id, cfg)
     return summary
 
 

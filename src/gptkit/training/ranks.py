@@ -8,8 +8,10 @@ process and cost nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,6 +70,15 @@ def gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     return [x.cpu() for x in out]
 
 
+def gather_json(value: Any) -> list[Any]:
+    """Every rank's JSON-serialisable value, in rank order (per-rank data-sampler states)."""
+    if not _dist_ready() or torch.distributed.get_world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, json.dumps(value))  # JSON text: nothing but data crosses
+    return [json.loads(x) for x in out]
+
+
 def barrier() -> None:
     if _dist_ready():
         torch.distributed.barrier()
@@ -97,6 +108,15 @@ class _TransparentDDP(nn.parallel.DistributedDataParallel):
             return getattr(self.module, name)
 
 
+def is_sharded(module: nn.Module) -> bool:
+    """Whether torch's `fully_shard` (FSDP2, `distributed.shard_model`) has been applied to this module."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6 kept it under _composable
+        from torch.distributed._composable.fsdp import FSDPModule
+    return isinstance(module, FSDPModule)
+
+
 @contextlib.contextmanager
 def maybe_no_sync(module: nn.Module, skip_sync: bool) -> Iterator[None]:
     """Inside DDP's no_sync() for accumulation micro-steps that are not the last of an update."""
@@ -106,12 +126,3 @@ def maybe_no_sync(module: nn.Module, skip_sync: bool) -> Iterator[None]:
             yield
     else:
         yield
-
-
-def is_sharded(model: nn.Module) -> bool:
-    """Whether FSDP (`distributed.shard_model`, torch's fully_shard) has been applied to this module."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch < 2.6 kept it under _composable
-        from torch.distributed._composable.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
