@@ -33,12 +33,13 @@ from ..options import (
     positive_int,
     positive_real,
 )
-from .checkpoint import Checkpoint, prepare_run_dir, read_checkpoint
+from .checkpoint import Checkpoint, read_checkpoint
 from .config import TrainConfig
 from .loop import TrainResult, train
 from .objectives import lm_objective
 from .optimizer import build_optimizer
 from .ranks import rank_info
+from .rundir import RunLock, prepare_run_dir
 from .schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,16 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
     log.info("pre-training %s parameters, %d steps x %d windows x %d tokens (x%d accumulation, x%d ranks), "
              "lr %.3g warmup %d", f"{model.num_parameters():,}", loop.max_steps, opts.batch_size, seq_len,
              loop.grad_accum_steps, ranks.world_size, opts.lr, warmup)
-    return train(
-        model, lm_objective, sampler, optimizer, schedule, loop,
-        run_dir=opts.out, resume_from=checkpoint, save_model=save_model, load_model=partial(load_weights_into, model),
-        evaluate=evaluate if val else None, flops_per_token=flops, peak_flops=opts.peak_flops,
-        extra_state={"data": str(opts.data), "tokenizer": str(tok_path), "recipe": recipe,
-                     "model_source": _model_source(opts)},
-    )
+    try:
+        return train(
+            model, lm_objective, sampler, optimizer, schedule, loop,
+            run_dir=opts.out, resume_from=checkpoint, save_model=save_model,
+            load_model=partial(load_weights_into, model), evaluate=evaluate if val else None, flops_per_token=flops,
+            peak_flops=opts.peak_flops, extra_state={"data": str(opts.data), "tokenizer": str(tok_path),
+                                                     "recipe": recipe, "model_source": _model_source(opts)},
+        )
+    finally:
+        RunLock.release_dir(opts.out)
 
 
 def _load_data(opts: PretrainOptions):
