@@ -81,6 +81,20 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (to tell a live writer's temp files or lock from ones a
+    killed process left behind)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
 # --- replacing a whole directory ----------------------------------------------------------------------
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

@@ -21,7 +21,6 @@ Claiming the run directory (lock, reuse rules, run kind) is rundir.py's job.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -46,6 +45,7 @@ from ..interop.weights import (
     fsync_dir,
     load_safetensors,
 )
+from ..jsonio import read_json
 from ..options import OptionError
 
 log = logging.getLogger(__name__)
@@ -327,17 +327,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """THE reader of a checkpoint's trainer state; a missing or malformed one is a GptkitError."""
     path = Path(path)
     state_path = path / STATE_FILE
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GptkitError(f"{state_path}: missing; {path} is not a complete checkpoint") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise GptkitError(f"{state_path}: unreadable ({e})") from None
-    except json.JSONDecodeError as e:
-        raise GptkitError(f"{state_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise GptkitError(f"{state_path}: unknown checkpoint format "
-                          f"{state.get('format') if isinstance(state, dict) else state!r}")
+    if not state_path.is_file():
+        raise GptkitError(f"{state_path}: missing; {path} is not a complete checkpoint")
+    state = read_json(state_path)
+    if state.get("format") != FORMAT_VERSION:
+        raise GptkitError(f"{state_path}: unknown checkpoint format {state.get('format')!r:.40}")
     return Checkpoint(path, state)
 
 

@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, pid_alive
 from ..errors import GptkitError
 from .checkpoint import RUN_FILE, CheckpointManager
 
@@ -62,7 +62,7 @@ class RunLock:
 
     def _handle_existing(self) -> None:
         owner = _read_pid(self.path)
-        if owner is not None and owner != os.getpid() and _alive(owner):
+        if owner is not None and owner != os.getpid() and pid_alive(owner):
             raise GptkitError(f"{self.path.parent}: in use by process {owner} (lock file {self.path}); wait for it to "
                               f"finish or stop it; remove the lock file only if that process is not gptkit")
         # Dead owner (or our own pid from a forked parent's lock): rename it away, which only one
@@ -100,16 +100,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text(encoding="utf-8").strip())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def prepare_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
