@@ -34,6 +34,7 @@ def register(subparsers) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from ..training.checkpoint import MODEL_DIR
     from ..training.config import TrainConfig
     from ..training.pretrain import PretrainOptions, pretrain
     from ..training.ranks import rank_info
@@ -55,5 +56,5 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if result.last_eval:
         parts.append(f"val loss {result.last_eval['val_loss']:.4f} (perplexity {result.last_eval['val_ppl']:.2f})")
     print("done: " + ", ".join(parts))
-    print(f"model: {Path(args.out) / 'model'}  checkpoint: {result.last_checkpoint}")
+    print(f"model: {Path(args.out) / MODEL_DIR}  checkpoint: {result.last_checkpoint}")
     return 0

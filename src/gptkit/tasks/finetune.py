@@ -101,8 +101,8 @@ class FinetuneConfig:
     threads: int | None = option(None, help="torch CPU threads", check=optional(positive_int))
     keep_last: int = like(TrainConfig, "keep_last", 1, help="recent checkpoints kept besides the best (each "
                                                            "evaluation writes one, so a crash loses little)")
-    resume: bool = option(False, help="continue the run in out", check=boolean)
-    overwrite: bool = option(False, help="replace the run in out", check=boolean)
+    resume: bool = option(False, help="continue the run in the run directory", check=boolean)
+    overwrite: bool = option(False, help="replace the run in the run directory", check=boolean)
     progress: bool = like(TrainConfig, "progress")
 
     def __post_init__(self) -> None:
@@ -223,8 +223,10 @@ def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch
 def resolve_model_dir(path: str | Path) -> Path:
     """A pre-training run directory -> its exported `model/`; a model directory -> itself."""
     p = Path(path)
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
+    from ..training.checkpoint import MODEL_DIR
+
+    if (p / MODEL_DIR / "config.json").is_file():
+        return p / MODEL_DIR
     if (p / "config.json").is_file():
         return p
     if not p.exists():
