@@ -13,8 +13,8 @@ from .options import add_options, build
 # FinetuneConfig's fields with a flag (their defaults, checks and help are declared there).
 FIELDS = ("task", "train", "val", "test", "out", "init", "no_pretrain", "preset", "tokenizer", "regression",
           "label_base", "lm_coef", "transfer_layers", "epochs", "max_steps", "batch_size", "lr", "warmup",
-          "weight_decay", "grad_clip", "clf_pdrop", "max_len", "metric", "evals_per_epoch", "log_every", "seed", "device",
-          "precision", "threads")
+          "weight_decay", "grad_clip", "clf_pdrop", "max_len", "metric", "evals_per_epoch", "log_every", "seed",
+          "device", "precision", "parallel", "threads")
 
 
 def add_column_args(p: argparse.ArgumentParser) -> None:

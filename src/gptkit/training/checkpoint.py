@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng_state.safetensors"
-TRAINING_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE)
+SHARDED_DIR = "sharded"
+"""An FSDP run's model + optimizer shards, one safetensors file per rank (training.sharded)."""
+TRAINING_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE, SHARDED_DIR)
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
 """RUN_DIR/model: the newest model alone, for downstream commands."""
@@ -203,19 +205,24 @@ class CheckpointManager:
         tensor_files: dict[str, dict[str, torch.Tensor]],
         *,
         is_best: bool = False,
+        tmp: Path | None = None,
     ) -> Path:
         """Write one checkpoint atomically and return its directory. `tensor_files` maps a file name
         (e.g. optimizer.safetensors) to its tensors; `state` becomes trainer_state.json, written last.
 
+        `tmp`: a temporary directory already holding part of the checkpoint (an FSDP run's shards,
+        written there by every rank), committed with the rest.
+
         A failed write (disk full, a file too large, any OSError) removes the partial checkpoint and
         is a one-line GptkitError; the previous checkpoints and RUN_DIR/model are untouched."""
         name = step_dir_name(step)
-        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir()
+            if tmp is None:
+                tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir()
             write_model(tmp)
             for filename, tensors in tensor_files.items():
                 atomic_save_safetensors(tensors, tmp / filename)
@@ -223,13 +230,15 @@ class CheckpointManager:
             files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
             atomic_write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, **state, "files": files})
         except (OSError, SafetensorError) as e:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             previous = self.latest()
             kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
             raise GptkitError(f"{self.dir}: could not write the checkpoint of step {step} ({_one_line(e)}); "
                               f"its partial files were removed and {kept}") from None
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         final = self.dir / name
         replace_dir(tmp, final)  # e.g. a resumed run saving the step it resumed from
