@@ -123,28 +123,28 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
 
     resume = prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite, kind="pretrain",
                              info={"data": str(opts.data), "tokenizer": str(tok_path)})
-    checkpoint = read_checkpoint(resume) if resume is not None else None
-    if checkpoint is not None:
-        config = _resumed_model_config(opts, checkpoint, config)
-        checkpoint.require_same("PretrainOptions", recipe)
+    try:  # from here on the run directory is ours (RunLock): released however this ends
+        checkpoint = read_checkpoint(resume) if resume is not None else None
+        if checkpoint is not None:
+            config = _resumed_model_config(opts, checkpoint, config)
+            checkpoint.require_same("PretrainOptions", recipe)
 
-    torch.manual_seed(loop.seed)  # model init is part of the run's determinism
-    model = apply_parallelism(GPT(config).to(loop.device), loop.parallel, precision=loop.precision)
-    optimizer = build_optimizer(model, lr=opts.lr, weight_decay=opts.weight_decay, betas=(0.9, 0.999), eps=1e-8)
-    schedule = warmup_cosine(opts.lr, warmup, loop.max_steps)
+        torch.manual_seed(loop.seed)  # model init is part of the run's determinism
+        model = apply_parallelism(GPT(config).to(loop.device), loop.parallel, precision=loop.precision)
+        optimizer = build_optimizer(model, lr=opts.lr, weight_decay=opts.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+        schedule = warmup_cosine(opts.lr, warmup, loop.max_steps)
 
-    def save_model(directory: Path) -> None:
-        export_view(model).save_pretrained(directory)  # FSDP: the copy gathered on rank 0
-        tok.save(directory)
+        def save_model(directory: Path) -> None:
+            export_view(model).save_pretrained(directory)  # FSDP: the copy gathered on rank 0
+            tok.save(directory)
 
-    def evaluate(module: torch.nn.Module) -> dict[str, float]:
-        return evaluate_lm(module, val, opts.batch_size, loop.device)
+        def evaluate(module: torch.nn.Module) -> dict[str, float]:
+            return evaluate_lm(module, val, opts.batch_size, loop.device)
 
-    flops = training_flops_per_token(config.replace(n_ctx=seq_len))  # attention cost of the real window
-    log.info("pre-training %s parameters, %d steps x %d windows x %d tokens (x%d accumulation, x%d ranks), "
-             "lr %.3g warmup %d", f"{model.num_parameters():,}", loop.max_steps, opts.batch_size, seq_len,
-             loop.grad_accum_steps, ranks.world_size, opts.lr, warmup)
-    try:
+        flops = training_flops_per_token(config.replace(n_ctx=seq_len))  # attention cost of the real window
+        log.info("pre-training %s parameters, %d steps x %d windows x %d tokens (x%d accumulation, x%d ranks), "
+                 "lr %.3g warmup %d", f"{model.num_parameters():,}", loop.max_steps, opts.batch_size, seq_len,
+                 loop.grad_accum_steps, ranks.world_size, opts.lr, warmup)
         return train(
             model, lm_objective, sampler, optimizer, schedule, loop,
             run_dir=opts.out, resume_from=checkpoint, save_model=save_model,
