@@ -18,6 +18,7 @@ from ..errors import GptkitError
 # In the order of the recipe: data and tokenizer, pre-training, fine-tuning, use, inspection.
 COMMAND_MODULES = (
     "demo",
+    "reproduce",
     "data",
     "tokenizer",
     "prepare",
