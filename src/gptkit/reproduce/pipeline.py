@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import shlex
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -343,6 +344,10 @@ class Reproduction:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         if summary.get("stopped_by") is not None:
             raise ReproduceInterrupted(f"fine-tuning {name} stopped by {summary['stopped_by']}")
+        # Finished: its resume state is no longer needed (best/, metrics.jsonl and summary.json stay).
+        # Dozens of runs would otherwise keep gigabytes of optimizer state.
+        for leftover in ("checkpoints", "model"):
+            shutil.rmtree(run_dir / leftover, ignore_errors=True)
         return {"command": command, "run_dir": str(run_dir), "steps": summary["steps"],
                 "examples": summary["examples"], "best_step": summary.get("best_step"),
                 "val_accuracy": (summary.get("val") or {}).get("accuracy"),

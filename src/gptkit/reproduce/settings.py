@@ -56,7 +56,7 @@ class ReproduceSettings:
 PROFILES: dict[str, ReproduceSettings] = {
     "default": ReproduceSettings(profile="default", demo_profile="default"),
     "quick": ReproduceSettings(
-        profile="quick", demo_profile="quick", seeds=(1,), train_limit=500, val_limit=300,
+        profile="quick", demo_profile="quick", seeds=(1,), train_limit=500, val_limit=200,
         max_len=dict.fromkeys(TABLE_TASKS, 64), pretrain_checkpoints=8, zeroshot_limit=300,
     ),
     "test": ReproduceSettings(
