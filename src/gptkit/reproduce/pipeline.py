@@ -267,10 +267,17 @@ class Reproduction:
         derived, stats = build_derived(read_jsonl(wiki), derived_names, exclude=pretrain_text)
         written: dict[str, Any] = {}
         for task in dict.fromkeys([*s.tasks, "derived_word_order", "derived_next_sentence"]):
+            dropped = 0
             if task in BUILTIN:
                 splits = {split: read_jsonl(self.demo.data_dir / "tasks" / task / f"{split}.jsonl") for split in SPLITS}
+                # The demo keeps these tasks' test texts out of pre-training; a test text that is ALSO
+                # found elsewhere in the pre-training text (a short review sentence repeated verbatim
+                # among the opinion snippets, say) is dropped here, so no test text was ever read.
+                kept = [r for r in splits["test"] if normalize(r["text"]) not in pretrain_text]
+                dropped, splits["test"] = len(splits["test"]) - len(kept), kept
             else:
                 splits = derived[task]
+                dropped = stats["tasks"][task]["dropped_overlapping"]
             rng = random.Random(f"{task}:{s.train_limit}:{s.val_limit}")
             limits = {"train": s.train_limit, "validation": s.val_limit, "test": None}
             sizes = {}
@@ -285,7 +292,7 @@ class Reproduction:
             overlap = self._test_overlap(task, pretrain_text)
             if overlap:
                 raise GptkitError(f"task {task}: {overlap} test examples contain a sentence of the pre-training text")
-            written[task] = {"type": task_type(task), "title": TITLES[task], "sizes": sizes,
+            written[task] = {"type": task_type(task), "title": TITLES[task], "sizes": sizes, "dropped_overlap": dropped,
                              "labels": sorted({str(r["label"]) for r in read_jsonl(self.task_dir(task) / "train.jsonl")}),
                              "derived": task in DERIVED_TASKS}
         write_json(self.out / "tasks" / "derived_meta.json", stats)
