@@ -75,6 +75,10 @@ class WindowSampler:
             data = data.pin_memory()
         return {"input_ids": data[:, :-1].contiguous(), "targets": data[:, 1:].contiguous()}
 
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens a batch trains on (every target), for the loop's tokens/s."""
+        return batch["targets"].numel()
+
     def state_dict(self) -> dict[str, Any]:
         return {"draws": self.draws, "seed": self.seed, "world_size": self.world_size,
                 "batch_size": self.batch_size, "seq_len": self.seq_len, "num_windows": self.num_windows}

@@ -82,10 +82,21 @@ def wrap_for_training(module: nn.Module, device: torch.device) -> nn.Module:
 
     if is_sharded(module):  # FSDP (distributed.shard_model) already reduces gradients itself
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+    return _TransparentDDP(module, device_ids=device_ids)
+
+
+class _TransparentDDP(nn.parallel.DistributedDataParallel):
+    """DDP whose wrapped module's attributes (a task model's `spec`, `gpt`) read through, as they do
+    through torch.compile's wrapper, so objectives never unwrap the module themselves."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":  # not set yet (inside __init__)
+                raise
+            return getattr(self.module, name)
 
 
 @contextlib.contextmanager
