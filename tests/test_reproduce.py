@@ -115,14 +115,18 @@ def test_task_files_hold_no_pretraining_text(first_run):
         assert info["derived"] == task.startswith("derived_")
 
 
-def test_resume_skips_finished_stages(first_run, caplog):
-    out, argv, results = first_run
-    (out / "stages" / "finetune_no_aux_topics_s1.json").unlink()
-    (out / "stages" / "zeroshot_step000004.json").unlink()
+def _logged_run(argv: list[str], caplog) -> str:
     caplog.clear()
     with caplog.at_level("INFO"):
         assert main(argv) == 0
-    log = caplog.text
+    return caplog.text
+
+
+def test_resume_skips_finished_stages(first_run, caplog):
+    out, argv, results = first_run
+    for stage in ("finetune_no_aux_topics_s1", "zeroshot_step000004"):  # as if interrupted in those two
+        (out / "stages" / f"{stage}.json").unlink()
+    log = _logged_run(argv, caplog)
     assert "pre-train the LM, keeping 3 checkpoints: done in an earlier run, skipped" in log
     assert "Table 5: Wikipedia topic, without aux LM (lambda 0), seed 1 ..." in log
     assert "zero-shot heuristics after 4 updates ..." in log

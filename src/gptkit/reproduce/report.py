@@ -167,15 +167,15 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def write_figures(repro: Reproduction, results: dict[str, Any]) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed: no figures (pip install 'gptkit[plot]')")
-        return []
     from ..demo.report import _save
+    from ..errors import GptkitError
+    from ..inspect.plots import _pyplot
+
+    try:
+        plt = _pyplot()
+    except GptkitError as e:
+        log.warning("no figures: %s", e)
+        return []
 
     out = repro.out / "figures"
     out.mkdir(parents=True, exist_ok=True)
