@@ -14,7 +14,7 @@ from .options import add_options, build
 FIELDS = ("task", "train", "val", "test", "out", "init", "no_pretrain", "preset", "tokenizer", "regression",
           "label_base", "lm_coef", "transfer_layers", "epochs", "max_steps", "batch_size", "lr", "warmup",
           "weight_decay", "grad_clip", "clf_pdrop", "max_len", "metric", "evals_per_epoch", "seed", "device",
-          "precision", "threads")
+          "precision", "parallel", "threads")
 
 
 def add_column_args(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,8 @@ from .options import add_options, build
 # PretrainOptions' own fields with a flag, and the loop's (TrainConfig) that pre-training exposes.
 RECIPE = ("data", "out", "tokenizer", "batch_size", "lr", "warmup", "seq_len", "weight_decay", "eval_windows",
           "threads", "peak_flops")
-LOOP = ("max_steps", "grad_accum_steps", "grad_clip", "precision", "compile", "eval_every", "checkpoint_every",
+LOOP = ("max_steps", "grad_accum_steps", "grad_clip", "precision", "compile", "parallel", "eval_every",
+        "checkpoint_every",
         "keep_last", "log_every", "seed", "device")
 
 

@@ -96,6 +96,7 @@ class FinetuneConfig:
     seed: int = like(TrainConfig, "seed", 42, help="seed for head init, dropout and shuffling")
     device: str = like(TrainConfig, "device")
     precision: str = like(TrainConfig, "precision")
+    parallel: str = like(TrainConfig, "parallel")
     threads: int | None = option(None, help="torch CPU threads", check=optional(positive_int))
     keep_last: int = like(TrainConfig, "keep_last", 1, help="recent checkpoints kept besides the best (each "
                                                            "evaluation writes one, so a crash loses little)")
@@ -290,6 +291,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model directory) and RUN_DIR/summary.json; returns the summary."""
     from ..interop.hf import load_weights_into
     from ..training import build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
+    from ..training.distributed import apply_parallelism, is_sharded
+    from ..training.sharded import export_view
 
     started = time.time()
     if cfg.threads:
@@ -336,7 +339,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     record.update(origin)
 
     def save_model(directory: Path) -> None:
-        write_task_model(model, tok, directory, extra=record)
+        write_task_model(export_view(model), tok, directory, extra=record)  # FSDP: the gathered copy
 
     def load_model(directory: Path) -> None:
         load_weights_into(model.gpt, directory)
@@ -355,6 +358,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         eval_every=eval_every if val_e is not None else 0,
         checkpoint_every=eval_every,
         precision=cfg.precision,
+        parallel=cfg.parallel,
         seed=cfg.seed,
         device=cfg.device,
         best_metric=metric_key if val_e is not None else None,
@@ -362,6 +366,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         progress=cfg.progress,
         keep_last=cfg.keep_last,
     )
+    model = apply_parallelism(model, cfg.parallel, precision=cfg.precision)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = train(
         model, FinetuneObjective(cfg.lm_coef), batches, optimizer, warmup_linear(cfg.lr, warmup, steps), train_config,
@@ -396,8 +401,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         summary["val"] = score(best_model, val_e, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
         if test_e is not None:
             summary["test"] = _score_or_none(best_model, test_e, tok.pad_id, cfg)
-    elif test_e is not None:
-        summary["test"] = _score_or_none(model, test_e, tok.pad_id, cfg)
+    elif test_e is not None:  # a sharded model cannot run on rank 0 alone: score its exported copy
+        scorer = load_task_model(best_dir, device=cfg.device)[0] if is_sharded(model) and best_ckpt else model
+        summary["test"] = _score_or_none(scorer, test_e, tok.pad_id, cfg)
     summary["seconds"] = round(time.time() - started, 2)
     atomic_write_json(out / "summary.json", summary)
     return summary

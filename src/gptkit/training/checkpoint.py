@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng_state.safetensors"
-TRAINING_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE)
+SHARDED_DIR = "sharded"
+"""An FSDP run's model + optimizer shards, one safetensors file per rank (training.sharded)."""
+TRAINING_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE, SHARDED_DIR)
 RUN_FILE = "run.json"
 MODEL_DIR = "model"
 """RUN_DIR/model: the newest model alone, for downstream commands."""
@@ -249,15 +251,19 @@ class CheckpointManager:
         tensor_files: dict[str, dict[str, torch.Tensor]],
         *,
         is_best: bool = False,
+        tmp: Path | None = None,
     ) -> Path:
         """Write one checkpoint atomically and return its directory. `tensor_files` maps a file name
-        (e.g. optimizer.safetensors) to its tensors; `state` becomes trainer_state.json, written last."""
+        (e.g. optimizer.safetensors) to its tensors; `state` becomes trainer_state.json, written last.
+        `tmp`: a temporary directory already holding part of the checkpoint (an FSDP run's shards,
+        written there by every rank), committed with the rest."""
         self.dir.mkdir(parents=True, exist_ok=True)
         name = step_dir_name(step)
-        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        if tmp is None:
+            tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
         write_model(tmp)
         for filename, tensors in tensor_files.items():
             atomic_save_safetensors(tensors, tmp / filename)

@@ -26,6 +26,9 @@ from ..options import (
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = Precision.__args__
 """The precision choices, for every option that takes one."""
+Parallel = Literal["ddp", "fsdp"]
+PARALLELS: tuple[str, ...] = Parallel.__args__
+"""How several ranks share the work (training.distributed.apply_parallelism)."""
 
 
 def _device_ok(value: Any) -> bool:
@@ -70,6 +73,10 @@ class TrainConfig:
     precision: Precision = option("fp32", help="bf16 runs forward and loss under torch.autocast(bfloat16); "
                                                "weights and optimizer stay fp32", choices=PRECISIONS)
     compile: bool = option(False, help="run the model under torch.compile", check=boolean)
+    parallel: Parallel = option("ddp", help="under torchrun: ddp (a model replica per rank, gradients all-reduced) "
+                                            "or fsdp (parameters, gradients and optimizer state sharded over the "
+                                            "ranks; sharded checkpoints); the recipe applies it before building "
+                                            "the optimizer", choices=PARALLELS)
     seed: int = option(1337, help="seeds torch, numpy and random at the start of a fresh run (a resumed run "
                                   "restores the RNG states)", check=non_negative_int)
     device: str = option("cpu", help="where the module and batches live: cpu, cuda, cuda:N", check=device_check)

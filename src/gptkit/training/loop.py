@@ -47,11 +47,20 @@ from .ranks import (
     RankInfo,
     any_across_ranks,
     barrier,
+    gather_json,
     gather_tensors,
+    is_sharded,
     maybe_no_sync,
     mean_across_ranks,
     rank_info,
     wrap_for_training,
+)
+from .sharded import (
+    fit_world_size,
+    is_sharded_checkpoint,
+    load_shards,
+    reseed_new_ranks,
+    save_sharded_checkpoint,
 )
 from .signals import StopRequest
 
@@ -123,10 +132,14 @@ def train(
     if save_model is None or load_model is None:
         default_save, default_load = _state_dict_io(module)
         save_model, load_model = save_model or default_save, load_model or default_load
-    trainer = _Trainer(module, objective, batches, optimizer, schedule, config, run_dir=run_dir,
-                       save_model=save_model, evaluate=evaluate, extra_state=extra_state or {}, on_step=on_step)
+    checkpoint = None
     if resume_from is not None:
         checkpoint = resume_from if isinstance(resume_from, Checkpoint) else read_checkpoint(resume_from)
+        # another world size: the accumulation that keeps the checkpoint's global batch
+        config = fit_world_size(checkpoint.state, config, rank_info(), checkpoint.path)
+    trainer = _Trainer(module, objective, batches, optimizer, schedule, config, run_dir=run_dir,
+                       save_model=save_model, evaluate=evaluate, extra_state=extra_state or {}, on_step=on_step)
+    if checkpoint is not None:
         trainer.restore(checkpoint, load_model)
     else:
         seed_everything(config.seed)
@@ -149,12 +162,7 @@ class _Trainer:
         self.device = torch.device(config.device)
         module.to(self.device)
         self.ckpt = CheckpointManager(run_dir, config.keep_last) if run_dir is not None else None
-        if self.ckpt is not None and self.ranks.world_size > 1:
-            from .distributed import is_sharded
-
-            if is_sharded(module):  # its state is spread over the ranks; rank 0 alone cannot write it
-                raise GptkitError("checkpoints of an FSDP-sharded model are not supported yet: train it with "
-                                  "run_dir=None and gather its state yourself, or use DDP")
+        self.sharded = is_sharded(module)  # FSDP: every rank writes its shard of a checkpoint (training.sharded)
         self.metrics_log = MetricsLog(run_dir if self.ranks.is_main else None)
         self.result = TrainResult(step=0, stopped_by=None, last_checkpoint=None, best_checkpoint=None, best_value=None)
         self.step, self.tokens_seen = 0, 0
@@ -168,7 +176,7 @@ class _Trainer:
 
     def restore(self, checkpoint: Checkpoint, load_model: Callable[[Path], None]) -> None:
         self.step, self.tokens_seen, self.best = _restore(checkpoint, self.config, self.ranks, load_model,
-                                                          self.optimizer, self.batches)
+                                                          self.optimizer, self.batches, self.module)
         self.metrics_log.truncate_after(self.step)
         self.result.last_checkpoint = checkpoint.path
         self.result.best_value = self.best["value"] if self.best is not None else None
@@ -319,7 +327,8 @@ class _Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
 
     def save(self, is_best: bool = False) -> Path | None:
-        """A collective under DDP: every rank takes part (RNG states gathered), rank 0 writes."""
+        """A collective under DDP: every rank takes part (RNG and sampler states gathered), rank 0
+        writes; under FSDP every rank also writes its shard of the model and optimizer state."""
         self.last_saved_step = self.step
         if self.ckpt is None:
             return None
@@ -328,12 +337,26 @@ class _Trainer:
             per_rank = {"torch": gather_tensors(torch.get_rng_state())}
             if self.device.type == "cuda":
                 per_rank["cuda"] = gather_tensors(torch.cuda.get_rng_state(self.device))
+            per_rank_batches = gather_json(self.batches.state_dict())
         path = None
-        if self.ranks.is_main:
+        if self.sharded:  # every rank writes its shard, then rank 0 commits the checkpoint
+            state, tensor_files = None, None
+            if self.ranks.is_main:
+                rng_tensors, rng_meta = rng_state_to_safetensors(per_rank)
+                state, tensor_files = self.trainer_state({}, rng_meta), {RNG_FILE: rng_tensors}
+                if per_rank is not None:
+                    state["batches_per_rank"] = per_rank_batches
+            path = save_sharded_checkpoint(self.ckpt, self.step, self.module, self.optimizer, self.save_model,
+                                           state, tensor_files, is_best=is_best)
+        elif self.ranks.is_main:
             opt_tensors, opt_meta = optimizer_state_to_safetensors(self.optimizer)
             rng_tensors, rng_meta = rng_state_to_safetensors(per_rank)
-            path = self.ckpt.save(self.step, self.save_model, self.trainer_state(opt_meta, rng_meta),
+            state = self.trainer_state(opt_meta, rng_meta)
+            if per_rank is not None:
+                state["batches_per_rank"] = per_rank_batches
+            path = self.ckpt.save(self.step, self.save_model, state,
                                   {OPTIMIZER_FILE: opt_tensors, RNG_FILE: rng_tensors}, is_best=is_best)
+        if self.ranks.is_main:
             self.result.last_checkpoint = path
             if is_best:
                 self.result.best_checkpoint = path
@@ -360,21 +383,29 @@ def seed_everything(seed: int) -> None:
 
 
 def _restore(checkpoint: Checkpoint, config: TrainConfig, ranks: RankInfo, load_model: Callable[[Path], None],
-             optimizer: torch.optim.Optimizer, batches: BatchSource) -> tuple[int, int, dict | None]:
+             optimizer: torch.optim.Optimizer, batches: BatchSource, module: nn.Module) -> tuple[int, int, dict | None]:
+    """Load a checkpoint written by any number of processes (`config` already fitted to keep its
+    global batch: `sharded.fit_world_size`)."""
     state, path = checkpoint.state, checkpoint.path
-    saved_world = state.get("world_size", 1)
-    if saved_world != ranks.world_size:
-        raise GptkitError(f"{path}: written by {saved_world} process(es), resumed with {ranks.world_size}; resume "
-                          f"with the same world size (the data order depends on it)")
+    same_world = state.get("world_size", 1) == ranks.world_size
     saved_cfg = state.get("config", {})
     for key in ("grad_accum_steps", "precision", "seed"):
-        if key in saved_cfg and saved_cfg[key] != getattr(config, key):
+        if same_world and key in saved_cfg and saved_cfg[key] != getattr(config, key):
             log.warning("resuming with %s=%r (the checkpoint used %r): the run will not match an "
                         "uninterrupted one", key, getattr(config, key), saved_cfg[key])
-    load_model(path)
-    optimizer_state_from_safetensors(optimizer, checkpoint.tensors(OPTIMIZER_FILE), state["optimizer"], path)
-    batches.load_state_dict(state["batches"])
+    if is_sharded_checkpoint(path):  # DCP shards: any world size, into a sharded or a plain model
+        load_shards(path, module, optimizer, state["optimizer"])
+    elif is_sharded(module):
+        raise GptkitError(f"{path}: written by a DDP or single-process run; resume it without FSDP "
+                          f"(--parallel ddp), or start the FSDP run afresh")
+    else:
+        load_model(path)
+        optimizer_state_from_safetensors(optimizer, checkpoint.tensors(OPTIMIZER_FILE), state["optimizer"], path)
+    per_rank = state.get("batches_per_rank")
+    batches.load_state_dict(per_rank[ranks.rank] if same_world and per_rank else state["batches"])
     rng_state_from_safetensors(checkpoint.tensors(RNG_FILE), state["rng"], ranks.rank)
+    if not same_world:
+        reseed_new_ranks(state, config, ranks)
     return int(state["step"]), int(state.get("tokens_seen", 0)), state.get("best")
 
 

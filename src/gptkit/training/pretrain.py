@@ -35,11 +35,13 @@ from ..options import (
 )
 from .checkpoint import Checkpoint, prepare_run_dir, read_checkpoint
 from .config import TrainConfig
+from .distributed import apply_parallelism
 from .loop import TrainResult, train
 from .objectives import lm_objective
 from .optimizer import build_optimizer
 from .ranks import rank_info
 from .schedules import warmup_cosine
+from .sharded import export_view
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +128,12 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
         checkpoint.require_same("PretrainOptions", recipe)
 
     torch.manual_seed(loop.seed)  # model init is part of the run's determinism
-    model = GPT(config).to(loop.device)
+    model = apply_parallelism(GPT(config).to(loop.device), loop.parallel, precision=loop.precision)
     optimizer = build_optimizer(model, lr=opts.lr, weight_decay=opts.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     schedule = warmup_cosine(opts.lr, warmup, loop.max_steps)
 
     def save_model(directory: Path) -> None:
-        model.save_pretrained(directory)
+        export_view(model).save_pretrained(directory)  # FSDP: the copy gathered on rank 0
         tok.save(directory)
 
     def evaluate(module: torch.nn.Module) -> dict[str, float]:
