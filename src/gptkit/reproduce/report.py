@@ -129,8 +129,8 @@ def format_table(results: dict[str, Any]) -> str:
     seeds = s["seeds"]
     lines += [
         "",
-        f"Table 5 (test accuracy %, mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}, ± 95% interval; {s['train_limit']:,} training examples per task):",
+        f"Table 5 (test accuracy %, mean over {len(seeds)} fine-tuning seed{'s' if len(seeds) > 1 else ''} "
+        f"({', '.join(map(str, seeds))}) ± 95% interval; {s['train_limit']:,} training examples per task):",
         "",
         "| method | " + " | ".join(results["tasks"][t]["title"] for t in tasks) + " | average |",
         "|---|" + "---|" * (len(tasks) + 1),
