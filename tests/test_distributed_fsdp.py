@@ -32,7 +32,7 @@ NO_DROPOUT = {"vocab_size": 512, "n_ctx": 64, "n_embd": 64, "n_layer": 2, "n_hea
 def pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["pretrain", "--data", str(data), "--out", str(out), "--config", str(data.parent / "tiny.json"),
             "--batch-size", "2", "--seq-len", "32", "--eval-windows", "4", "--eval-every", "5", "--log-every", "1",
-            "--steps", str(STEPS), "--quiet", "--peak-flops", "1e11", *extra]
+            "--steps", str(STEPS), "--precision", "fp32", "--quiet", "--peak-flops", "1e11", *extra]
 
 
 def env() -> dict[str, str]:
@@ -220,7 +220,7 @@ def test_fsdp_finetuning_matches_ddp_and_writes_a_loadable_task_model(data: Path
         proc = torchrun("finetune", "--task", "classification", "--train", str(train), "--val", str(train),
                         "--no-pretrain", "--preset", "tiny", "--tokenizer", str(data.parent / "tok"),
                         "--out", str(runs[parallel]), "--epochs", "2", "--batch-size", "4", "--quiet", "--json",
-                        "--parallel", parallel)
+                        "--precision", "fp32", "--parallel", parallel)
         assert proc.returncode == 0, proc.stderr[-3000:]
     ddp, fsdp = losses(runs["ddp"]), losses(runs["fsdp"])
     assert sorted(fsdp) == sorted(ddp) == [1, 3, 6]  # logged every 3 updates (an epoch)
