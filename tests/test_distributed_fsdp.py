@@ -161,6 +161,10 @@ def test_sigterm_a_two_process_fsdp_run_then_resume_with_two_and_with_one(data: 
 
     w_ref, w_res = load_file(fsdp_run / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
+    # the last 3 sharded checkpoints are kept (--keep-last's default), older ones removed whole
+    assert [step for step, _ in CheckpointManager(run).complete()] == [STEPS - 2, STEPS - 1, STEPS]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == \
+        [f"step_{s:06d}" for s in (STEPS - 2, STEPS - 1, STEPS)]
 
     # 1 process: DCP reshards, accumulation 2 keeps the global batch of 4 windows, same windows next
     one = tmp_path / "copy"
