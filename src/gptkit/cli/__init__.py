@@ -20,6 +20,7 @@ from .options import flag_message
 # In the order of the recipe: data and tokenizer, pre-training, fine-tuning, use, inspection.
 COMMAND_MODULES = (
     "demo",
+    "reproduce",
     "data",
     "tokenizer",
     "prepare",

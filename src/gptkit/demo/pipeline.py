@@ -84,8 +84,11 @@ class Demo:
 
     def __init__(self, settings: DemoSettings, out: str | Path, *, cache_dir: str | Path | None = None,
                  progress: bool = True, downloader: Downloader | None = None,
-                 registry: dict[str, Dataset] | None = None) -> None:
+                 registry: dict[str, Dataset] | None = None, keep_checkpoints: int | None = None) -> None:
         self.settings = settings
+        # None: the demo's own checkpoints (one every quarter of pre-training, the last 3 kept); N: one
+        # every 1/N of pre-training, all N kept (`gptkit reproduce` reads them for its zero-shot curve).
+        self.keep_checkpoints = keep_checkpoints
         self.out = Path(out)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.progress = progress
@@ -246,8 +249,9 @@ class Demo:
         config_path = self.out / "model_config.json"
         _write_json(config_path, config.to_dict())
         loop = pretrain_loop(max_steps=s.pretrain_steps, precision=s.precision, eval_every=s.eval_every,
-                             checkpoint_every=max(1, s.pretrain_steps // 4),
-                             log_every=max(1, min(10, s.pretrain_steps // 20)), seed=s.seed, progress=self.progress)
+                             checkpoint_every=max(1, s.pretrain_steps // (self.keep_checkpoints or 4)),
+                             keep_last=self.keep_checkpoints or 3, log_every=max(1, min(10, s.pretrain_steps // 20)),
+                             seed=s.seed, progress=self.progress)
         opts = PretrainOptions(
             data=self.corpus_dir, out=run_dir, preset=None, config=config_path, batch_size=s.pretrain_batch,
             lr=s.pretrain_lr, warmup=s.pretrain_warmup, resume=run_dir.exists(), eval_windows=s.eval_windows,
