@@ -127,13 +127,15 @@ def test_stop_signal_mid_generation_exits_within_seconds(model_dir, signum, stat
         wait_for(url, lambda h: h["busy"], timeout=30)
         t0 = time.time()
         proc.send_signal(signum)
-        rc = proc.wait(timeout=15)
+        rc = proc.wait(timeout=20)  # on 418ac62 it waited for the whole generation: kill -9 needed
         took = time.time() - t0
         t.join(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert rc == status and took < 5, (rc, took, proc.stdout.read()[-2000:])
+    print(f"{signal.Signals(signum).name} mid-generation: exit {rc} after {took:.2f} s")
+    # A few seconds; the bound leaves room for a heavily shared CPU (typically well under 2 s).
+    assert rc == status and took < 10, (rc, took, proc.stdout.read()[-2000:])
     r = answer["r"]  # the running request is told, not left hanging
     assert isinstance(r, httpx.TransportError) or r.status_code == 503
