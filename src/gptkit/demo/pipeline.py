@@ -47,6 +47,10 @@ def cpu_seconds() -> float | None:
 class DemoInterrupted(KeyboardInterrupt):
     """A training stage stopped on a signal after saving a checkpoint; re-running resumes it."""
 
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +263,8 @@ class Demo:
         )
         result = pretrain(opts)
         if result.stopped_by is not None:
-            raise DemoInterrupted(f"pre-training stopped by {result.stopped_by} at step {result.step}")
+            raise DemoInterrupted(f"pre-training stopped by {result.stopped_by} at step {result.step}",
+                                  result.stopped_by)
         model = GPT.from_pretrained(run_dir / "model")
         return {
             "steps": result.step, "batch_size": s.pretrain_batch, "seq_len": config.n_ctx,
@@ -285,7 +290,8 @@ class Demo:
         )
         summary = finetune(cfg)
         if summary.get("stopped_by") is not None:
-            raise DemoInterrupted(f"fine-tuning {task} ({init}) stopped by {summary['stopped_by']}")
+            raise DemoInterrupted(f"fine-tuning {task} ({init}) stopped by {summary['stopped_by']}",
+                                  summary["stopped_by"])
         return {"task": task, "init": init, "examples": summary["examples"], "labels": summary["labels"],
                 "steps": summary["steps"], "truncated": summary["truncated"], "best_step": summary["best_step"],
                 "val": summary.get("val"), "test": summary.get("test"), "run_dir": str(run_dir)}
