@@ -92,6 +92,22 @@ def _fsdp_bf16_compute_dtypes() -> dict[str, list[str]]:
             "grads": sorted({str(p.grad.dtype) for p in model.parameters() if p.grad is not None})}
 
 
+def _fsdp_trunk_call_matches_forward() -> bool:
+    """After a training step, the sharded model's trunk called on its own, then the tied LM head (as
+    evaluation and fine-tuning's auxiliary loss do), gives the logits of the whole model's forward."""
+    from gptkit.model import GPT, preset
+    from gptkit.training.distributed import shard_model
+
+    torch.manual_seed(0)
+    model = shard_model(GPT(preset("tiny", embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)))
+    x = torch.randint(0, 512, (2, 9), generator=torch.Generator().manual_seed(1))
+    torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+    with torch.no_grad():
+        via_trunk = model.lm_logits(model.transformer(x[:, :-1]).hidden)
+        whole = model(x[:, :-1])
+    return bool(torch.equal(via_trunk, whole))
+
+
 def worker(mode: str, out: Path) -> None:
     with distributed_session() as env:
         assert env is not None and env.world_size == 2, "run me under torchrun --nproc-per-node 2"
@@ -103,8 +119,10 @@ def worker(mode: str, out: Path) -> None:
             if env.rank == 0:
                 (out / "fsdp_losses.json").write_text(json.dumps(fsdp_losses))
             dtypes = _fsdp_bf16_compute_dtypes()
+            trunk_ok = _fsdp_trunk_call_matches_forward()
             if env.rank == 0:
                 (out / "fsdp_bf16_dtypes.json").write_text(json.dumps(dtypes))
+                (out / "fsdp_trunk_call.json").write_text(json.dumps(trunk_ok))
         elif mode == "kill":
             _train(out / "kill", steps=1000, grad_accum=1, kill_rank_at=(1, 2))
 
@@ -168,6 +186,10 @@ def test_fsdp_bf16_gathers_bf16_parameters_and_keeps_fp32_master_weights(parity_
     dtypes = json.loads((parity_run / "fsdp_bf16_dtypes.json").read_text())
     assert dtypes["forward"] == ["torch.bfloat16"] * 2  # each block computes with bf16 weights
     assert dtypes["master"] == ["torch.float32"] and dtypes["grads"] == ["torch.float32"]
+
+
+def test_a_sharded_trunk_runs_on_its_own(parity_run: Path) -> None:
+    assert json.loads((parity_run / "fsdp_trunk_call.json").read_text()) is True
 
 
 def test_resume_after_two_process_run_continues_exactly(parity_run: Path) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .atomic import fsync_dir
+from .atomic import fsync_dir, replace_dir
 
 
 def fsync_tree(root: Path) -> None:
@@ -40,11 +40,9 @@ def discard(path: Path) -> None:
 
 
 def swap_in(tmp: Path, target: Path) -> None:
-    """Replace `target` (if any) by the complete directory `tmp`."""
-    if target.exists():
-        discard(target)
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
+    """Replace `target` (if any) by the complete directory `tmp`; `target` is never absent
+    (`atomic.replace_dir` exchanges the two where the kernel can)."""
+    replace_dir(tmp, target)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ from ..interop.hf import read_config
 from ..interop.loading import load_model_and_tokenizer, load_tokenizer
 from ..model import GPT
 from ..model import preset as make_preset
+from ..options import OptionError
+from ..training.checkpoint import MODEL_DIR
 from .config import FinetuneConfig
 
 log = logging.getLogger(__name__)
@@ -22,8 +24,8 @@ log = logging.getLogger(__name__)
 def resolve_model_dir(path: str | Path) -> Path:
     """A pre-training run directory -> its exported `model/`; a model directory -> itself."""
     p = Path(path)
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
+    if (p / MODEL_DIR / "config.json").is_file():
+        return p / MODEL_DIR
     if (p / "config.json").is_file():
         return p
     if not p.exists():
@@ -38,7 +40,8 @@ def build_trunk(cfg: FinetuneConfig) -> tuple[GPT, Any, dict[str, Any]]:
     init_dir = resolve_model_dir(cfg.init) if cfg.init is not None else None
     tok_source = cfg.tokenizer or init_dir
     if tok_source is None:
-        raise GptkitError("no tokenizer: pass --tokenizer (needed with --no-pretrain --preset)")
+        raise OptionError("FinetuneConfig", "tokenizer", "is needed with no_pretrain and a preset (there is no init "
+                                                         "to take it from)")
     origin: dict[str, Any] = {"tokenizer": str(tok_source)}
     if cfg.no_pretrain:
         tok = load_tokenizer(tok_source)
@@ -49,11 +52,12 @@ def build_trunk(cfg: FinetuneConfig) -> tuple[GPT, Any, dict[str, Any]]:
             config = make_preset(cfg.preset, vocab_size=tok.vocab_size)
             origin["init"] = f"random weights, preset {cfg.preset}"
         else:
-            raise GptkitError("--no-pretrain needs --preset (or --init to copy a model's shape)")
+            raise OptionError("FinetuneConfig", "no_pretrain", "needs a preset (or an init to copy a model's shape)")
         gpt = GPT(config)
     else:
         if init_dir is None:
-            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
+            raise OptionError("FinetuneConfig", "init", "is needed (a model or run directory), or no_pretrain with a "
+                                                        "preset and a tokenizer")
         # no vocabulary check: a model smaller than the tokenizer gets rows for the new task tokens
         gpt, tok = load_model_and_tokenizer(init_dir, cfg.tokenizer, check=False)
         origin["init"] = str(init_dir)
@@ -72,7 +76,7 @@ def reinit_blocks(gpt: GPT, keep: int) -> None:
     """Figure 2's ablation: transfer the embeddings and the first `keep` blocks; the rest start afresh."""
     n = gpt.config.n_layer
     if not 0 <= keep <= n:
-        raise GptkitError(f"--transfer-layers {keep}: the model has {n} blocks (choose 0..{n})")
+        raise OptionError("FinetuneConfig", "transfer_layers", f"is {keep}, but the model has {n} blocks (choose 0..{n})")
     for block in gpt.transformer.blocks[keep:]:
         block.apply(gpt._init_weights)
     if gpt.transformer.ln_f is not None and keep < n:

@@ -63,6 +63,8 @@ class FinetuneConfig:
     metric: str | None = option(None, help="validation metric that picks the best checkpoint (accuracy; pearson "
                                            "for regression; also f1, matthews, spearman, loss)")
     evals_per_epoch: int = option(1, help="validation runs per epoch", check=positive_int)
+    log_every: int | None = option(None, help="metrics line every N updates (default: every evaluation, at most 50)",
+                                   check=optional(positive_int))
     eval_batch_size: int = option(64, help="examples per evaluation batch", check=positive_int)
     max_steps: int | None = option(None, help="number of updates (overrides epochs)", check=optional(positive_int))
     seed: int = like(TrainConfig, "seed", 42, help="seed for head init, dropout and shuffling")
@@ -72,8 +74,8 @@ class FinetuneConfig:
     threads: int | None = option(None, help="torch CPU threads", check=optional(positive_int))
     keep_last: int = like(TrainConfig, "keep_last", 1, help="recent checkpoints kept besides the best (each "
                                                            "evaluation writes one, so a crash loses little)")
-    resume: bool = option(False, help="continue the run in out", check=boolean)
-    overwrite: bool = option(False, help="replace the run in out", check=boolean)
+    resume: bool = option(False, help="continue the run in the run directory", check=boolean)
+    overwrite: bool = option(False, help="replace the run in the run directory", check=boolean)
     progress: bool = like(TrainConfig, "progress")
 
     def __post_init__(self) -> None:

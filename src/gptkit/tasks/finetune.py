@@ -8,7 +8,6 @@ checkpoint by the validation metric. Nothing here is a second loop.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -21,8 +20,18 @@ from ..atomic import atomic_write_json
 from ..errors import GptkitError
 from ..interop.hf import load_weights_into
 from ..modeldir import export_dir
-from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
-from ..training.checkpoint import STATE_FILE, TRAINING_FILES
+from ..options import OptionError
+from ..training import (
+    RunLock,
+    TrainConfig,
+    build_optimizer,
+    check_run_kind,
+    prepare_run_dir,
+    rank_info,
+    train,
+    warmup_linear,
+)
+from ..training.checkpoint import TRAINING_FILES, read_checkpoint
 from ..training.distributed import apply_parallelism
 from ..training.ranks import is_sharded
 from ..training.sharded import export_view
@@ -66,13 +75,14 @@ def load_data(cfg: FinetuneConfig) -> tuple[TaskData, TaskModel, Any, dict[str, 
     gpt, tok, origin = build_trunk(cfg)
     n_ctx = gpt.config.n_ctx
     if cfg.max_len is not None and cfg.max_len > n_ctx:
-        raise GptkitError(f"--max-len {cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
+        raise OptionError("FinetuneConfig", "max_len", f"{cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
     kind = spec.type
     valid_metrics = kind.metric_names(spec)
     spec = dataclasses.replace(spec, max_len=cfg.max_len or n_ctx, metric=cfg.metric or valid_metrics[0])
     if spec.metric not in (*valid_metrics, "loss"):
-        raise GptkitError(f"--metric {spec.metric}: a {spec.task}{' regression' if spec.regression else ''} task "
-                          f"reports {', '.join(valid_metrics)} (or loss)")
+        raise OptionError("FinetuneConfig", "metric", f"{spec.metric}: a {spec.task}"
+                                                      f"{' regression' if spec.regression else ''} task reports "
+                                                      f"{', '.join(valid_metrics)} (or loss)")
     model = TaskModel(gpt, spec, cfg.clf_pdrop)
     transform = InputTransform(spec, tok, spec.max_len)
     data = TaskData(spec, transform.encode_all(train_x, name=str(cfg.train)),
@@ -87,6 +97,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     Writes RUN_DIR/checkpoints (the loop's), RUN_DIR/model (the last), RUN_DIR/best (the best task
     model directory) and RUN_DIR/summary.json; returns the summary."""
     started = time.time()
+    if cfg.resume:  # before any file is read: a pre-training run directory is not this kind of run
+        check_run_kind(Path(cfg.out), "finetune")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data, model, tok, origin = load_data(cfg)
@@ -122,7 +134,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     train_config = TrainConfig(
         max_steps=steps,
         grad_clip=cfg.grad_clip,
-        log_every=max(1, min(50, eval_every)),
+        log_every=cfg.log_every or max(1, min(50, eval_every)),
         eval_every=eval_every if val_e is not None else 0,
         checkpoint_every=eval_every,
         precision=cfg.precision,
@@ -143,9 +155,16 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     )
     if not ranks.is_main:  # rank 0 alone exports best/ and writes the summary
         return {"steps": result.step, "stopped_by": result.stopped_by, "rank": ranks.rank}
+    if result.stopped_by is not None:
+        # Interrupted: the checkpoint is saved for --resume, but best/ and summary.json would present
+        # a partial run as the result, so neither is written.
+        RunLock.release_dir(out)
+        return {"task": spec.task, "steps": result.step, "stopped_by": result.stopped_by,
+                "checkpoint": str(result.last_checkpoint)}
     summary = summarize(cfg, data, model, tok, result, out, origin)
     summary["seconds"] = round(time.time() - started, 2)
     atomic_write_json(out / "summary.json", summary)
+    RunLock.release_dir(out)
     return summary
 
 
@@ -169,7 +188,7 @@ def summarize(cfg: FinetuneConfig, data: TaskData, model: TaskModel, tok: Any, r
         "best_dir": str(best_dir),
         "best_step": _step_of(best_ckpt),
         "best_value": result.best_value,
-        "final_train_loss": result.history[-1].get("loss") if result.history else None,
+        "final_train_loss": next((r["loss"] for r in reversed(result.history) if "loss" in r), None),
         **origin,
         "lm_coef": cfg.lm_coef,
     }
@@ -194,6 +213,6 @@ def _step_of(path: Path | None) -> int | None:
     if path is None:
         return None
     try:
-        return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["step"]
-    except (OSError, KeyError, json.JSONDecodeError):
+        return read_checkpoint(path).step
+    except (GptkitError, KeyError, ValueError):
         return None
