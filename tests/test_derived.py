@@ -18,7 +18,7 @@ from gptkit.builtin_data.derived import (
     normalize,
     split_sentences,
 )
-from gptkit.tasks import InputTransform, TaskSpec, load_examples
+from gptkit.tasks import InputTransform, TaskSpec, load_training_examples
 from gptkit.tokenizer import train_from_texts
 from test_builtin_data import make_fake_archives
 
@@ -137,8 +137,7 @@ def tok(documents):
 def _examples(tmp_path, name, rows):
     path = tmp_path / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    spec = TaskSpec(DERIVED_TASKS[name].task_type)
-    return spec, load_examples(spec, path, infer=True)
+    return load_training_examples(TaskSpec(DERIVED_TASKS[name].task_type), path)
 
 
 def test_golden_layouts_on_derived_rows(built, tok, tmp_path):
