@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--evals-per-epoch", type=int, default=1, help="validation runs per epoch (1)")
     p.add_argument("--seed", type=int, default=42, help="seed for head init, dropout and shuffling")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="bf16 compute on fp32 master weights; auto (default) measures which pays here")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -26,7 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=int, help="window length in tokens, <= n_ctx (default: n_ctx)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="decoupled weight decay on matrices (0.01)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="global gradient-norm clip (1.0; 0 disables)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast (default fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="bf16 = bf16 compute on fp32 master weights; auto (default) = bf16 where this device's "
+                        "bf16 matmuls measure >= 1.5x fp32, else fp32 (the choice is printed)")
     p.add_argument("--compile", action="store_true", help="run the model under torch.compile")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue RUN_DIR from its newest complete checkpoint")

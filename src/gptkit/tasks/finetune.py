@@ -72,7 +72,7 @@ class FinetuneConfig:
     """Override the number of updates (default epochs x batches per epoch)."""
     seed: int = 42
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "auto"
     threads: int | None = None
     keep_last: int = 1
     """Recent checkpoints kept besides the best (each evaluation writes one, so a crash loses little)."""

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from ..errors import GptkitError
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ class TrainConfig:
     """Save a checkpoint every this many steps (0: only at the end and on SIGTERM/SIGINT)."""
     keep_last: int = 3
     """Keep this many most recent checkpoints (the best one by `best_metric` is kept in addition)."""
-    precision: Precision = "fp32"
-    """'bf16' runs forward and loss under torch.autocast(bfloat16); weights and optimizer stay fp32."""
+    precision: Precision = "auto"
+    """'bf16': forward and loss on bf16 casts of the weights, fp32 master weights and optimizer;
+    'auto': bf16 where the device's bf16 matmuls measure worth it (training/precision.py)."""
     compile: bool = False
     """Run the objective on torch.compile(module)."""
     seed: int = 1337
@@ -61,8 +62,8 @@ class TrainConfig:
         positive("keep_last")
         if self.grad_clip is not None and not self.grad_clip >= 0:
             raise GptkitError(f"TrainConfig.grad_clip must be >= 0 or None, got {self.grad_clip!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise GptkitError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise GptkitError(f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.best_mode not in ("min", "max"):
             raise GptkitError(f"TrainConfig.best_mode must be 'min' or 'max', got {self.best_mode!r}")
 

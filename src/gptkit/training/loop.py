@@ -3,7 +3,7 @@
 It knows nothing about GPT. The caller supplies the module to optimise, an objective
 `(module, batch) -> (loss, metrics)`, a resumable batch source, an optimizer, a schedule
 `lr_at(step)`, and how to save/load the model part of a checkpoint. The loop adds what every run
-needs: gradient accumulation, clipping, bf16 autocast, torch.compile, a non-finite guard that stops
+needs: gradient accumulation, clipping, bf16 (training/precision.py), torch.compile, a non-finite guard that stops
 before the update, periodic evaluation with a best checkpoint, atomic checkpoints with exact resume,
 SIGTERM/SIGINT handling, metrics logs, a progress bar with tokens/s and MFU, and the DDP edge
 (rank-0-only writes, rank-averaged metrics, no all-reduce on accumulation micro-steps).
@@ -11,7 +11,6 @@ SIGTERM/SIGINT handling, metrics logs, a progress bar with tokens/s and MFU, and
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -41,6 +40,7 @@ from .metrics import MetricsLog
 from .objectives import Objective
 from .optimizer import set_lr
 from .perf import measure_matmul_flops, mfu
+from .precision import precision_for_run
 from .ranks import (
     RankInfo,
     any_across_ranks,
@@ -118,6 +118,7 @@ def train(
     main = ranks.is_main
     device = torch.device(config.device)
     module.to(device)
+    config, precision = precision_for_run(config, module, device, resume_from)  # resolves "auto"
     ckpt = CheckpointManager(run_dir, config.keep_last) if run_dir is not None else None
     if ckpt is not None and ranks.world_size > 1:
         from .distributed import is_sharded
@@ -147,14 +148,12 @@ def train(
         result.best_value = best["value"]
 
     if flops_per_token and peak_flops is None:
-        dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        dtype = precision.dtype
         peak_flops = measure_matmul_flops(device, dtype)
         log.info("peak %s matmul on %s: %.1f GFLOP/s (MFU is measured against this)", dtype, device, peak_flops / 1e9)
 
     train_module = wrap_for_training(module, device)
     run_module = torch.compile(train_module) if config.compile else train_module
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if config.precision == "bf16" \
-        else contextlib.nullcontext
     params = [p for p in module.parameters() if p.requires_grad]
     clip = config.grad_clip if config.grad_clip else float("inf")
 
@@ -203,7 +202,7 @@ def train(
             sums: dict[str, float] = {}
             for micro in range(config.grad_accum_steps):
                 batch = _to_device(batches.next_batch(), device)
-                with maybe_no_sync(train_module, micro < config.grad_accum_steps - 1), autocast():
+                with maybe_no_sync(train_module, micro < config.grad_accum_steps - 1), precision.forward():
                     loss, m = objective(run_module, batch)
                 (loss / config.grad_accum_steps).backward()
                 loss_sum += loss.detach().float()
@@ -251,7 +250,7 @@ def train(
             is_best = False
             if evaluate is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.max_steps):
                 module.eval()
-                with torch.no_grad(), autocast():
+                with torch.no_grad(), precision.forward():
                     eval_metrics = mean_across_ranks(dict(evaluate(module)), device)
                 module.train()
                 result.last_eval = eval_metrics

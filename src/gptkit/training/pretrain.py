@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import GptkitError
 from .checkpoint import check_run_kind, prepare_run_dir
@@ -48,7 +47,7 @@ class PretrainOptions:
     """None: the model's n_ctx."""
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    precision: str = "fp32"
+    precision: str = "auto"
     compile: bool = False
     resume: bool = False
     overwrite: bool = False
@@ -170,9 +169,8 @@ def evaluate_lm(module: torch.nn.Module, windows: list, batch_size: int, device:
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
         rows = torch.from_numpy(np.stack(windows[i : i + batch_size])).to(device)
-        logits = module(rows[:, :-1])
-        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1),
-                                 reduction="sum").item()
+        hidden = module.transformer(rows[:, :-1]).hidden
+        total += module.lm_loss(hidden, rows[:, 1:], reduction="sum").item()
         count += rows[:, 1:].numel()
     loss = total / max(1, count)
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
