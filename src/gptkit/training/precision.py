@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import GptkitError
+from .ranks import any_across_ranks
 
 log = logging.getLogger(__name__)
 
@@ -50,39 +51,37 @@ class PrecisionChoice:
 
 
 def probe_matmul_rates(device: torch.device | str, k: int, n: int, rows: int = 1024,
-                       seconds: float = 0.15) -> tuple[float, float]:
-    """(fp32, bf16) FLOP/s of a (rows, k) @ (k, n) matmul here, each the best of ~`seconds` of runs."""
-    return _probe(str(torch.device(device)), k, n, rows, seconds)
+                       rounds: int = 5) -> tuple[float, float]:
+    """(fp32, bf16) FLOP/s of a (rows, k) @ (k, n) matmul here: the best of `rounds` alternating
+    timings of each, so that a neighbour's burst of load falls on both alike."""
+    return _probe(str(torch.device(device)), k, n, rows, rounds)
 
 
 @functools.cache
-def _probe(device: str, k: int, n: int, rows: int, seconds: float) -> tuple[float, float]:
+def _probe(device: str, k: int, n: int, rows: int, rounds: int) -> tuple[float, float]:
     dev = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)  # never the global generator: resume exactness
     a32 = torch.randn(rows, k, generator=gen).to(dev)
     b32 = torch.randn(k, n, generator=gen).to(dev)
-    rates = []
-    for a, b in ((a32, b32), (a32.bfloat16(), b32.bfloat16())):
-        rates.append(_best_rate(a, b, seconds))
-    return rates[0], rates[1]
+    pairs = ((a32, b32), (a32.bfloat16(), b32.bfloat16()))
+    for a, b in pairs:
+        a @ b  # the first call pays for kernel selection (oneDNN builds its AMX kernels on first use)
+    best = [0.0, 0.0]
+    for _ in range(rounds):
+        for i, (a, b) in enumerate(pairs):
+            best[i] = max(best[i], _rate(a, b))
+    return best[0], best[1]
 
 
-def _best_rate(a: torch.Tensor, b: torch.Tensor, seconds: float) -> float:
-    def sync() -> None:
-        if a.device.type == "cuda":
-            torch.cuda.synchronize(a.device)
-
-    a @ b  # the first call pays for kernel selection (oneDNN's AMX kernels are built on first use)
-    sync()
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while True:
-        start = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        sync()
-        best = max(best, 4 * 2 * a.size(0) * a.size(1) * b.size(1) / (time.perf_counter() - start))
-        if time.perf_counter() > deadline:
-            return best
+def _rate(a: torch.Tensor, b: torch.Tensor, repeats: int = 2) -> float:
+    if a.device.type == "cuda":
+        torch.cuda.synchronize(a.device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if a.device.type == "cuda":
+        torch.cuda.synchronize(a.device)
+    return repeats * 2 * a.size(0) * a.size(1) * b.size(1) / (time.perf_counter() - start)
 
 
 def probe_shape(module: nn.Module) -> tuple[int, int]:
@@ -195,5 +194,8 @@ def precision_for_run(config, module: nn.Module, device: torch.device | str,
 
         saved = CheckpointManager.read_state(Path(resume_from)).get("config", {}).get("precision")
     choice = resolve_precision(config.precision, module, device, resume_from, saved)
+    if config.precision == "auto" and any_across_ranks(choice.precision == "fp32", device):
+        # every rank probes its own CPU; they must agree, and fp32 is the safe side of a split verdict
+        choice = PrecisionChoice("fp32", choice.reason if choice.precision == "fp32" else "another rank measured fp32")
     log.info("precision: %s (%s%s)", choice.precision, "auto: " if config.precision == "auto" else "", choice.reason)
     return config.replace(precision=choice.precision), MixedPrecision(module, choice.precision, device)
