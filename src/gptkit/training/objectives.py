@@ -1,7 +1,7 @@
 """Objectives: `(module, batch) -> (loss tensor, metrics)`; the loop calls them and knows nothing else.
 
-`metrics` values are floats; the special key `tokens` (tokens processed in the micro-batch) feeds
-tokens/s and MFU.
+`metrics` values are floats, logged as they are (tokens/s is the batch source's business:
+`count_tokens`).
 """
 
 from __future__ import annotations
@@ -23,4 +23,4 @@ def lm_objective(module: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
     """
     ids, targets = batch["input_ids"], batch["targets"]
     loss = module(ids, targets=targets)  # the chunked head loss (model/loss.py): no (B, T, V) logits
-    return loss, {"tokens": float(targets.numel())}
+    return loss, {}

@@ -119,7 +119,7 @@ def resolve_precision(requested: str, module: nn.Module, device: torch.device | 
     """The run's precision: a resumed 'auto' run keeps what its checkpoint used (`saved`), so that
     resuming on a busier or different machine continues the same computation."""
     if requested == "auto" and resume_from is not None and saved in ("fp32", "bf16"):
-        return PrecisionChoice(saved, f"as the checkpoint {resume_from} used")
+        return PrecisionChoice(saved, f"as {resume_from} used")
     return choose_precision(requested, module, device)
 
 
@@ -184,16 +184,12 @@ def _swapped(slots: list[tuple[nn.Module, str, nn.Parameter]]) -> Iterator[None]
             mod._parameters[name] = p
 
 
-def precision_for_run(config, module: nn.Module, device: torch.device | str,
-                      resume_from: str | Path | None = None):  # noqa: ANN001, ANN201 (TrainConfig in, out)
-    """The loop's hook: resolve `config.precision` (says which and why, on rank 0's log), and return the
-    config with the resolved value (what checkpoints record) and the policy to run forwards under."""
-    saved = None
-    if resume_from is not None and config.precision == "auto":
-        from .checkpoint import CheckpointManager
-
-        saved = CheckpointManager.read_state(Path(resume_from)).get("config", {}).get("precision")
-    choice = resolve_precision(config.precision, module, device, resume_from, saved)
+def precision_for_run(config, module: nn.Module, saved: str | None = None):  # noqa: ANN001, ANN201 (TrainConfig)
+    """The loop's hook: resolve `config.precision` on `config.device` (`saved`: the precision of the
+    checkpoint being resumed), say which and why, and return the config holding the resolved value
+    (what checkpoints record) with the policy to run forward passes under."""
+    device = torch.device(config.device)
+    choice = resolve_precision(config.precision, module, device, "the checkpoint" if saved else None, saved)
     if config.precision == "auto" and any_across_ranks(choice.precision == "fp32", device):
         # every rank probes its own CPU; they must agree, and fp32 is the safe side of a split verdict
         choice = PrecisionChoice("fp32", choice.reason if choice.precision == "fp32" else "another rank measured fp32")
