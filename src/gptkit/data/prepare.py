@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import pid_alive
 from ..errors import GptkitError
 from ..tokenizer import GPTTokenizer
 from .corpus import FORMAT
@@ -187,7 +188,8 @@ def prepare_corpus(inputs: list[str | Path], tokenizer: str | Path, out: str | P
     total_bytes = sum(f.stat().st_size for f in files)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    _remove_stale_partials(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -215,6 +217,8 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
     progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare", leave=False,
                     disable=(not opts.show_progress) if opts.show_progress is not None else None)
 
+    text_bytes = [0]  # uncompressed: what MB/s is about (a .gz's size on disk is not the work done)
+
     def batches() -> Iterator[list[str]]:
         doc_index = 0
         texts: list[str] = []
@@ -229,6 +233,7 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
                 texts.append(piece.text)
                 route.append((split, piece.last))
                 size += len(piece.text)
+                text_bytes[0] += len(piece.text.encode("utf-8", "surrogatepass"))
                 if piece.last:
                     doc_index += 1
                 if size >= BATCH_CHARS:
@@ -294,9 +299,10 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
         "files": len(files),
         "documents": documents,
         "tokens": tokens,
-        "bytes": total_bytes,
+        "bytes": text_bytes[0],
+        "input_bytes": total_bytes,
         "seconds": round(seconds, 3),
-        "mb_per_s": round(total_bytes / 1e6 / max(seconds, 1e-9), 3),
+        "mb_per_s": round(text_bytes[0] / 1e6 / max(seconds, 1e-9), 3),
         "workers": workers,
     }
 
@@ -313,6 +319,16 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise GptkitError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise GptkitError(f"{out}: output directory is not empty (pass --overwrite to replace it)")
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove `.OUT.partial-PID-*` directories of earlier runs whose process is gone (kill -9); a
+    running preparation's (its pid alive) is left alone."""
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        pid = p.name[len(f".{out.name}.partial-"):].split("-", 1)[0]
+        if p.is_dir() and not p.is_symlink() and (not pid.isdigit() or not pid_alive(int(pid))):
+            log.info("removing %s, left by an interrupted run", p)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
