@@ -13,6 +13,7 @@ import pytest
 from gptkit.builtin_data import fetch_many, local_folder_downloader, read_jsonl
 from gptkit.builtin_data.derived import DERIVED_TASKS, example_sentences
 from gptkit.cli import main
+from gptkit.cli.reproduce import in_process_runner
 from gptkit.reproduce import Reproduction, get_profile
 from gptkit.reproduce.baselines import majority_accuracy, tfidf_accuracy
 from gptkit.reproduce.report import average, cell
@@ -148,7 +149,7 @@ def test_init_reuses_a_pretrained_run_and_its_checkpoints(first_run, fake, caplo
     out, _, _ = first_run
     root, cache = fake
     settings = dataclasses.replace(get_profile("test"), tasks=("sentiment",), transfer_tasks=("sentiment",))
-    repro = Reproduction(settings, root / "reuse", init=out, cache_dir=cache, progress=False)
+    repro = Reproduction(settings, root / "reuse", init=out, cache_dir=cache, progress=False, runner=in_process_runner)
     with caplog.at_level("INFO"):
         results = repro.run()
     assert "pre-train the LM" not in caplog.text and "BPE" not in caplog.text  # the --init run is reused
@@ -197,3 +198,14 @@ def test_baselines_learn_what_bags_of_words_can():
     test_mc = [{**r, "choices": r["choices"][::-1], "label": 0} for r in mc[:8]]
     assert tfidf_accuracy("multiple_choice", mc, test_mc) == 1.0
     assert majority_accuracy("multiple_choice", mc, test_mc) == 0.0
+
+
+def test_library_runner_runs_gptkit_in_a_fresh_process(tmp_path):
+    from gptkit.errors import GptkitError
+    from gptkit.reproduce.pipeline import run_gptkit, subprocess_runner
+
+    code, printed = subprocess_runner(["data", "list", "--cache-dir", str(tmp_path)])
+    assert code == 0 and "shakespeare" in printed
+    with pytest.raises(GptkitError, match=r"`gptkit finetune --task nope` failed with exit status 2"):
+        run_gptkit(subprocess_runner, ["finetune", "--task", "nope"], tmp_path / "log.txt")
+    assert (tmp_path / "log.txt").read_text().startswith("$ gptkit finetune --task nope")

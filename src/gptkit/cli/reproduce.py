@@ -30,6 +30,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def in_process_runner(argv: list[str]) -> tuple[int, str]:
+    """Run one `gptkit` command in this process (the reproduction runs dozens: no start-up each time)."""
+    import contextlib
+    import io
+
+    from . import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(argv)
+    return code, buffer.getvalue()
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import GptkitError
     from ..reproduce import ReproduceInterrupted, Reproduction, get_profile
@@ -40,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise GptkitError(f"--init {args.init}: no such file or directory")
     profile = args.profile or ("quick" if args.quick else "default")
     repro = Reproduction(get_profile(profile), args.out, init=args.init, cache_dir=args.cache_dir, threads=args.threads,
-                         progress=not args.quiet and sys.stderr.isatty())
+                         progress=not args.quiet and sys.stderr.isatty(), runner=in_process_runner)
     try:
         results = repro.run()
     except ReproduceInterrupted as e:

@@ -8,21 +8,22 @@
     zeroshot_*   Figure 2 right: the section-5 heuristics on every kept pre-training checkpoint
     report       results.json, results.md, figures, commands.sh
 
-Every fine-tuning and zero-shot number comes from running a `gptkit` command (in this process, through
-`gptkit.cli.main`), and that command line is recorded next to the number: anyone can re-run one cell.
+Every fine-tuning and zero-shot number comes from running a `gptkit` command (the CLI runs them in its
+own process; the library, without a runner given, in a fresh `python -m gptkit`), and that command line
+is recorded next to the number: anyone can re-run one cell.
 Each finished stage leaves `stages/<name>.json`; a re-run skips those, and an interrupted fine-tuning or
 pre-training run continues from its last checkpoint (`--resume`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import random
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,20 +85,27 @@ def task_type(task: str) -> str:
     return BUILTIN[task]["type"] if task in BUILTIN else DERIVED_TASKS[task].task_type
 
 
-def run_gptkit(argv: list[str], log_file: Path) -> str:
-    """Run one `gptkit` command in this process; its printed output goes to `log_file` and is returned."""
-    from ..cli import main
+CommandRunner = Callable[[list[str]], tuple[int, str]]
+"""Runs one `gptkit` command line (without the leading 'gptkit') -> (exit status, printed output)."""
 
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = main(argv)
+
+def subprocess_runner(argv: list[str]) -> tuple[int, str]:
+    """A fresh `python -m gptkit` per command: for library use. The CLI passes an in-process runner
+    instead (no interpreter start-up per command); either way the recorded command is the same."""
+    done = subprocess.run([sys.executable, "-m", "gptkit", *argv], stdout=subprocess.PIPE, text=True, check=False)
+    return (130 if done.returncode in (-2, -15) else done.returncode), done.stdout
+
+
+def run_gptkit(runner: CommandRunner, argv: list[str], log_file: Path) -> str:
+    """Run one `gptkit` command; its printed output goes to `log_file` and is returned."""
+    code, printed = runner(argv)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.write_text(f"$ {shlex.join(['gptkit', *argv])}\n{buffer.getvalue()}", encoding="utf-8")
+    log_file.write_text(f"$ {shlex.join(['gptkit', *argv])}\n{printed}", encoding="utf-8")
     if code == 130:
         raise ReproduceInterrupted(f"`gptkit {argv[0]}` was interrupted")
     if code != 0:
         raise GptkitError(f"`{shlex.join(['gptkit', *argv])}` failed with exit status {code} (its error is above)")
-    return buffer.getvalue()
+    return printed
 
 
 class Reproduction:
@@ -105,8 +113,10 @@ class Reproduction:
 
     def __init__(self, settings: ReproduceSettings, out: str | Path, *, init: str | Path | None = None,
                  cache_dir: str | Path | None = None, threads: int | None = None, progress: bool = True,
-                 downloader: Downloader | None = None, registry: dict[str, Dataset] | None = None) -> None:
+                 downloader: Downloader | None = None, registry: dict[str, Dataset] | None = None,
+                 runner: CommandRunner = subprocess_runner) -> None:
         self.settings = settings
+        self.runner = runner
         self.out = Path(out)
         self.init = Path(init).resolve() if init is not None else None
         self.threads = threads
@@ -346,7 +356,7 @@ class Reproduction:
         run_dir = self.run_dir(name)
         # The recorded command starts afresh (--overwrite); this process continues a half-finished run.
         command = shlex.join(["gptkit", *argv, "--overwrite"])
-        run_gptkit(argv + (["--resume"] if (run_dir / "checkpoints").is_dir() else ["--overwrite"]),
+        run_gptkit(self.runner, argv + (["--resume"] if (run_dir / "checkpoints").is_dir() else ["--overwrite"]),
                    self.out / "logs" / f"{name}.txt")
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         if summary.get("stopped_by") is not None:
@@ -434,7 +444,7 @@ class Reproduction:
         results = {}
         for heuristic in ZEROSHOT:
             argv = self.zeroshot_argv(heuristic, model_dir, files)
-            printed = run_gptkit(argv, self.out / "logs" / f"zeroshot_{step if step is not None else 'model'}_{heuristic}.txt")
+            printed = run_gptkit(self.runner, argv, self.out / "logs" / f"zeroshot_{step if step is not None else 'model'}_{heuristic}.txt")
             report = json.loads(printed)
             results[heuristic] = {"accuracy": report["accuracy"], "examples": report["examples"],
                                   "command": shlex.join(["gptkit", *argv]),

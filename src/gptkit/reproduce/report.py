@@ -129,8 +129,8 @@ def format_table(results: dict[str, Any]) -> str:
     seeds = s["seeds"]
     lines += [
         "",
-        f"Table 5 (test accuracy %, mean of {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}, ± 95% interval; {s['train_limit']:,} training examples per task):",
+        f"Table 5 (test accuracy %, mean over {len(seeds)} fine-tuning seed{'s' if len(seeds) > 1 else ''} "
+        f"({', '.join(map(str, seeds))}) ± 95% interval; {s['train_limit']:,} training examples per task):",
         "",
         "| method | " + " | ".join(results["tasks"][t]["title"] for t in tasks) + " | average |",
         "|---|" + "---|" * (len(tasks) + 1),
@@ -211,11 +211,13 @@ def write_figures(repro: Reproduction, results: dict[str, Any]) -> list[str]:
 
 
 def write_commands(repro: Reproduction, results: dict[str, Any]) -> Path:
-    lines = ["#!/bin/sh", "# The exact commands behind every number of results.md (run from the same directory).", ""]
+    lines = ["#!/bin/sh", "# The exact commands behind every number of results.md (paths as gptkit reproduce was given them:",
+             "# run from the directory it ran in).", ""]
     if repro.init is None:
-        lines += ["# The LM: `gptkit demo`'s data, tokenizer, corpus and pre-training stages "
-                  f"(profile {repro.demo.settings.profile}), keeping {repro.settings.pretrain_checkpoints} checkpoints;",
-                  "# these commands are the same run: " + shlex.join(
+        lines += ["# The LM comes from the first stages of `gptkit reproduce` itself: the demo's data, tokenizer, corpus and",
+                  f"# pre-training code with the demo's {repro.demo.settings.profile!r} settings, keeping "
+                  f"{repro.settings.pretrain_checkpoints} checkpoints. No single gptkit command equals",
+                  "# them; this redoes them (and, resumed, everything else): " + shlex.join(
                       ["gptkit", "reproduce", "--profile", results["profile"], "--out", str(repro.out)]), ""]
     for arm, row in results["table5"].items():
         for task in repro.settings.tasks:

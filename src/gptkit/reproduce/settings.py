@@ -1,5 +1,6 @@
-"""The knobs of `gptkit reproduce`, as named profiles: `default` (planned for ~45 min on a 2-core CPU
-including pre-training), `quick` (~10 min), `test` (seconds, for the test suite on fake archives).
+"""The knobs of `gptkit reproduce`, as named profiles: `default` (planned for ~45 min of CPU time on a
+2-core machine including pre-training: an estimate from the quick profile's measured per-run costs, see
+docs/reproduce.md), `quick` (measured 8 min CPU), `test` (seconds, for the test suite on fake archives).
 
 Each profile names the demo profile whose data, tokenizer and model shape it pre-trains with when no
 `--init` is given (`gptkit demo`'s settings, unchanged), and its own fine-tuning budget: how many
@@ -26,9 +27,10 @@ class ReproduceSettings:
     """Table 5's columns: the two built-in tasks and the three derived ones."""
     seeds: tuple[int, ...] = (1, 2)
     """Fine-tuning seeds of every Table 5 cell (head init, dropout, data order); the mean is reported."""
-    train_limit: int = 600
-    """Training examples per task (a seeded random subset, the same for every arm and seed)."""
-    val_limit: int = 300
+    train_limit: int = 400
+    """Training examples per task (a seeded random subset, the same for every arm and seed). The default
+    profile's model costs about 3x the quick one's per example, hence fewer than --quick's 500."""
+    val_limit: int = 200
     """Validation examples per task (picks the best checkpoint); the test splits are used whole."""
     epochs: float = 3.0
     batch_size: int = 16
@@ -38,10 +40,9 @@ class ReproduceSettings:
     """The demo's fine-tuning rate: one a small random model also learns with (both arms the same)."""
     lm_coef: float = 0.5
     """The full model's auxiliary LM weight lambda (paper: 0.5); the 'w/o aux LM' row uses 0."""
-    max_len: dict[str, int] = field(default_factory=lambda: {
-        "sentiment": 64, "topics": 64, "derived_continuation": 96, "derived_same_article": 96,
-        "derived_next_sentence": 64})
-    """Token budget per sequence (per candidate for multiple choice), capped at the model's n_ctx."""
+    max_len: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLE_TASKS, 64))
+    """Token budget per sequence (per candidate for multiple choice), capped at the model's n_ctx. A pair of
+    two lead sentences is often longer; the longest part is shortened first (gptkit.tasks.transforms)."""
     evals_per_epoch: int = 1
     transfer_tasks: tuple[str, ...] = ("topics", "derived_continuation")
     """Figure 2 left: tasks fine-tuned with 0 .. n_layer transferred blocks (first seed only)."""
@@ -59,7 +60,7 @@ PROFILES: dict[str, ReproduceSettings] = {
     "default": ReproduceSettings(profile="default", demo_profile="default"),
     "quick": ReproduceSettings(
         profile="quick", demo_profile="quick", seeds=(1,), train_limit=500, val_limit=150,
-        max_len=dict.fromkeys(TABLE_TASKS, 64), pretrain_checkpoints=8, zeroshot_limit=300,
+        pretrain_checkpoints=8, zeroshot_limit=300,
     ),
     "test": ReproduceSettings(
         profile="test", demo_profile="test", seeds=(1,), train_limit=40, val_limit=20, epochs=1.0, batch_size=8,
