@@ -225,7 +225,7 @@ def test_missing_text_field_lists_the_fields(tmp_path, tok_dir):
 
 def test_corpus_shorter_than_a_context_window(tmp_path, tok_dir):
     (tmp_path / "a.txt").write_text("just a few words")
-    with pytest.raises(GptkitError, match="corpus too short: .* fewer than --min-tokens 513"):
+    with pytest.raises(GptkitError, match=r"PrepareOptions\.min_tokens is 513, but the corpus is too short: only \d+ training tokens"):
         prepare_corpus([tmp_path / "a.txt"], tok_dir, tmp_path / "out", opts(min_tokens=513, val_fraction=0))
     assert leftovers(tmp_path, {"a.txt"}) == []
 

@@ -230,3 +230,28 @@ def test_finetune_stopped_by_a_signal_exits_128_plus_n_without_results(tmp_path,
     assert f"stopped by {signal.Signals(sig).name}" in err and out_text == ""
     assert not (out / "summary.json").exists() and not (out / "best").exists()
     assert CheckpointManager(out).latest() is not None  # resumable
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_any_command_exits_128_plus_n_on_a_signal_and_leaves_nothing(tmp_path, sig, status):
+    """Not only training: `prepare` (here) and every other command turn SIGTERM into 143 after
+    their temp files are gone (SIGTERM used to kill the process where it stood)."""
+    from gptkit.tokenizer import train_from_texts
+
+    train_from_texts(["the king and queen of a castle"] * 5, vocab_size=120, min_frequency=1).save(tmp_path / "tok")
+    (tmp_path / "big.txt").write_text("the king and the queen walk to the castle by the sea. " * 150_000)
+    out = tmp_path / "corpus"
+    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "prepare", str(tmp_path / "big.txt"), "--tokenizer",
+                             str(tmp_path / "tok"), "--out", str(out), "--workers", "1"],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(tmp_path.glob(".corpus.partial-*")):  # under way: its temp directory exists
+            time.sleep(0.3)
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".corpus.*"))

@@ -34,6 +34,16 @@ import numpy as np
 
 from ..atomic import pid_alive
 from ..errors import GptkitError
+from ..options import (
+    OptionError,
+    boolean,
+    check_options,
+    fraction,
+    non_negative_int,
+    option,
+    optional,
+    positive_int,
+)
 from ..tokenizer import GPTTokenizer
 from .corpus import FORMAT
 from .shards import dtype_for, write_shard
@@ -52,25 +62,27 @@ SPLITS = ("train", "val")
 
 @dataclass
 class PrepareOptions:
-    val_fraction: float = 0.005
-    shard_tokens: int = DEFAULT_SHARD_TOKENS
-    workers: int | None = None  # None: one per CPU core; 1: encode in this process
-    seed: int = 0
-    text_field: str = "text"
-    doc_split: str = "file"  # or "blank-line"
-    min_tokens: int | None = None  # refuse a corpus with fewer training tokens (one context window)
-    overwrite: bool = False
-    show_progress: bool | None = None  # None: only when stderr is a terminal
+    """How `prepare_corpus` works; each field declared once (the CLI's flags are read from here)."""
+
+    val_fraction: float = option(0.005, help="share of documents held out for validation", check=fraction)
+    shard_tokens: int = option(DEFAULT_SHARD_TOKENS, help="tokens per shard file (bounds memory)", check=positive_int)
+    workers: int | None = option(None, help="encoding processes (default: one per CPU core; 1: none)",
+                                 check=optional(positive_int))
+    seed: int = option(0, help="seed of the validation draw", check=non_negative_int)
+    text_field: str = option("text", help="field holding the document in .jsonl inputs")
+    doc_split: str = option("file", help="plain text: one document per file, or one per blank-line-separated block",
+                            choices=("file", "blank-line"))
+    min_tokens: int | None = option(None, help="refuse a corpus with fewer training tokens than this (e.g. one "
+                                               "context window, n_ctx + 1)", check=optional(positive_int))
+    overwrite: bool = option(False, help="replace a non-empty output directory", check=boolean)
+    show_progress: bool | None = None
+    """None: a progress bar only when stderr is a terminal."""
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
     def check(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise GptkitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.shard_tokens < 1:
-            raise GptkitError(f"--shard-tokens must be positive, got {self.shard_tokens}")
-        if self.workers is not None and self.workers < 1:
-            raise GptkitError(f"--workers must be at least 1, got {self.workers}")
-        if self.doc_split not in ("file", "blank-line"):
-            raise GptkitError(f"--doc-split must be 'file' or 'blank-line', got {self.doc_split!r}")
+        check_options(self)
 
 
 def in_val(doc_index: int, seed: int, fraction: float) -> bool:
@@ -277,8 +289,8 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
     for w in writers.values():
         w.close()
     if opts.min_tokens is not None and writers["train"].tokens < opts.min_tokens:
-        raise GptkitError(f"corpus too short: {writers['train'].tokens} training tokens, fewer than --min-tokens "
-                          f"{opts.min_tokens} (one context window)")
+        raise OptionError("PrepareOptions", "min_tokens", f"is {opts.min_tokens}, but the corpus is too short: "
+                                                          f"only {writers['train'].tokens} training tokens")
     tok.save(tmp / "tokenizer")
     seconds = time.perf_counter() - start
     tokens = sum(w.tokens for w in writers.values())

@@ -245,7 +245,8 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[TaskModel, Any, di
     init_dir = resolve_model_dir(cfg.init) if cfg.init is not None else None
     tok_source = cfg.tokenizer or init_dir
     if tok_source is None:
-        raise GptkitError("no tokenizer: pass --tokenizer (needed with --no-pretrain --preset)")
+        raise OptionError("FinetuneConfig", "tokenizer", "is needed with no_pretrain and a preset (there is no init "
+                                                         "to take it from)")
     tok = GPTTokenizer.load(tok_source)
     origin: dict[str, Any] = {"tokenizer": str(tok_source)}
     if cfg.no_pretrain:
@@ -256,11 +257,12 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[TaskModel, Any, di
             config = make_preset(cfg.preset, vocab_size=tok.vocab_size)
             origin["init"] = f"random weights, preset {cfg.preset}"
         else:
-            raise GptkitError("--no-pretrain needs --preset (or --init to copy a model's shape)")
+            raise OptionError("FinetuneConfig", "no_pretrain", "needs a preset (or an init to copy a model's shape)")
         gpt = GPT(config)
     else:
         if init_dir is None:
-            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
+            raise OptionError("FinetuneConfig", "init", "is needed (a model or run directory), or no_pretrain with a "
+                                                        "preset and a tokenizer")
         gpt = GPT.from_pretrained(init_dir)
         origin["init"] = str(init_dir)
         if cfg.transfer_layers is not None:
@@ -278,7 +280,7 @@ def reinit_blocks(gpt: GPT, keep: int) -> None:
     """Figure 2's ablation: transfer the embeddings and the first `keep` blocks; the rest start afresh."""
     n = gpt.config.n_layer
     if not 0 <= keep <= n:
-        raise GptkitError(f"--transfer-layers {keep}: the model has {n} blocks (choose 0..{n})")
+        raise OptionError("FinetuneConfig", "transfer_layers", f"is {keep}, but the model has {n} blocks (choose 0..{n})")
     for block in gpt.transformer.blocks[keep:]:
         block.apply(gpt._init_weights)
     if gpt.transformer.ln_f is not None and keep < n:
@@ -318,14 +320,15 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model, tok, origin = build_model(cfg, spec)
     n_ctx = model.gpt.config.n_ctx
     if cfg.max_len is not None and cfg.max_len > n_ctx:
-        raise GptkitError(f"--max-len {cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
+        raise OptionError("FinetuneConfig", "max_len", f"{cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
     spec.max_len = cfg.max_len or n_ctx
     spec.metric = cfg.metric or default_metric(spec.task, spec.regression)
     valid_metrics = ("pearson", "spearman", "mse") if spec.regression else \
         ("accuracy",) if spec.task == "multiple_choice" else ("accuracy", "f1", "matthews")
     if spec.metric not in (*valid_metrics, "loss"):
-        raise GptkitError(f"--metric {spec.metric}: a {spec.task}{' regression' if spec.regression else ''} task "
-                          f"reports {', '.join(valid_metrics)} (or loss)")
+        raise OptionError("FinetuneConfig", "metric", f"{spec.metric}: a {spec.task}"
+                                                      f"{' regression' if spec.regression else ''} task reports "
+                                                      f"{', '.join(valid_metrics)} (or loss)")
     transform = InputTransform(spec, tok, spec.max_len)
     train_e = transform.encode_all(train_x, name=str(cfg.train))
     val_e = transform.encode_all(val_x, name=str(cfg.val)) if val_x else None
