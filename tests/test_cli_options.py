@@ -12,7 +12,7 @@ import torch
 
 from gptkit.cli import build_parser, main
 from gptkit.options import OptionError
-from gptkit.tasks.finetune import FinetuneConfig
+from gptkit.tasks.config import FinetuneConfig
 from gptkit.training import TrainConfig
 from gptkit.training.pretrain import PRETRAIN_LOOP_DEFAULTS, PretrainOptions
 from test_finetune import FILL, classification_rows, write_jsonl
@@ -96,7 +96,7 @@ def test_library_errors_name_fields_not_flags():
         TrainConfig(max_steps=0)
     with pytest.raises(OptionError, match=r"^FinetuneConfig\.lm_coef must be a finite number >= 0, got -1"):
         FinetuneConfig(task="classification", train="x", init="y", lm_coef=-1)
-    with pytest.raises(OptionError, match=r"^TrainConfig\.precision must be one of 'fp32', 'bf16'"):
+    with pytest.raises(OptionError, match=r"^TrainConfig\.precision must be one of 'auto', 'fp32', 'bf16'"):
         TrainConfig(max_steps=1, precision="fp16")
 
 

@@ -66,7 +66,9 @@ def _train(run_dir: Path | None, *, steps: int, grad_accum: int, resume: bool = 
             (run_dir / "killed_at").write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
 
-    cfg = TrainConfig(max_steps=steps, grad_accum_steps=grad_accum, checkpoint_every=2, log_every=1, progress=False)
+    # fp32: the FSDP and one-process runs must compute the same way (auto could pick bf16 here)
+    cfg = TrainConfig(max_steps=steps, grad_accum_steps=grad_accum, checkpoint_every=2, log_every=1, progress=False,
+                      precision="fp32")
     result = train(model, lm_objective, sampler, optimizer, constant(3e-3), cfg, run_dir=run_dir,
                    resume_from=resume_from, on_step=on_step)
     losses = {r["step"]: r["loss"] for r in result.history if "loss" in r}

@@ -8,7 +8,7 @@ from .batching import TaskBatch, collate, iterate_batches
 from .examples import Example
 from .metrics import accuracy, f1, matthews, pearson, spearman
 from .model import TaskModel, TaskOutput, load_task_model, save_task_model
-from .objective import FinetuneObjective, masked_lm_loss, sequence_lm_loss, task_loss
+from .objective import FinetuneObjective, masked_lm_loss, task_loss
 from .readers import Row, read_rows
 from .spec import TaskSpec, parse_column_overrides
 from .taskfile import learn_spec, load_examples, load_training_examples, parse_examples
@@ -43,7 +43,6 @@ __all__ = [
     "read_rows",
     "register",
     "save_task_model",
-    "sequence_lm_loss",
     "spearman",
     "task_loss",
     "task_type",

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import GptkitError
 from ..interop.hf import load_weights_into, read_config, save_pretrained
@@ -208,9 +207,8 @@ def evaluate_lm(module: torch.nn.Module, windows: list, batch_size: int, device:
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
         rows = torch.from_numpy(np.stack(windows[i : i + batch_size])).to(device)
-        logits = module(rows[:, :-1])
-        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1),
-                                 reduction="sum").item()
+        # through the model's own forward (FSDP gathers the root's weights there), the chunked loss
+        total += module(rows[:, :-1], targets=rows[:, 1:]).item() * rows[:, 1:].numel()
         count += rows[:, 1:].numel()
     loss = total / max(1, count)
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
