@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ..errors import GptkitError
-from .readers import Row
+from .readers import Row, is_valid_text
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ def text_of(row: Row, columns: list[str], name: str, *, allow_empty: bool = Fals
         if value.strip():
             parts.append(value.strip())
     text = " ".join(parts)
+    if not is_valid_text(text):
+        raise GptkitError(f"{row.where()}: field {'+'.join(columns)!r} ({name}) holds invalid Unicode (a lone surrogate)")
     if not text and not allow_empty:
         raise GptkitError(f"{row.where()}: empty text in field {'+'.join(columns)!r} ({name})")
     return text
@@ -72,15 +75,23 @@ def as_float(text: str) -> float | None:
 def sort_labels(keys: set[str]) -> list[str]:
     """Numeric labels in numeric order (so "10" follows "9"), otherwise alphabetical: stable across runs."""
     if all(re.fullmatch(r"-?\d+", k) for k in keys):
-        return sorted(keys, key=int)
+        return sorted(keys, key=Decimal)  # exact at any length (int() refuses over 4300 digits)
     return sorted(keys)
+
+
+def row_label(row: Row, col: str) -> Any:
+    """The raw label of a row: a number, text, a boolean or None; a list or object is an error."""
+    value = row.fields.get(col)
+    if isinstance(value, list | dict):
+        raise GptkitError(f"{row.where()}: label in field {col!r} must be a number or text, got {type(value).__name__}")
+    return value
 
 
 def label_keys(rows: list[Row], col: str) -> set[str]:
     """The distinct labels of a file's label column; an empty one is an error naming its row."""
     keys = set()
     for row in rows:
-        key = label_key(row.fields.get(col))
+        key = label_key(row_label(row, col))
         if key is None:
             raise GptkitError(f"{row.where()}: empty label in field {col!r}")
         keys.add(key)
@@ -113,8 +124,10 @@ def candidate_index(row: Row, col: str, value: Any, n: int, base: int) -> int:
         raise GptkitError(f"{row.where()}: empty label in field {col!r}")
     if re.fullmatch(r"[A-Z]", key) and n <= 26:
         index = ord(key) - ord("A")  # RACE's answer letters
-    elif re.fullmatch(r"-?\d+", key):
+    elif re.fullmatch(r"-?\d{1,9}", key):
         index = int(key) - base
+    elif re.fullmatch(r"-?\d+", key):
+        index = -1  # too long to be a candidate index: out of range
     else:
         raise GptkitError(f"{row.where()}: label {key!r} in field {col!r} is not a candidate index or letter")
     if not 0 <= index < n:

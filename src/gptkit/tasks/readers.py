@@ -89,13 +89,54 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             lineno += 1
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GptkitError(f"{path}, line {lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            obj = parse_json(line, f"{path}, line {lineno}")
             if not isinstance(obj, dict):
                 raise GptkitError(f"{path}, line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            bad = invalid_unicode_field(obj)
+            if bad is not None:
+                raise GptkitError(f"{path}, line {lineno}: field {bad!r} holds invalid Unicode (a lone surrogate "
+                                  "such as \\ud800, which is not text in any encoding)")
             yield Row(obj, str(path), lineno)
+
+
+def parse_json(text: str, where: str) -> Any:
+    """json.loads with every failure as one line naming `where`: malformed JSON, a number longer than
+    Python converts (4300 digits), or nesting deeper than the parser's recursion allows."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GptkitError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise GptkitError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # int("...") beyond sys.get_int_max_str_digits()
+        raise GptkitError(f"{where}: unreadable JSON value ({' '.join(str(e).split())[:120]})") from None
+
+
+def invalid_unicode_field(obj: dict[str, Any]) -> str | None:
+    """The first field whose name or any string inside it holds a lone surrogate (JSON's `\\ud800`
+    escape decodes to one): no tokenizer or file can take it."""
+    for key, value in obj.items():
+        stack = [key, value]
+        while stack:  # iterative: values may be nested as deep as the parser allowed
+            item = stack.pop()
+            if isinstance(item, str):
+                if not is_valid_text(item):
+                    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
+
+
+def is_valid_text(text: str) -> bool:
+    """False for a string holding a lone surrogate (it cannot be encoded, so cannot be tokenized)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_delimited(path: Path, delimiter: str) -> Iterator[Row]:

@@ -7,12 +7,12 @@ new files exactly the same way. A spec is immutable: learning returns a new one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
+from .readers import parse_json
 from .tasktype import TaskType, task_type
 
 
@@ -72,11 +72,12 @@ class TaskSpec:
     def load(cls, path: str | Path) -> TaskSpec:
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise GptkitError(f"{path}: no such file (is this a fine-tuned task model directory?)") from None
-        except json.JSONDecodeError as e:
-            raise GptkitError(f"{path}, line {e.lineno}: malformed JSON ({e.msg})") from None
+        except UnicodeDecodeError as e:
+            raise GptkitError(f"{path}: invalid UTF-8 ({e.reason})") from None
+        data = parse_json(text, str(path))
         if not isinstance(data, dict):
             raise GptkitError(f"{path}: not a gptkit task spec (a JSON object expected)")
         return cls.from_json(data, str(path))
