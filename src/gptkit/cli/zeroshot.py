@@ -1,4 +1,4 @@
-"""`gptkit zeroshot MODEL_DIR --task sentiment|acceptability|multiple_choice --data F`: the paper's
+"""`gptkit zeroshot MODEL_DIR --task sentiment|acceptability|multiple_choice|winograd --data F`: the paper's
 zero-shot heuristics on the pre-trained LM alone (SPEC section 6)."""
 
 from __future__ import annotations
@@ -8,14 +8,22 @@ import json
 from pathlib import Path
 
 
+def zeroshot_tasks() -> tuple[str, ...]:
+    from ..tasks.zeroshot import ZEROSHOT_TASKS
+
+    return ZEROSHOT_TASKS
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "zeroshot", help="zero-shot task accuracy of a pre-trained LM (paper section 5 heuristics)",
         description="sentiment: append --cue ('very') and compare the LM probability of each label word; "
                     "acceptability: mean token log-probability, thresholded (threshold chosen on --train); "
-                    "multiple_choice: the answer with the highest mean token log-probability.")
+                    "multiple_choice: the answer with the highest mean token log-probability; "
+                    "winograd (DPRD): fill the blank '_' with each option, the rest of the sentence's mean "
+                    "log-probability decides.")
     p.add_argument("model", type=Path, help="a model directory or a pre-training run directory (its model/)")
-    p.add_argument("--task", required=True, choices=("sentiment", "acceptability", "multiple_choice"))
+    p.add_argument("--task", required=True, choices=zeroshot_tasks())
     p.add_argument("--data", required=True, type=Path, help="labelled file to score")
     p.add_argument("--train", type=Path, help="acceptability: labelled file to choose the threshold on")
     p.add_argument("--label-words", help="sentiment: one word per label in sorted label order ('negative,positive', "
@@ -24,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--acceptable-label", help="acceptability: the label meaning acceptable (default: the one whose "
                                               "training sentences score higher)")
     p.add_argument("--column", action="append", metavar="FIELD=COLUMN", default=[], help="column override, as in finetune")
-    p.add_argument("--label-base", type=int, default=0, help="multiple choice: index of the first candidate in the labels")
+    p.add_argument("--label-base", type=int, default=0, help="multiple choice, winograd: index of the first candidate "
+                                                             "in the labels (WinoGrande's answer column: 1)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -45,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         result = zeroshot.sentiment(gpt, tok, args.data, label_words=args.label_words, cue=args.cue, **common)
     elif args.task == "acceptability":
         result = zeroshot.acceptability(gpt, tok, args.data, train=args.train, acceptable_label=args.acceptable_label, **common)
+    elif args.task == "winograd":
+        result = zeroshot.winograd(gpt, tok, args.data, label_base=args.label_base, **common)
     else:
         result = zeroshot.multiple_choice(gpt, tok, args.data, label_base=args.label_base, **common)
     report = {"task": args.task, **result.details, **result.metrics}

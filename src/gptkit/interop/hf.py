@@ -46,7 +46,8 @@ BLOCK_KEYS: list[tuple[str, str, bool]] = [
     ("ln_mlp.bias", "ln_2.bias", False),
 ]
 # Not weights: causal-mask buffers of old checkpoints, and heads gptkit keeps elsewhere.
-IGNORED_HF_KEY = re.compile(r"^(h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight|multiple_choice_head\..*)$")
+# HF's task heads (score, multiple_choice_head) are read by gptkit from head.safetensors, not from here.
+IGNORED_HF_KEY = re.compile(r"^(h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight|score\.weight|multiple_choice_head\..*)$")
 
 MODEL_TYPES = ("openai-gpt", "gpt2")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -281,13 +282,17 @@ def _hf_name(config: GPTConfig, model_type: str, key: str) -> str:
     return next((theirs for ours, theirs, _ in key_map(config, model_type) if ours == key), key)
 
 
-def save_pretrained(model: GPT, directory: str | Path) -> Path:
-    """Write config.json and model.safetensors (atomically, each file) that transformers loads."""
+def save_pretrained(model: GPT, directory: str | Path, *, head: dict[str, torch.Tensor] | None = None,
+                    head_config: dict[str, Any] | None = None) -> Path:
+    """Write config.json and model.safetensors (atomically, each file) that transformers loads.
+
+    `head` / `head_config`: a task head under transformers' names and its config keys
+    (`interop.heads`), so the directory is also e.g. an OpenAIGPTForSequenceClassification."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = to_hf_state_dict(model.state_dict(), model.config)
+    state = {**to_hf_state_dict(model.state_dict(), model.config), **(head or {})}
     atomic_save_safetensors(state, directory / "model.safetensors", metadata={"format": "pt"})
-    atomic_write_json(directory / "config.json", config_to_hf(model.config))
+    atomic_write_json(directory / "config.json", {**config_to_hf(model.config), **(head_config or {})})
     return directory
 
 

@@ -1,7 +1,8 @@
 """Task heads on top of the trunk's hidden states (SPEC section 4).
 
 Each head reads h_l^m, the final block's state at the extract token `<e>`, and adds only a linear
-layer W_y (with the paper's classifier dropout in front of it).
+layer W_y (with the paper's classifier dropout in front of it): P(y|x) = softmax(h_l^m W_y), no bias,
+as the paper writes it (and as transformers' `score` layer has it).
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ class ClassifierHead(nn.Module):
     def __init__(self, n_embd: int, n_outputs: int, pdrop: float = 0.1, init_std: float = 0.02) -> None:
         super().__init__()
         self.dropout = Dropout(pdrop)
-        self.linear = nn.Linear(n_embd, n_outputs)
+        self.linear = nn.Linear(n_embd, n_outputs, bias=False)
         nn.init.normal_(self.linear.weight, std=init_std)
-        nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor, extract_positions: torch.Tensor) -> torch.Tensor:
         """hidden (B, T, C), extract_positions (B,) -> logits (B, n_outputs)."""
@@ -44,9 +44,8 @@ class SimilarityHead(nn.Module):
     def __init__(self, n_embd: int, n_outputs: int, pdrop: float = 0.1, init_std: float = 0.02) -> None:
         super().__init__()
         self.dropout = Dropout(pdrop)
-        self.linear = nn.Linear(n_embd, n_outputs)
+        self.linear = nn.Linear(n_embd, n_outputs, bias=False)
         nn.init.normal_(self.linear.weight, std=init_std)
-        nn.init.zeros_(self.linear.bias)
 
     def forward(
         self,
@@ -67,9 +66,8 @@ class MultipleChoiceHead(nn.Module):
     def __init__(self, n_embd: int, pdrop: float = 0.1, init_std: float = 0.02) -> None:
         super().__init__()
         self.dropout = Dropout(pdrop)
-        self.linear = nn.Linear(n_embd, 1)
+        self.linear = nn.Linear(n_embd, 1, bias=False)
         nn.init.normal_(self.linear.weight, std=init_std)
-        nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor, extract_positions: torch.Tensor, n_choices: int) -> torch.Tensor:
         """hidden (B * K, T, C) with the K candidates of an example adjacent -> scores (B, K)."""

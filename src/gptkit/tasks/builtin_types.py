@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GptkitError
+from ..interop.heads import double_heads
 from ..model import MultipleChoiceHead, SimilarityHead
 from .columns import ColumnPicker, ResolvedColumns, missing
-from .examples import Example, candidate_index, text_of
-from .readers import Row
+from .examples import Example, candidate_index, row_label, text_of
+from .readers import Row, is_valid_text
 from .tasktype import TaskType, register
 
 
@@ -80,6 +81,11 @@ class Similarity(PairTask):
     def make_head(self, spec, n_embd, pdrop, init_std) -> nn.Module:
         return SimilarityHead(n_embd, self.n_outputs(spec), pdrop, init_std)
 
+    hf_missing = "transformers has no head that adds the <e> states of both orders (A$B + B$A)"
+
+    def hf_head(self, spec, head, config, pad_id):
+        return None
+
     def logits(self, spec, head, hidden, batch):
         B = batch.n_examples
         out = head(hidden[:B], batch.extract[:B], hidden[B:], batch.extract[B:])
@@ -130,14 +136,19 @@ class MultipleChoice(TaskType):
             if isinstance(value, str):
                 try:
                     value = json.loads(value)  # a JSON list inside a CSV cell
-                except (json.JSONDecodeError, RecursionError, ValueError):
+                except (ValueError, RecursionError):  # malformed, a 4300+ digit number, or nested too deep
                     raise GptkitError(f"{row.where()}: field {cols[0]!r} (choices) is not a JSON list") from None
             if not isinstance(value, list | tuple) or len(value) < 2:
                 raise GptkitError(f"{row.where()}: field {cols[0]!r} (choices) must be a list of at least 2 answers")
+            if any(isinstance(v, list | dict) for v in value):
+                raise GptkitError(f"{row.where()}: field {cols[0]!r} (choices) must be a list of texts")
             items = [str(v).strip() if v is not None else "" for v in value]
         else:
             items = [text_of(row, [c], "choices", allow_empty=True) for c in cols]
         for i, item in enumerate(items):
+            if not is_valid_text(item):
+                raise GptkitError(f"{row.where()}: candidate {i} of field {'+'.join(cols)!r} (choices) holds invalid "
+                                  "Unicode (a lone surrogate)")
             if not item:
                 raise GptkitError(f"{row.where()}: empty text in candidate {i} of field {'+'.join(cols)!r} (choices)")
         return tuple(items)
@@ -147,7 +158,7 @@ class MultipleChoice(TaskType):
         label_cols = columns.by_field["label"]
         label = None
         if label_cols:
-            label = candidate_index(row, label_cols[0], row.fields.get(label_cols[0]), len(choices), spec.label_base)
+            label = candidate_index(row, label_cols[0], row_label(row, label_cols[0]), len(choices), spec.label_base)
         return Example(self.texts(row, columns), label, row.where(), choices)
 
     def parse(self, spec, rows, *, need_label):
@@ -161,7 +172,9 @@ class MultipleChoice(TaskType):
     def encode(self, transform, example):
         enc = transform.tok.encode
         context = enc(example.texts[0])
-        question = enc(example.texts[1]) if example.texts[1] else []
+        # " " + question: a byte-level BPE encodes a word after a space differently ("atoms. What",
+        # not "atoms.What"); a `</w>` BPE ignores the space, so its ids are unchanged
+        question = enc(" " + example.texts[1]) if example.texts[1] else []
         seqs, cut = [], False
         for answer in example.choices:
             seq, c = transform.choice(context, question, enc(answer))
@@ -177,6 +190,9 @@ class MultipleChoice(TaskType):
 
     def make_head(self, spec, n_embd, pdrop, init_std) -> nn.Module:
         return MultipleChoiceHead(n_embd, pdrop, init_std)
+
+    def hf_head(self, spec, head, config, pad_id):
+        return double_heads(head.linear.weight, config, pdrop=head.dropout.p, pad_id=pad_id)
 
     def logits(self, spec, head, hidden, batch):
         return head(hidden, batch.extract, batch.n_choices)  # (B, K)

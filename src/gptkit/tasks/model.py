@@ -7,6 +7,7 @@ anywhere a GPT loads (e.g. for generation), and `load_task_model` restores the w
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from ..model import GPT
 from ..modeldir import atomic_dir
 from .batching import TaskBatch
 from .spec import TaskSpec
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # task types already warned about (once per process, not per checkpoint)
 
 TASK_FILE = "task.json"
 HEAD_FILE = "head.safetensors"
@@ -68,7 +72,12 @@ def write_task_model(model: TaskModel, tokenizer: Any, directory: str | Path, ex
     training loop writes checkpoints into a temporary directory and renames it when complete)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_pretrained(model.gpt, directory)
+    hf = model.kind.hf_head(model.spec, model.head, model.gpt.config, tokenizer.pad_id)
+    if hf is None and model.spec.task not in _WARNED:
+        _WARNED.add(model.spec.task)
+        log.warning("%s: %s; transformers loads this directory as a language model only, and gptkit's %s "
+                    "holds the task head", model.spec.task, model.kind.hf_missing, HEAD_FILE)
+    save_pretrained(model.gpt, directory, head=hf[0] if hf else None, head_config=hf[1] if hf else None)
     tokenizer.save(directory)
     atomic_save_safetensors(dict(model.head.state_dict()), directory / HEAD_FILE)
     atomic_write_json(directory / TASK_FILE, {**model.spec.to_json(), **({"training": extra} if extra else {})})
@@ -86,8 +95,13 @@ def save_task_model(model: TaskModel, tokenizer: Any, directory: str | Path, ext
 def load_head(model: TaskModel, directory: str | Path) -> None:
     """The head's W_y from a task model directory; a head of another shape is a one-line error."""
     path = Path(directory) / HEAD_FILE
+    state = load_safetensors(path)
+    bias = state.pop("linear.bias", None)
+    if bias is not None and getattr(model.head, "linear", None) is not None and model.head.linear.bias is None:
+        # a head written before W_y lost its bias (the paper's softmax(h W_y) has none): still readable
+        model.head.linear.bias = nn.Parameter(bias)
     try:
-        model.head.load_state_dict(load_safetensors(path))
+        model.head.load_state_dict(state)
     except RuntimeError as e:
         raise GptkitError(f"{path}: does not fit a {model.spec.task} head ({' '.join(str(e).split())[:200]})") from None
 

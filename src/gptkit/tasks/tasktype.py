@@ -18,10 +18,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GptkitError
-from ..model import ClassifierHead
+from ..interop.heads import sequence_classification
+from ..model import ClassifierHead, GPTConfig
 from . import metrics as M
 from .columns import ColumnPicker, ResolvedColumns
-from .examples import Example, as_float, class_or_value, label_key, label_keys, sort_labels, text_of
+from .examples import (
+    Example,
+    as_float,
+    class_or_value,
+    label_key,
+    label_keys,
+    row_label,
+    sort_labels,
+    text_of,
+)
 from .readers import Row
 
 if TYPE_CHECKING:  # typing only: spec.py imports this module to validate a spec's task name
@@ -98,7 +108,7 @@ class TaskType:
         label_cols = columns.by_field["label"]
         label = None
         if label_cols:
-            label = class_or_value(row, label_cols[0], row.fields.get(label_cols[0]), spec.labels, spec.regression)
+            label = class_or_value(row, label_cols[0], row_label(row, label_cols[0]), spec.labels, spec.regression)
         return Example(self.texts(row, columns), label, row.where())
 
     def parse(self, spec: TaskSpec, rows: list[Row], *, need_label: bool) -> list[Example]:
@@ -144,6 +154,17 @@ class TaskType:
 
     def predictions(self, spec: TaskSpec, probs: np.ndarray) -> np.ndarray:
         return probs if spec.regression else probs.argmax(-1)
+
+    def hf_head(self, spec: TaskSpec, head: nn.Module, config: GPTConfig,
+                pad_id: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The head under transformers' names and config keys (`interop.heads`), or None where
+        transformers has no equivalent (`hf_missing` says why)."""
+        if type(head) is not ClassifierHead:
+            return None
+        return sequence_classification(head.linear.weight, config, labels=None if spec.regression else spec.labels,
+                                       pad_id=pad_id)
+
+    hf_missing: ClassVar[str] = "its head is not one of transformers' task heads"
 
     def label_dtype(self, spec: TaskSpec) -> torch.dtype:
         return torch.float32 if spec.regression else torch.long

@@ -4,6 +4,7 @@ No parameters are trained: each heuristic turns a task into comparisons of LM lo
     sentiment        append "very" and compare P(label word) (e.g. "positive" vs "negative")
     acceptability    the sentence's mean token log-probability, thresholded (threshold from --train)
     multiple_choice  the answer with the highest mean token log-probability given context + question
+    winograd         (DPRD) fill the blank with each referent; the rest of the sentence's mean log-prob decides
 Every text is scored after an end-of-text token, the boundary the LM saw before each document.
 """
 
@@ -27,7 +28,7 @@ from .taskfile import load_examples, load_training_examples
 
 log = logging.getLogger(__name__)
 
-ZEROSHOT_TASKS = ("sentiment", "acceptability", "multiple_choice")
+ZEROSHOT_TASKS = ("sentiment", "acceptability", "multiple_choice", "winograd")
 
 
 @torch.no_grad()
@@ -196,3 +197,42 @@ def multiple_choice(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, 
     gold = np.array([x.label for x in examples])
     metrics = spec.type.metrics(spec, preds, gold)
     return ZeroShotResult(metrics, preds.tolist(), scores, {"examples": len(examples), "choices": len(examples[0].choices)})
+
+
+def winograd(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, str] | None = None, label_base: int = 0,
+             batch_size: int = 32, device: str = "cpu", progress: bool = False) -> ZeroShotResult:
+    """DPRD / Winograd schemas (the paper's section 5 heuristic, after Trinh & Le): the sentence's blank
+    `_` is filled with each candidate referent in turn, and the candidate after which the REST of the
+    sentence has the highest mean token log-probability wins (the words before the blank are the
+    same for every candidate, so they are not scored; the candidate itself is the condition)."""
+    overrides = dict(columns or {})
+    overrides.setdefault("context", "sentence")  # the documented layout: sentence, options, label
+    spec = TaskSpec("multiple_choice", columns=overrides, label_base=label_base)
+    examples = load_examples(spec, data)
+    items = []
+    for x in examples:
+        sentence = x.texts[0]
+        if sentence.count("_") != 1:
+            raise GptkitError(f"{x.where}: the sentence must hold exactly one blank '_' (where a candidate goes), "
+                              f"found {sentence.count('_')}")
+        before, after = sentence.split("_")
+        if not after.strip():
+            raise GptkitError(f"{x.where}: nothing follows the blank '_': there is no rest of the sentence to score")
+        for option in x.choices:
+            filled = f"{before}{option}"
+            items.append(([tok.eot_id, *tok.encode(filled)], _rest_ids(tok, filled, after)))
+    lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)
+    scores = np.array([s / n for s, n in lp]).reshape(len(examples), -1)
+    preds = scores.argmax(1)
+    gold = np.array([x.label for x in examples])
+    metrics = spec.type.metrics(spec, preds, gold)
+    return ZeroShotResult(metrics, preds.tolist(), scores, {"examples": len(examples), "choices": len(examples[0].choices)})
+
+
+def _rest_ids(tok: Any, filled: str, after: str) -> list[int]:
+    """The ids of `after` as they follow `filled` in the whole sentence (one encoding, so a word split
+    by the blank's boundary is tokenized as in running text)."""
+    head, whole = tok.encode(filled), tok.encode(filled + after)
+    if whole[: len(head)] == head and len(whole) > len(head):
+        return whole[len(head):]
+    return tok.encode(after)
