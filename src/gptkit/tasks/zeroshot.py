@@ -191,12 +191,7 @@ def multiple_choice(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, 
         prompt = " ".join(t for t in x.texts if t)
         prefix = [tok.eot_id, *tok.encode(prompt)]
         items.extend((prefix, continuation_ids(tok, prompt, a)) for a in x.choices)
-    lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)
-    scores = np.array([s / n for s, n in lp]).reshape(len(examples), -1)
-    preds = scores.argmax(1)
-    gold = np.array([x.label for x in examples])
-    metrics = spec.type.metrics(spec, preds, gold)
-    return ZeroShotResult(metrics, preds.tolist(), scores, {"examples": len(examples), "choices": len(examples[0].choices)})
+    return _best_mean(gpt, spec, examples, items, batch_size=batch_size, device=device, progress=progress)
 
 
 def winograd(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, str] | None = None, label_base: int = 0,
@@ -221,11 +216,16 @@ def winograd(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, str] | 
         for option in x.choices:
             filled = f"{before}{option}"
             items.append(([tok.eot_id, *tok.encode(filled)], _rest_ids(tok, filled, after)))
-    lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)
+    return _best_mean(gpt, spec, examples, items, batch_size=batch_size, device=device, progress=progress)
+
+
+def _best_mean(gpt: GPT, spec: TaskSpec, examples: list, items: list, **kwargs: Any) -> ZeroShotResult:
+    """Score every (prefix, candidate continuation) and pick, per example, the candidate with the
+    highest mean token log-probability."""
+    lp = continuation_logprobs(gpt, items, **kwargs)
     scores = np.array([s / n for s, n in lp]).reshape(len(examples), -1)
     preds = scores.argmax(1)
-    gold = np.array([x.label for x in examples])
-    metrics = spec.type.metrics(spec, preds, gold)
+    metrics = spec.type.metrics(spec, preds, np.array([x.label for x in examples]))
     return ZeroShotResult(metrics, preds.tolist(), scores, {"examples": len(examples), "choices": len(examples[0].choices)})
 
 
