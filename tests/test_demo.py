@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from gptkit.baseline import BaselineConfig, run_baselines
 from gptkit.builtin_data import fetch_many, local_folder_downloader, read_jsonl
 from gptkit.cli import main
 from gptkit.demo.pipeline import _opinion_documents
@@ -33,17 +34,39 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     assert "| movie-review sentiment (2 classes) | accuracy (test) |" in printed
     assert "| Wikipedia topic (3 classes) | accuracy (test) |" in printed
     assert "verdict: pre-training" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("| task |"))
+    assert "| pre-trained | from scratch | TF-IDF + LR | majority class |" in header
+    assert "pre-trained - TF-IDF (95% CI)" in header
+    assert "precision fp32" in printed or "precision bf16" in printed
+    assert "GFLOP/s fp32" in printed and "GFLOP/s bf16" in printed
+    verdict_line = next(line for line in printed.splitlines() if line.startswith("verdict:"))
+    for title in ("movie-review sentiment", "Wikipedia topic"):  # every task, in both judgements
+        assert verdict_line.count(title) == 2
 
     results = json.loads((out / "results.json").read_text())
     for task in ("sentiment", "topics"):
         entry = results["tasks"][task]
-        for init in ("pretrained", "scratch"):
-            assert 0.0 <= entry["test_accuracy"][init] <= 1.0
+        for arm in ("pretrained", "scratch", "tfidf", "majority"):
+            assert 0.0 <= entry["test_accuracy"][arm] <= 1.0
+            assert 0.0 <= entry["val_accuracy"][arm] <= 1.0
         assert entry["examples"]["test"] > 0
+        assert entry["vs_tfidf"] == pytest.approx(entry["test_accuracy"]["pretrained"] - entry["test_accuracy"]["tfidf"])
+        # the baselines saw exactly the labelled examples the GPT arms were fine-tuned on
+        files = out / "data" / "tasks" / task
+        assert entry["baseline_examples"] == entry["examples"]
+        alone = run_baselines(BaselineConfig(task="classification", train=files / "train.jsonl",
+                                             val=files / "validation.jsonl", test=files / "test.jsonl"))
+        assert alone["tfidf"]["test"]["accuracy"] == entry["test_accuracy"]["tfidf"]
+        assert alone["majority"]["test"]["accuracy"] == entry["test_accuracy"]["majority"]
+        assert entry["tfidf"]["C"] == alone["tfidf"]["C"]
         # the numbers in the table are the ones the fine-tuning runs wrote
         summary = json.loads((out / "runs" / f"{task}_pretrained" / "summary.json").read_text())
         assert summary["test"]["accuracy"] == entry["test_accuracy"]["pretrained"]
     assert results["pretrain"]["val_ppl"] > 1 and results["pretrain"]["steps"] == 6
+    host = results["host"]
+    assert host["precision"] in ("fp32", "bf16") and host["requested_precision"] == "auto"
+    assert host["fp32_gflops"] > 0 and host["bf16_gflops"] > 0 and set(host["step_seconds"]) == {"fp32", "bf16"}
+    assert results["pretrain"]["precision"] == host["precision"]  # the probe's choice is what trained
     assert len(results["samples"]) == 2
     for name in ("pretrain_loss.png", "finetune_curves.png", "accuracy_comparison.png"):
         assert (out / "plots" / name).stat().st_size > 1000

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "pretrain",
     "plot",
     "finetune",
+    "baseline",
     "evaluate",
     "predict",
     "zeroshot",

@@ -35,6 +35,9 @@ class DemoSettings:
     pretrain_lr: float = 1e-3
     """Higher than the paper's 2.5e-4: a 2.6M-parameter model for a few hundred steps trains best so."""
     pretrain_warmup: int = 60
+    pretrain_sources: tuple[str, ...] = ("shakespeare", "wikipedia", "reviews", "opinion")
+    """Which texts the LM reads: Shakespeare's works, the Wikipedia leads (minus the topic test
+    articles), the movie-review TRAIN sentences without labels, the opinion snippets."""
     opinion_repeat: int = 3
     """Copies of the unlabelled opinion text (review TRAIN sentences, snippets) in the pre-training
     corpus. It is ~15% of the text once; the sentiment task is about it, Shakespeare is not."""
@@ -58,8 +61,9 @@ class DemoSettings:
     sentiment arm its best validation accuracy at its last step, still improving)."""
     evals_per_epoch: int = 2
     # --- everything ---
-    precision: str = "fp32"
-    """At these small widths bf16 autocast measured no faster than fp32 on the 2-core CPU (casts dominate)."""
+    precision: str = "auto"
+    """'auto': a few timed training steps of this model at the start choose bf16 autocast where it is
+    faster (CPUs with AMX or AVX512-BF16 units), else fp32 (gptkit.demo.host); or 'fp32' / 'bf16'."""
     seed: int = 1234
     pretrain_doc_limit: int | None = None
     """Use at most this many documents of each pre-training source (None: all)."""
@@ -83,7 +87,7 @@ PROFILES: dict[str, DemoSettings] = {
         profile="test", vocab_size=300, model={"n_ctx": 32, "n_embd": 32, "n_layer": 1, "n_head": 2},
         pretrain_steps=6, pretrain_batch=4, pretrain_warmup=1, val_fraction=0.1, eval_every=3, eval_windows=4,
         finetune_epochs=1.0, finetune_batch=8, finetune_lr=1e-3, sentiment_max_len=32, topic_max_len=32,
-        evals_per_epoch=1, precision="fp32", samples=2, sample_tokens=8,
+        evals_per_epoch=1, samples=2, sample_tokens=8,
     ),
 }
 
