@@ -157,12 +157,24 @@ def test_resume_after_two_process_run_continues_exactly(parity_run: Path) -> Non
         assert torch.equal(w_full[k], w_split[k]), k
 
 
-def test_resume_with_another_world_size_is_refused(parity_run: Path, tmp_path: Path) -> None:
+def test_resume_with_another_world_size_keeps_the_global_batch(parity_run: Path, tmp_path: Path) -> None:
     import shutil
 
+    # 2 ranks x 1 micro-batch, resumed by 1 process asking for accumulation 1: the loop makes it 2
     shutil.copytree(parity_run / "split", tmp_path / "single")
-    with pytest.raises(GptkitError, match="written by 2 process.*resumed with 1"):
-        _train(tmp_path / "single", steps=STEPS + 2, grad_accum=2, resume=True)
+    resumed = _train(tmp_path / "single", steps=STEPS + 2, grad_accum=1, resume=True)
+    assert sorted(resumed) == [STEPS + 1, STEPS + 2]
+    state = json.loads((tmp_path / "single" / "checkpoints" / f"step_{STEPS + 2:06d}" / "trainer_state.json").read_text())
+    assert (state["world_size"], state["config"]["grad_accum_steps"]) == (1, 2)
+    assert state["batches"]["draws"] == 2 * (STEPS + 2)  # the global position: 2 micro-batches per update
+    # 3 processes cannot split 2 micro-batches per update
+    from gptkit.training.config import TrainConfig
+    from gptkit.training.ranks import RankInfo
+    from gptkit.training.sharded import fit_world_size
+
+    with pytest.raises(GptkitError, match="2 micro-batches per update, which 3 process"):
+        fit_world_size(state | {"world_size": 2, "config": {"grad_accum_steps": 1}}, TrainConfig(max_steps=9),
+                       RankInfo(0, 3), Path("ckpt"))
 
 
 def test_a_killed_rank_ends_the_job_quickly(tmp_path: Path) -> None:

@@ -28,6 +28,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "corpus"
 
 
+def write_sentences(path: Path, n: int) -> Path:
+    """A tiny labelled classification file (3-word sentences, random 0/1 labels)."""
+    rng = random.Random(1)
+    words = "the a cat dog sat on mat ran far away big small red blue house tree river stone".split()
+    rows = [{"sentence": " ".join(rng.sample(words, 3)), "label": rng.randint(0, 1)} for _ in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def torchrun_pretrain(corpus: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTKIT_DIST_TIMEOUT": "60"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "gptkit.cli",
@@ -36,7 +45,7 @@ def torchrun_pretrain(corpus: Path, out: Path, *extra: str) -> subprocess.Comple
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
 
 
-def test_torchrun_pretrain_runs_unchanged_and_a_single_process_cannot_resume_it(corpus: Path, tmp_path: Path) -> None:
+def test_torchrun_pretrain_runs_unchanged_and_a_single_process_continues_it(corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = torchrun_pretrain(corpus, run, "--steps", "4", "--save-every", "2", "--eval-every", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -50,19 +59,18 @@ def test_torchrun_pretrain_runs_unchanged_and_a_single_process_cannot_resume_it(
     assert state["tokens_seen"] == 4 * 2 * 2 * 32  # steps x ranks x windows x tokens
     assert (run / "model" / "model.safetensors").is_file()
 
-    # a single process may not continue a 2-process run: the data order depends on the world size
-    # (exact 2-process resume is tested on the loop in test_distributed.py)
+    # a single process continues a 2-process run with the same global batch (accumulation 2)
+    # (exact resume and resharding are tested in test_distributed.py and test_distributed_fsdp.py)
     assert main(["pretrain", "--data", str(corpus), "--out", str(run), "--preset", "tiny", "--batch-size", "2",
-                 "--seq-len", "32", "--steps", "6", "--resume", "--quiet"]) == 2
+                 "--seq-len", "32", "--steps", "6", "--resume", "--quiet"]) == 0
+    state = json.loads((run / "checkpoints" / "step_000006" / "trainer_state.json").read_text())
+    assert (state["world_size"], state["config"]["grad_accum_steps"]) == (1, 2)
+    assert state["tokens_seen"] == 6 * 2 * 2 * 32
 
 
 def test_torchrun_finetune_runs_unchanged(corpus: Path, tmp_path: Path) -> None:
     # a tiny random model with the corpus's tokenizer, fine-tuned on 2 ranks
-    rng = random.Random(1)
-    words = "the a cat dog sat on mat ran far away big small red blue house tree river stone".split()
-    rows = [{"sentence": " ".join(rng.sample(words, 3)), "label": rng.randint(0, 1)} for _ in range(21)]
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train = write_sentences(tmp_path / "train.jsonl", 21)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTKIT_DIST_TIMEOUT": "60"}
     run = tmp_path / "ft"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "gptkit.cli",

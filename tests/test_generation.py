@@ -199,11 +199,20 @@ def test_stream_yields_tokens_then_one_finish_per_row():
 @pytest.mark.parametrize(
     "bad",
     [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=0),
-     dict(num_samples=0), dict(window_stride=64)],
+     dict(num_samples=0), dict(window_stride=64), dict(temperature=float("nan")), dict(temperature=float("inf")),
+     dict(top_p=float("nan")), dict(repetition_penalty=float("nan")), dict(repetition_penalty=float("inf"))],
 )
 def test_bad_config_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         generate(lively_model(), [[1]], GenerationConfig(**bad))
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=float("nan")), dict(temperature=-0.5), dict(top_p=float("nan")),
+                                 dict(top_p=0.0)])
+def test_sampling_refuses_what_no_distribution_means(bad):
+    """A NaN temperature would turn every probability into NaN, and argmax over NaN picks token 0."""
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        choose_tokens(torch.randn(2, 10), **bad)
 
 
 def test_bad_prompts_rejected():

@@ -93,15 +93,32 @@ def test_pretrain_end_to_end(corpus, tmp_path, capsys):
 
 def test_nan_stops_with_step_and_checkpoint_untouched(corpus, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(args(corpus, run, "--steps", "2", "--warmup", "0", "--eval-every", "0")) == 0
-    before = tree_digest(run / "checkpoints"), tree_digest(run / "model")
-    rc = main(args(corpus, run, "--steps", "8", "--warmup", "0", "--lr", "1e30", "--resume", "--save-every", "0"))
+    rc = main(args(corpus, run, "--steps", "8", "--warmup", "0", "--lr", "1e30", "--save-every", "1",
+                   "--eval-every", "0", "--keep-last", "8"))
     err = capsys.readouterr().err
     assert rc == 2
     m = re.search(r"step (\d+): non-finite", err)
-    assert m and int(m.group(1)) > 2, err
-    assert "step_000002" in err and "untouched" in err
-    assert (tree_digest(run / "checkpoints"), tree_digest(run / "model")) == before
+    assert m and int(m.group(1)) > 1, err
+    last = run / "checkpoints" / f"step_{int(m.group(1)) - 1:06d}"
+    assert str(last) in err and "untouched" in err
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == int(m.group(1)) - 1
+    assert not (run / "checkpoints" / f"step_{int(m.group(1)):06d}").exists()
+
+
+def test_resume_with_other_settings_is_refused(corpus, tmp_path, capsys):
+    """Issue 17 item 5: a resume with another --lr or --preset is refused, and changes nothing."""
+    run = tmp_path / "run"
+    assert main(args(corpus, run, "--steps", "2", "--warmup", "0", "--eval-every", "0")) == 0
+    before = tree_digest(run)
+    capsys.readouterr()
+    assert main(args(corpus, run, "--steps", "4", "--warmup", "0", "--lr", "1e-3", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--lr is 0.001 but the run being resumed" in err and "used 0.00025" in err
+    base = [a for a in args(corpus, run, "--steps", "4", "--warmup", "0", "--resume") if a not in ("--preset", "tiny")]
+    assert main([*base, "--preset", "mini"]) == 2
+    assert "another model than preset mini" in capsys.readouterr().err
+    assert tree_digest(run) == before
+    assert main(base) == 0  # no --preset on resume: the run's own model
 
 
 def test_bad_inputs_write_nothing(corpus, tmp_path, capsys):
@@ -116,3 +133,45 @@ def test_bad_inputs_write_nothing(corpus, tmp_path, capsys):
     assert "n_ctx (64)" in capsys.readouterr().err
     assert not out.exists()
     assert main(["plot", str(tmp_path)]) == 2
+
+
+def test_sigterm_then_resume_with_default_flags_is_bit_exact(corpus, tmp_path):
+    """Issue 17 item 1: SIGTERM mid-run, then the same command plus --resume, with the default flags
+    (no --peak-flops, so the MFU probe runs both times), ends with weights bit-equal to a run that was
+    never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    def cmd(out, *extra):
+        return ["pretrain", "--data", str(corpus), "--out", str(out), "--preset", "tiny", "--batch-size", "4",
+                "--seq-len", "32", "--eval-windows", "4", "--quiet", "--threads", "1", "--log-every", "1",
+                "--steps", "400", "--eval-every", "50", "--save-every", "100", *extra]
+
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gptkit", *cmd(stopped)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = stopped / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and sum(1 for _ in metrics.open()) >= 8:  # a few steps in
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    latest = (stopped / "checkpoints" / "latest").read_text().strip()
+    state = json.loads((stopped / "checkpoints" / latest / "trainer_state.json").read_text())
+    assert 0 < state["step"] < 400 and state["step"] % 100 != 0  # saved at the signal, not on schedule
+    assert main(cmd(stopped, "--resume")) == 0
+
+    whole = tmp_path / "whole"
+    assert main(cmd(whole)) == 0
+    a, b = load_file(stopped / "model" / "model.safetensors"), load_file(whole / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

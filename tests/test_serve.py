@@ -200,10 +200,10 @@ def test_twenty_concurrent_clients_get_their_own_answers(server, reference):
     assert len(set(answers)) > 5
 
 
-def slow_server(model_dir: Path, *, max_queue: int, max_batch: int, delay: float) -> Server:
+def slow_server(model_dir: Path, *, max_queue: int, max_batch: int, delay: float, **kw) -> Server:
     bundle = load_bundle(model_dir, device="cpu")
     bundle.model.transformer.register_forward_pre_hook(lambda *_: time.sleep(delay))
-    return Server(create_app(bundle, max_queue=max_queue, max_batch=max_batch))
+    return Server(create_app(bundle, max_queue=max_queue, max_batch=max_batch, **kw))
 
 
 def wait_for(url: str, predicate, timeout: float = 20.0) -> dict:
@@ -268,21 +268,29 @@ def test_classify_with_a_task_model(tmp_path, model_dir):
     assert gen.choices[0].text  # a task model directory still generates
 
 
-def test_cli_serve_real_process(model_dir):
+def start_cli_server(model_dir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`gptkit serve` as a real process on a free port; returns once /health answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "serve", str(model_dir), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "serve", str(model_dir), "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"gptkit serve did not come up: {proc.communicate()[0][-2000:]}")
+        time.sleep(0.1)
+
+
+def test_cli_serve_real_process(model_dir):
+    proc, url = start_cli_server(model_dir)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, "gptkit serve did not come up"
-            time.sleep(0.1)
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "the", "max_tokens": 4}, timeout=30)
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 4}, timeout=30)
         assert r.status_code == 200 and r.json()["choices"][0]["text"]
     finally:
         proc.terminate()
@@ -290,7 +298,7 @@ def test_cli_serve_real_process(model_dir):
 
 
 def test_client_disconnect_stops_its_generation(model_dir):
-    with slow_server(model_dir, max_queue=4, max_batch=1, delay=0.05) as s:
+    with slow_server(model_dir, max_queue=4, max_batch=1, delay=0.05, max_tokens_limit=200) as s:
         body = {"prompt": "the", "max_tokens": 200, "temperature": 0, "stream": True}
         with httpx.stream("POST", f"{s.url}/v1/completions", json=body, timeout=30) as r:
             lines = r.iter_lines()

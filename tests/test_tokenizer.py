@@ -200,7 +200,7 @@ def test_openai_gpt_style_vocab_and_merges_get_task_tokens_appended(tmp_path, te
     raw.model.save(str(tmp_path))
     n = len(json.loads((tmp_path / "vocab.json").read_text()))
     tok = GPTTokenizer.load(tmp_path)
-    assert tok.style == "gpt1"
+    assert tok.style == "openai-gpt"  # a `</w>` pair is read as transformers reads it
     # As in the paper's code: start, delimiter, extract right after the BPE entries (40478, 40479, 40480).
     assert (tok.start_id, tok.delim_id, tok.extract_id) == (n, n + 1, n + 2)
     assert {tok.eot_id, tok.pad_id} == {n + 3, n + 4}
@@ -224,7 +224,7 @@ def test_transformers_openai_gpt_tokenizer_json(tmp_path, text_file):
     hf = OpenAIGPTTokenizer.from_pretrained(str(tmp_path))
     hf.save_pretrained(str(tmp_path / "hf"))
     tok = GPTTokenizer.load(tmp_path / "hf")
-    assert tok.style == "gpt1" and tok.unk_id == 0
+    assert tok.style == "openai-gpt" and tok.unk_id == 0
     assert (tok.start_id, tok.delim_id, tok.extract_id) == (n, n + 1, n + 2)
     text = "The quick brown fox, jumps over the lazy dog!"
     assert tok.encode(text) == hf.encode(text)

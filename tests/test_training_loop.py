@@ -194,3 +194,29 @@ def test_sampler_refuses_short_corpus():
 def test_eval_windows_fixed():
     w = eval_windows([np.arange(100)], 10, max_windows=5)
     assert len(w) == 5 and w[1][0] == 10 and len(w[0]) == 11
+
+
+def test_mfu_probe_leaves_the_training_rng_alone():
+    """Issue 17 item 1: measuring the peak (no peak_flops given) must not change the run."""
+    weights = []
+    for peak in (None, 1e11):
+        model = tiny_gpt()
+        sampler = WindowSampler([tokens()], batch_size=2, seq_len=16, seed=0)
+        train(model, lm_objective, sampler, build_optimizer(model, lr=1e-3), constant(1e-3),
+              TrainConfig(max_steps=3, progress=False, seed=5), flops_per_token=1e6, peak_flops=peak)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_loop_functions_are_short():
+    """Issue 11 item 5: the loop is split into parts; none over ~80 lines, no nonlocal state."""
+    import ast
+    import inspect
+
+    from gptkit.training import loop
+
+    tree = ast.parse(inspect.getsource(loop))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            assert node.end_lineno - node.lineno + 1 <= 80, node.name
+        assert not isinstance(node, ast.Nonlocal)

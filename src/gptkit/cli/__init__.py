@@ -14,6 +14,8 @@ import os
 import sys
 
 from ..errors import GptkitError
+from ..options import OptionError
+from .options import flag_message
 
 # In the order of the recipe: data and tokenizer, pre-training, fine-tuning, use, inspection.
 COMMAND_MODULES = (
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             with distributed_session():
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
+    except OptionError as e:  # the library names the field; the user typed a flag
+        print(f"gptkit {args.command}: error: {flag_message(e, args)}", file=sys.stderr)
+        return 2
     except GptkitError as e:
         print(f"gptkit {args.command}: error: {e}", file=sys.stderr)
         return 2

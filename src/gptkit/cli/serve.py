@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+
+API_KEY_ENV = "GPTKIT_API_KEY"
+# After SIGTERM the server refuses new work and ends running generations at their next token; this
+# bounds the wait for connections that still do not close.
+GRACEFUL_SHUTDOWN_S = 3
 
 
 def register(subparsers) -> None:
@@ -18,6 +25,11 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond this get 503 (default 64)")
     p.add_argument("--max-batch", type=int, default=8, help="rows generated together (default 8)")
+    p.add_argument("--max-tokens-limit", type=int, default=None, metavar="N",
+                   help="largest max_tokens a request may ask for (default: the model's context, n_ctx)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help=f"require 'Authorization: Bearer KEY' on /v1 requests (default: ${API_KEY_ENV}, "
+                   "which keeps the key out of the process list; unset: no key)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run)
 
@@ -34,10 +46,39 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_queue < 1 or args.max_batch < 1:
         raise GptkitError("--max-queue and --max-batch must be >= 1")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.max_tokens_limit is not None and args.max_tokens_limit < 1:
+        raise GptkitError(f"--max-tokens-limit must be >= 1, got {args.max_tokens_limit}")
+    if not 0 < args.port < 65536:
+        raise GptkitError(f"--port must be in 1..65535, got {args.port}")
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    if api_key is not None and not api_key.strip():
+        raise GptkitError("--api-key is empty")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logging.getLogger(__name__).warning(
-            "binding %s: the server has no authentication; anyone who can reach this address can use it", args.host
+            "binding %s without --api-key (or $%s): anyone who can reach this address can use it",
+            args.host, API_KEY_ENV,
         )
-    app = load_app(args.model_dir, max_queue=args.max_queue, max_batch=args.max_batch, device=args.device)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0
+    app = load_app(args.model_dir, max_queue=args.max_queue, max_batch=args.max_batch, device=args.device,
+                   max_tokens_limit=args.max_tokens_limit, api_key=api_key)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, plus: the first stop signal also stops the model worker at once, so that a
+        running generation (up to max_tokens long) does not hold the shutdown up."""
+
+        def handle_exit(self, sig, frame) -> None:
+            app.state.worker.stop()
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+    received: list[int] = []
+    # uvicorn re-raises the signal that stopped it once it is done, under the handler found here:
+    # record it, so that the exit status says how the server ended (SIGINT raises KeyboardInterrupt
+    # as usual, which the CLI turns into 130).
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 + signal.SIGTERM if received else 0

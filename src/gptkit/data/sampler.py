@@ -75,18 +75,28 @@ class WindowSampler:
             data = data.pin_memory()
         return {"input_ids": data[:, :-1].contiguous(), "targets": data[:, 1:].contiguous()}
 
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens a batch trains on (every target), for the loop's tokens/s."""
+        return batch["targets"].numel()
+
     def state_dict(self) -> dict[str, Any]:
         return {"draws": self.draws, "seed": self.seed, "world_size": self.world_size,
                 "batch_size": self.batch_size, "seq_len": self.seq_len, "num_windows": self.num_windows}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("seed", "world_size", "batch_size", "seq_len", "num_windows"):
+        for key in ("seed", "batch_size", "seq_len", "num_windows"):
             if key in state and state[key] != getattr(self, key):
                 raise GptkitError(
                     f"the data sampler was saved with {key}={state[key]!r} but is now {getattr(self, key)!r}; "
                     f"resume with the same data and settings"
                 )
-        self.draws = int(state["draws"])
+        # The position is global: the job has drawn draws x world_size micro-batches. Another world
+        # size continues from the same global count (the loop keeps micro-batches per update fixed).
+        consumed = int(state["draws"]) * int(state.get("world_size", self.world_size))
+        if consumed % self.world_size:
+            raise GptkitError(f"the data sampler has drawn {consumed} micro-batches in all, which {self.world_size} "
+                              f"ranks cannot continue evenly; resume with a world size dividing it")
+        self.draws = consumed // self.world_size
 
 
 def eval_windows(shards: Sequence[np.ndarray], seq_len: int, max_windows: int, *, rank: int = 0,

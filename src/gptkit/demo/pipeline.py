@@ -267,7 +267,7 @@ class Demo:
     def stage_pretrain(self) -> dict[str, Any]:
         from ..model import GPT, GPTConfig
         from ..tokenizer import GPTTokenizer
-        from ..training.pretrain import PretrainOptions, pretrain
+        from ..training.pretrain import PretrainOptions, pretrain, pretrain_loop
 
         s = self.settings
         run_dir = self.run_dir("pretrain")
@@ -275,12 +275,13 @@ class Demo:
         config = GPTConfig(vocab_size=tok.vocab_size, **s.model)
         config_path = self.out / "model_config.json"
         _write_json(config_path, config.to_dict())
+        loop = pretrain_loop(max_steps=s.pretrain_steps, precision=self.precision, eval_every=s.eval_every,
+                             checkpoint_every=max(1, s.pretrain_steps // 4),
+                             log_every=max(1, min(10, s.pretrain_steps // 20)), seed=s.seed, progress=self.progress)
         opts = PretrainOptions(
-            data=self.corpus_dir, out=run_dir, preset=None, config=config_path, steps=s.pretrain_steps,
-            batch_size=s.pretrain_batch, lr=s.pretrain_lr, warmup=s.pretrain_warmup, precision=self.precision,
-            resume=run_dir.exists(), eval_every=s.eval_every, eval_windows=s.eval_windows,
-            save_every=max(1, s.pretrain_steps // 4), log_every=max(1, min(10, s.pretrain_steps // 20)),
-            seed=s.seed, progress=self.progress,
+            data=self.corpus_dir, out=run_dir, preset=None, config=config_path, batch_size=s.pretrain_batch,
+            lr=s.pretrain_lr, warmup=s.pretrain_warmup, resume=run_dir.exists(), eval_windows=s.eval_windows,
+            train=loop,
         )
         result = pretrain(opts)
         if result.stopped_by is not None:

@@ -22,6 +22,7 @@ windows, so both paths produce the same ids.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -67,6 +68,10 @@ class GenerationConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"GenerationConfig.{name} {why}, got {getattr(self, name)!r}")
 
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise bad(name, "must be a finite number")
         if self.max_new_tokens < 1:
             raise bad("max_new_tokens", "must be >= 1")
         if self.temperature < 0:
@@ -98,10 +103,15 @@ class TokenEvent:
 
 @dataclass(frozen=True)
 class FinishEvent:
-    """Row `row` is done: reason "stop" (stop token or callback) or "length" (max_new_tokens)."""
+    """Row `row` is done: reason "stop" (stop token or callback) or "length" (max_new_tokens). When a
+    stop token ended the row, `token`, `logprob` and `top` describe it (it is not part of the output,
+    but a client scoring text with log-probabilities counts it as a generated position)."""
 
     row: int
     reason: str
+    token: int | None = None
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
 
 
 Event = TokenEvent | FinishEvent
@@ -235,7 +245,7 @@ def _decode(
         for i, (r, token) in enumerate(zip(active, chosen)):
             row = rows[r]
             if token in stop_ids:
-                yield FinishEvent(r, "stop")
+                yield FinishEvent(r, "stop", token, chosen_lp[i], top_pairs[i])
                 continue
             row.tokens.append(token)
             row.generated.append(token)

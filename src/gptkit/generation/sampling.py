@@ -5,6 +5,8 @@ Pure functions on tensors so they can be tested on crafted distributions without
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -60,6 +62,10 @@ def choose_tokens(
     with probability p_i, and consumes the generator the same way for the same shapes, so a seeded
     run is reproducible on the cached and uncached paths alike.
     """
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:  # (also false for NaN)
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
     logits = logits.float()
     if temperature == 0.0 or top_k == 1:
         return logits.argmax(dim=-1)

@@ -220,21 +220,61 @@ def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     raise GptkitError(f"{directory}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
 
 
-def load_pretrained(directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> GPT:
-    """Build a GPT from an HF `openai-gpt` / `gpt2` directory (or one gptkit wrote)."""
+def load_state(directory: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """A model directory's config and its weights as a gptkit state dict, every tensor checked: its
+    shape against the config, its values finite, the LM head tied (gptkit's only kind)."""
     directory = Path(directory)
     config, model_type = read_config(directory)
+    data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     raw, source = read_weights(directory)
+    _check_tied_head(data, raw, source)
     state = from_hf_state_dict(raw, config, model_type, source)
     for key, tensor in state.items():
         expected = _expected_shape(config, key)
         if tuple(tensor.shape) != expected:
             raise GptkitError(f"{source}: tensor for {key} has shape {tuple(tensor.shape)}, config implies {expected}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise GptkitError(f"{source}: tensor {_hf_name(config, model_type, key)} ({key}) holds {bad} non-finite "
+                              f"value(s) (NaN or inf); the weights are corrupt")
+    return config, state
+
+
+def load_pretrained(directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> GPT:
+    """Build a GPT from an HF `openai-gpt` / `gpt2` directory (or one gptkit wrote)."""
+    config, state = load_state(directory)
     with torch.device("meta"):
         model = GPT(config)
     model.load_state_dict(state, strict=True, assign=True)
     model.to(device=device, dtype=dtype)
     return model.eval()
+
+
+def load_weights_into(model: GPT, directory: str | Path) -> None:
+    """Load a model directory's weights into an existing GPT of the same config (resume)."""
+    config, state = load_state(directory)
+    if config != model.config:  # (not comparing `extra`, free-form metadata)
+        raise GptkitError(f"{directory}: its config.json describes another model than the one being trained")
+    model.load_state_dict(state, strict=True)
+
+
+def _check_tied_head(data: dict[str, Any], raw: dict[str, torch.Tensor], source: Path) -> None:
+    """gptkit's LM head is the token embedding (SPEC: tied). A file that declares an untied head with
+    its own `lm_head.weight` would silently lose it, so it is refused."""
+    if data.get("tie_word_embeddings", True) is not False:
+        return
+    head = raw.get("lm_head.weight")
+    emb = raw.get("transformer.wte.weight", raw.get("wte.weight", raw.get("transformer.tokens_embed.weight",
+                                                                           raw.get("tokens_embed.weight"))))
+    if head is None or (emb is not None and head.shape == emb.shape and torch.equal(head, emb)):
+        return
+    raise GptkitError(f"{source}: config.json sets tie_word_embeddings false and lm_head.weight differs from the "
+                      f"token embedding; gptkit's LM head is tied to the embedding (GPT-1), so this model cannot be "
+                      f"loaded without changing its output")
+
+
+def _hf_name(config: GPTConfig, model_type: str, key: str) -> str:
+    return next((theirs for ours, theirs, _ in key_map(config, model_type) if ours == key), key)
 
 
 def save_pretrained(model: GPT, directory: str | Path) -> Path:

@@ -21,13 +21,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import GptkitError
 from ..generation import GenerationConfig
 from ..generation.bundle import ModelBundle
+from ..generation.scoring import score_sequences
 from ..generation.text import token_pieces
+from .auth import require_api_key
+from .prompts import Prompt, PromptReader
 from .protocol import (
+    ApiError,
     ClassifyRequest,
     CompletionRequest,
     completion_id,
     completion_object,
     error_body,
+    join_logprobs,
     logprobs_object,
     usage,
 )
@@ -35,14 +40,7 @@ from .worker import CallJob, GenerationJob, Job, QueueFull, Worker
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS = 128  # prompts x n in one request
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+DISCONNECT_POLL_S = 0.2  # how often a non-streaming request checks that its client is still there
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -57,11 +55,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}: {err.get('msg')}", param
 
 
-def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, classifier: Any = None) -> FastAPI:
+def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, classifier: Any = None,
+               max_tokens_limit: int | None = None, api_key: str | None = None) -> FastAPI:
     """An app serving `bundle` (model + tokenizer); `classifier` (serve.classify.Classifier) enables
-    /v1/classify. The worker thread starts and stops with the app's lifespan."""
+    /v1/classify. The worker thread starts and stops with the app's lifespan.
+
+    `max_tokens_limit` caps a request's max_tokens (default: the model's context, n_ctx; the engine
+    can slide past it, so a server may allow more). With `api_key`, every /v1 request must carry
+    `Authorization: Bearer <api_key>` (what the openai client sends)."""
     worker = Worker(bundle.model, bundle.decode, max_queue=max_queue, max_batch=max_batch)
     n_ctx = bundle.model.config.n_ctx
+    limit = max_tokens_limit or n_ctx
+    if limit < 1:
+        raise ValueError(f"max_tokens_limit must be >= 1, got {max_tokens_limit}")
     started = int(time.time())
 
     @asynccontextmanager
@@ -75,6 +81,9 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
 
     app = FastAPI(title="gptkit", lifespan=lifespan)
     app.state.worker = worker
+    if api_key:
+        require_api_key(app, api_key)
+    reader = PromptReader(bundle)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -119,38 +128,13 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
                            param="model", code="model_not_found")
         return model_card()
 
-    def encode_prompts(req: CompletionRequest) -> tuple[list[list[int]], list[str]]:
-        """Prompt(s) -> ids and texts; a string or token-id list, or a list of either."""
-        p = req.prompt
-        if isinstance(p, str):
-            items: list[Any] = [p]
-        elif p and all(isinstance(x, int) for x in p):
-            items = [p]
-        else:
-            items = list(p)
-        if not items:
-            raise ApiError(400, "prompt: give at least one prompt", param="prompt")
-        vocab = bundle.model.config.vocab_size
-        ids, texts = [], []
-        for i, item in enumerate(items):
-            if isinstance(item, str):
-                ids.append(bundle.encode_prompt(item))
-                texts.append(item)
-            else:
-                if any(not 0 <= t < vocab for t in item):
-                    raise ApiError(400, f"prompt[{i}]: token ids must be in [0, {vocab})", param="prompt")
-                ids.append(list(item) or [bundle.tokenizer.eot_id])
-                texts.append(bundle.decode(list(item)))
-            if len(ids[-1]) > n_ctx:
-                raise ApiError(
-                    400,
-                    f"This model's maximum context length is {n_ctx} tokens, however prompt {i} has "
-                    f"{len(ids[-1])} tokens. Please shorten the prompt.",
-                    param="prompt", code="context_length_exceeded",
-                )
-        if len(ids) * req.n > MAX_ROWS:
-            raise ApiError(400, f"prompts x n is {len(ids) * req.n}; at most {MAX_ROWS} per request", param="n")
-        return ids, texts
+    def check_max_tokens(req: CompletionRequest) -> None:
+        if req.max_tokens == 0 and not req.echo:
+            raise ApiError(400, "max_tokens: 0 generates nothing; it is only allowed with echo=true "
+                           "(which returns the prompt, scored with logprobs)", param="max_tokens")
+        if req.max_tokens > limit:
+            raise ApiError(400, f"max_tokens is {req.max_tokens}, but this server allows at most {limit} "
+                           "tokens per completion", param="max_tokens")
 
     def generation_config(req: CompletionRequest) -> GenerationConfig:
         if req.best_of is not None and req.best_of != req.n:
@@ -168,25 +152,62 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
             top_logprobs=req.logprobs or 0,
         )
 
-    def tops_as_dicts(tops: list[tuple[tuple[int, float], ...]]) -> list[dict[str, float]]:
-        return [{bundle.decode([t]): lp for t, lp in top} for top in tops]
+    def shutting_down() -> ApiError:
+        return ApiError(503, "the server is shutting down", type_="server_error", code="server_shutting_down")
+
+    async def run_call(fn: Any, what: str) -> Any:
+        """Run `fn` on the model's thread (as a queued job) and return its result."""
+        job = CallJob(asyncio.get_running_loop(), fn)
+        enqueue(job)
+        result = None
+        while True:
+            event = await job.events.get()
+            if event[0] == "result":
+                result = event[1]
+            elif event[0] == "error":
+                raise ApiError(500, f"{what} failed: {event[1]}", type_="server_error")
+            elif event[0] == "shutdown":
+                raise shutting_down()
+            else:
+                return result
+
+    async def prompt_logprobs(prompts: list[Prompt], k: int) -> list[dict[str, Any]]:
+        """echo + logprobs: every prompt token's logprob under the model (the first is null)."""
+        scores = await run_call(lambda: score_sequences(bundle.model, [p.ids for p in prompts], k), "scoring")
+        return [logprobs_object(p.pieces(), list(sc.logprobs), reader.tops_as_dicts(list(sc.top)) if k else None, 0,
+                                offsets=list(p.starts)) for p, sc in zip(prompts, scores)]
+
+    async def cancel_on_disconnect(request: Request, job: Job) -> None:
+        # A non-streaming handler only waits on the worker, so nothing else would notice the client
+        # leaving; without this its rows run to max_tokens while later requests queue behind them.
+        while not job.cancelled.is_set():
+            if await request.is_disconnected():
+                log.info("client disconnected: stopping its generation")
+                job.cancelled.set()
+                return
+            await asyncio.sleep(DISCONNECT_POLL_S)
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
-        prompts, prompt_texts = encode_prompts(req)
-        config = generation_config(req)
-        job = GenerationJob(asyncio.get_running_loop(), prompts, config, req.stop_list())
-        enqueue(job)
-        cid, created, name = completion_id(), int(time.time()), req.model or bundle.name
+    async def completions(req: CompletionRequest, request: Request):
+        prompts = reader.read(req)
+        check_max_tokens(req)
+        config = generation_config(req) if req.max_tokens else None
+        want_lp = req.logprobs is not None
         n = req.n
         n_choices = len(prompts) * n
-        prefix = [prompt_texts[c // n] if req.echo else "" for c in range(n_choices)]
-        prompt_tokens = sum(len(p) for p in prompts)
-        want_lp = req.logprobs is not None
+        echoed = await prompt_logprobs(prompts, req.logprobs or 0) if req.echo and want_lp else None
+        job = None
+        if config is not None:
+            job = GenerationJob(asyncio.get_running_loop(), [p.ids for p in prompts], config, req.stop_list())
+            enqueue(job)
+        cid, created, name = completion_id(), int(time.time()), req.model or bundle.name
+        prefix = [prompts[c // n].text if req.echo else "" for c in range(n_choices)]
+        prefix_lp = [echoed[c // n] if echoed else None for c in range(n_choices)]
+        prompt_tokens = sum(len(p.ids) for p in prompts)
 
         if req.stream:
             return StreamingResponse(
-                stream_events(job, cid, created, name, prefix, prompt_tokens, want_lp, n_choices,
+                stream_events(job, cid, created, name, prefix, prefix_lp, prompt_tokens, want_lp, n_choices,
                               bool(req.stream_options and req.stream_options.include_usage)),
                 media_type="text/event-stream",
             )
@@ -195,67 +216,94 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
         lps: list[list[float]] = [[] for _ in range(n_choices)]
         tops: list[list[tuple]] = [[] for _ in range(n_choices)]
         texts: list[str] = [""] * n_choices
-        reasons: list[str | None] = [None] * n_choices
-        try:
-            while True:
-                event = await job.events.get()
-                kind = event[0]
-                if kind == "token":
-                    _, c, _delta, token, lp, top = event
-                    ids[c].append(token)
-                    lps[c].append(lp)
-                    tops[c].append(top)
-                elif kind == "finish":
-                    _, c, reason, _tail, text, n_at_stop = event
-                    texts[c], reasons[c] = text, reason
-                    if n_at_stop is not None:  # a stop string: report the tokens up to it
-                        del ids[c][n_at_stop:], lps[c][n_at_stop:], tops[c][n_at_stop:]
-                elif kind == "error":
-                    raise ApiError(500, f"generation failed: {event[1]}", type_="server_error")
-                else:
-                    break
-        finally:
-            job.cancelled.set()  # a disconnected client stops its rows at the next token
+        reasons: list[str | None] = ["length"] * n_choices
+        stop_tokens: list[tuple | None] = [None] * n_choices
+        if job is not None:
+            watcher = asyncio.create_task(cancel_on_disconnect(request, job))
+            try:
+                while True:
+                    event = await job.events.get()
+                    kind = event[0]
+                    if kind == "token":
+                        _, c, _delta, token, lp, top = event
+                        ids[c].append(token)
+                        lps[c].append(lp)
+                        tops[c].append(top)
+                    elif kind == "finish":
+                        _, c, reason, _tail, text, n_at_stop, stop_token = event
+                        texts[c], reasons[c], stop_tokens[c] = text, reason, stop_token
+                        if n_at_stop is not None:  # a stop string: report the tokens up to it
+                            del ids[c][n_at_stop:], lps[c][n_at_stop:], tops[c][n_at_stop:]
+                    elif kind == "error":
+                        raise ApiError(500, f"generation failed: {event[1]}", type_="server_error")
+                    elif kind == "shutdown":
+                        raise shutting_down()
+                    else:
+                        break
+            finally:
+                watcher.cancel()
+                job.cancelled.set()  # whatever ended this handler, its rows stop at the next token
         choices = []
         for c in range(n_choices):
             logprobs = None
             if want_lp:
-                logprobs = logprobs_object(token_pieces(bundle.decode, ids[c], prompts[c // n]), lps[c],
-                                           tops_as_dicts(tops[c]) if req.logprobs else None, len(prefix[c]))
+                pieces = token_pieces(bundle.decode, ids[c], prompts[c // n].ids)
+                chosen, top = list(lps[c]), list(tops[c])
+                if stop_tokens[c] is not None:  # the end-of-text token: a position, but no text
+                    pieces.append("")
+                    chosen.append(stop_tokens[c][1])
+                    top.append(stop_tokens[c][2])
+                logprobs = logprobs_object(pieces, chosen, reader.tops_as_dicts(top) if req.logprobs else None, len(prefix[c]))
+                if prefix_lp[c] is not None:
+                    logprobs = join_logprobs(prefix_lp[c], logprobs)
             choices.append({"text": prefix[c] + texts[c], "index": c, "logprobs": logprobs, "finish_reason": reasons[c]})
-        return completion_object(cid, name, choices, usage(prompt_tokens, sum(len(x) for x in ids)), created)
+        completion_tokens = sum(len(x) for x in ids) + sum(s is not None for s in stop_tokens)
+        return completion_object(cid, name, choices, usage(prompt_tokens, completion_tokens), created)
 
-    async def stream_events(job: GenerationJob, cid: str, created: int, name: str, prefix: list[str],
-                            prompt_tokens: int, want_lp: bool, n_choices: int, include_usage: bool) -> AsyncIterator[str]:
+    async def stream_events(job: GenerationJob | None, cid: str, created: int, name: str, prefix: list[str],
+                            prefix_lp: list[dict[str, Any] | None], prompt_tokens: int, want_lp: bool,
+                            n_choices: int, include_usage: bool) -> AsyncIterator[str]:
         def chunk(choice: int, text: str, logprobs: Any = None, reason: str | None = None) -> str:
             obj = completion_object(cid, name, [{"text": text, "index": choice, "logprobs": logprobs,
                                                  "finish_reason": reason}], None, created)
             return f"data: {json.dumps(obj)}\n\n"
 
+        def token_logprobs(c: int, piece: str, lp: float, top: tuple) -> dict[str, Any] | None:
+            if not want_lp:
+                return None
+            return logprobs_object([piece], [lp], reader.tops_as_dicts([top]) if top else None, offsets[c])
+
         completion_tokens = 0
         offsets = [len(p) for p in prefix]
         try:
             for c in range(n_choices):
-                if prefix[c]:
-                    yield chunk(c, prefix[c])
-            while True:
+                if prefix[c] or prefix_lp[c]:
+                    yield chunk(c, prefix[c], prefix_lp[c])
+            if job is None:  # max_tokens 0: the echoed prompt is the whole answer
+                for c in range(n_choices):
+                    yield chunk(c, "", None, "length")
+            while job is not None:
                 event = await job.events.get()
                 kind = event[0]
                 if kind == "token":
                     _, c, delta, token, lp, top = event
                     completion_tokens += 1
-                    logprobs = None
-                    if want_lp:
-                        logprobs = logprobs_object([delta], [lp],
-                                                   tops_as_dicts([top]) if top else None, offsets[c])
+                    logprobs = token_logprobs(c, delta, lp, top)
                     offsets[c] += len(delta)
                     if delta or logprobs:
                         yield chunk(c, delta, logprobs)
                 elif kind == "finish":
-                    _, c, reason, tail, _text, _n = event
-                    yield chunk(c, tail, None, reason)
-                elif kind == "error":
-                    yield f"data: {json.dumps(error_body(f'generation failed: {event[1]}', type_='server_error'))}\n\n"
+                    _, c, reason, tail, _text, _n, stop_token = event
+                    logprobs = None
+                    if tail and want_lp:  # held-back text has been counted in no token: say where
+                        offsets[c] += len(tail)
+                    if stop_token is not None:
+                        completion_tokens += 1
+                        logprobs = token_logprobs(c, "", stop_token[1], stop_token[2])
+                    yield chunk(c, tail, logprobs, reason)
+                elif kind in ("error", "shutdown"):
+                    message = f"generation failed: {event[1]}" if kind == "error" else event[1]
+                    yield f"data: {json.dumps(error_body(message, type_='server_error'))}\n\n"
                     return
                 else:
                     break
@@ -264,7 +312,8 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
                 yield f"data: {json.dumps(obj)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            job.cancelled.set()
+            if job is not None:
+                job.cancelled.set()
 
     @app.post("/v1/classify")
     async def classify(req: ClassifyRequest):
@@ -275,23 +324,14 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
             encoded = classifier.encode(req.input)
         except GptkitError as e:
             raise ApiError(400, str(e), param="input") from None
-        job = CallJob(asyncio.get_running_loop(), lambda: classifier.run(encoded))
-        enqueue(job)
-        result = None
-        while True:
-            event = await job.events.get()
-            if event[0] == "result":
-                result = event[1]
-            elif event[0] == "error":
-                raise ApiError(500, f"classification failed: {event[1]}", type_="server_error")
-            else:
-                break
+        result = await run_call(lambda: classifier.run(encoded), "classification")
         return {"object": "list", "model": req.model or bundle.name, "task": classifier.spec.task, "data": result}
 
     return app
 
 
-def load_app(model_dir: str, *, max_queue: int = 64, max_batch: int = 8, device: str = "auto") -> FastAPI:
+def load_app(model_dir: str, *, max_queue: int = 64, max_batch: int = 8, device: str = "auto",
+             max_tokens_limit: int | None = None, api_key: str | None = None) -> FastAPI:
     """An app for a model directory; a fine-tuned task directory also gets /v1/classify."""
     from pathlib import Path
 
@@ -306,5 +346,7 @@ def load_app(model_dir: str, *, max_queue: int = 64, max_batch: int = 8, device:
         if tok.vocab_size > task_model.gpt.config.vocab_size:
             raise GptkitError(f"{directory}: tokenizer and model vocabularies disagree")
         bundle = ModelBundle(task_model.gpt, tok, directory.resolve().name, directory)
-        return create_app(bundle, max_queue=max_queue, max_batch=max_batch, classifier=Classifier(task_model, tok))
-    return create_app(load_bundle(directory, device=device), max_queue=max_queue, max_batch=max_batch)
+        return create_app(bundle, max_queue=max_queue, max_batch=max_batch, classifier=Classifier(task_model, tok),
+                          max_tokens_limit=max_tokens_limit, api_key=api_key)
+    return create_app(load_bundle(directory, device=device), max_queue=max_queue, max_batch=max_batch,
+                      max_tokens_limit=max_tokens_limit, api_key=api_key)

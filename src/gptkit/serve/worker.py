@@ -33,8 +33,10 @@ class Job:
     """A unit of work for the worker plus the channel its events go back through.
 
     Events: ("token", choice, text_delta, token_id, logprob, top) and ("finish", choice, reason,
-    held_back_text, full_text, n_tokens_at_stop_string or None) for generation; ("result", value)
-    for calls; then ("done",) or ("error", message).
+    held_back_text, full_text, n_tokens_at_stop_string or None, stop_token or None) for generation,
+    where stop_token is (token_id, logprob, top) of the end-of-text token that ended the row;
+    ("result", value) for calls; then ("done",), or ("error", message) for a failure and
+    ("shutdown", message) when the server stops before the job is done.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -97,6 +99,7 @@ class Worker:
         self._jobs: deque[Job] = deque()
         self._cv = threading.Condition()
         self._closing = False
+        self._running: list[Job] = []
         self.busy = False
         self.batches_run = 0
         self.largest_batch = 0
@@ -105,17 +108,24 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
+        """Refuse new jobs and end every queued and running one now: the running batch stops at its
+        next token (a generation can be long, and shutdown must not wait for it). Safe to call from a
+        signal handler and more than once."""
         with self._cv:
             self._closing = True
-            pending = list(self._jobs)
+            ended = list(self._jobs) + self._running
             self._jobs.clear()
             self._cv.notify_all()
-        for job in pending:
-            job.post(("error", "the server is shutting down"))
-        for job in pending:
-            job.cancelled.set()
-        self._thread.join(timeout)
+        for job in ended:
+            if not job.cancelled.is_set():
+                job.cancelled.set()
+                job.post(("shutdown", "the server is shutting down"))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     @property
     def queued(self) -> int:
@@ -153,6 +163,7 @@ class Worker:
                 if self._closing:
                     return
                 batch = self._take_batch()
+                self._running = batch
                 self.busy = True
             try:
                 live = [job for job in batch if not job.cancelled.is_set()]
@@ -167,6 +178,8 @@ class Worker:
                 for job in batch:
                     job.post(("error", f"{type(e).__name__}: {e}"))
             finally:
+                with self._cv:
+                    self._running = []
                 self.busy = False
 
     def _generate(self, batch: list[Job]) -> None:
@@ -199,4 +212,6 @@ class Worker:
                 delta, _ = stream.push(event.token)
                 job.post(("token", choice, delta, event.token, event.logprob, event.top))
             else:
-                job.post(("finish", choice, event.reason, stream.finish(), stream.text, stream.n_tokens_at_stop))
+                stop_token = None if event.token is None else (event.token, event.logprob, event.top)
+                job.post(("finish", choice, event.reason, stream.finish(), stream.text, stream.n_tokens_at_stop,
+                          stop_token))

@@ -23,6 +23,22 @@ import torch
 from ..errors import GptkitError
 from ..interop.weights import atomic_write_json, load_safetensors
 from ..model import GPT
+from ..model.config import PRESETS
+from ..options import (
+    OptionError,
+    boolean,
+    check_options,
+    fraction,
+    integer,
+    like,
+    non_negative_int,
+    non_negative_real,
+    option,
+    optional,
+    positive_int,
+    positive_real,
+)
+from ..training.config import TrainConfig
 from .batching import TaskBatch, collate, iterate_batches
 from .metrics import default_metric, task_metrics
 from .model import HEAD_FILE, TaskModel, load_task_model, write_task_model
@@ -34,68 +50,73 @@ from .transforms import EncodedExample, InputTransform, count_truncated
 log = logging.getLogger(__name__)
 
 
+TASKS = ("classification", "entailment", "similarity", "multiple_choice")
+
+
 @dataclass
 class FinetuneConfig:
-    """One fine-tuning run. Defaults are the paper's (SPEC section 4)."""
+    """One fine-tuning run. Defaults are the paper's (SPEC section 4); each field is declared once
+    here (or, for the loop's knobs, in TrainConfig) with its check and help; the CLI reads them."""
 
-    task: str
-    train: str | Path
-    val: str | Path | None = None
-    test: str | Path | None = None
-    out: str | Path = "runs/finetune"
-    init: str | Path | None = None
-    """A pre-training run directory (its `model/` is used) or any model directory with a tokenizer."""
-    no_pretrain: bool = False
-    """Random weights (Table 5 'w/o pre-training'): the shape of `init`, or of `preset`."""
-    preset: str | None = None
-    tokenizer: str | Path | None = None
+    task: str = option(help="task type", choices=TASKS)
+    train: str | Path = option(help="training file (.jsonl, .csv, .tsv, .parquet, or a saved dataset)")
+    val: str | Path | None = option(None, help="validation file: metrics each epoch, best checkpoint kept by the metric")
+    test: str | Path | None = option(None, help="test file, scored once with the best checkpoint")
+    out: str | Path = option("runs/finetune", help="run directory (checkpoints, metrics, best/, summary.json)")
+    init: str | Path | None = option(None, help="pre-training run directory (its model/) or a model directory "
+                                                "with a tokenizer")
+    no_pretrain: bool = option(False, help="random initial weights (Table 5 'w/o pre-training'): the preset's "
+                                           "shape, or init's", check=boolean)
+    preset: str | None = option(None, help="model preset for no_pretrain", choices=(*PRESETS, None))
+    tokenizer: str | Path | None = option(None, help="tokenizer (default: the one in init)")
     columns: dict[str, str] = field(default_factory=dict)
-    regression: bool = False
-    label_base: int = 0
-    lm_coef: float = 0.5
-    transfer_layers: int | None = None
-    """Keep the embeddings and the first N blocks of the pre-trained model; re-initialise the rest."""
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 6.25e-5
-    warmup: float = 0.002
-    """Fraction of the updates spent warming up linearly from 0 (0.2% in the paper)."""
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    clf_pdrop: float = 0.1
-    max_len: int | None = None
-    metric: str | None = None
-    """Validation metric for the best checkpoint (accuracy, f1, matthews, pearson, spearman)."""
-    evals_per_epoch: int = 1
-    eval_batch_size: int = 64
-    max_steps: int | None = None
-    """Override the number of updates (default epochs x batches per epoch)."""
-    seed: int = 42
-    device: str = "cpu"
-    precision: str = "fp32"
-    threads: int | None = None
-    keep_last: int = 1
-    """Recent checkpoints kept besides the best (each evaluation writes one, so a crash loses little)."""
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    regression: bool = option(False, help="real-valued labels, MSE loss (inferred from non-integer labels)",
+                              check=boolean)
+    label_base: int = option(0, help="multiple choice: index of the first candidate in the label column "
+                                     "(Story Cloze: 1)", check=integer)
+    lm_coef: float = option(0.5, help="weight of the auxiliary LM loss (0 = 'w/o aux LM')", check=non_negative_real)
+    transfer_layers: int | None = option(None, help="keep embeddings + the first N pre-trained blocks, "
+                                                    "re-initialise the rest (Figure 2)",
+                                         check=optional(non_negative_int))
+    epochs: float = option(3.0, help="passes over the training file", check=positive_real)
+    batch_size: int = option(32, help="examples per update", check=positive_int)
+    lr: float = option(6.25e-5, help="maximum learning rate", check=positive_real)
+    warmup: float = option(0.002, help="fraction of the updates spent warming up linearly from 0 (paper: 0.2%), "
+                                       "then linear decay to 0", check=fraction)
+    weight_decay: float = option(0.01, help="decoupled weight decay on matrices", check=non_negative_real)
+    grad_clip: float = like(TrainConfig, "grad_clip")
+    clf_pdrop: float = option(0.1, help="dropout before the classifier", check=fraction)
+    max_len: int | None = option(None, help="token budget per sequence (default: the model's n_ctx)",
+                                 check=optional(positive_int))
+    metric: str | None = option(None, help="validation metric that picks the best checkpoint (accuracy; pearson "
+                                           "for regression; also f1, matthews, spearman, loss)")
+    evals_per_epoch: int = option(1, help="validation runs per epoch", check=positive_int)
+    eval_batch_size: int = option(64, help="examples per evaluation batch", check=positive_int)
+    max_steps: int | None = option(None, help="number of updates (overrides epochs)", check=optional(positive_int))
+    seed: int = like(TrainConfig, "seed", 42, help="seed for head init, dropout and shuffling")
+    device: str = like(TrainConfig, "device")
+    precision: str = like(TrainConfig, "precision")
+    parallel: str = like(TrainConfig, "parallel")
+    threads: int | None = option(None, help="torch CPU threads", check=optional(positive_int))
+    keep_last: int = like(TrainConfig, "keep_last", 1, help="recent checkpoints kept besides the best (each "
+                                                           "evaluation writes one, so a crash loses little)")
+    resume: bool = option(False, help="continue the run in out", check=boolean)
+    overwrite: bool = option(False, help="replace the run in out", check=boolean)
+    progress: bool = like(TrainConfig, "progress")
 
     def __post_init__(self) -> None:
         """Contradictory or out-of-range options fail here, before any file is read."""
+        check_options(self)
         if self.no_pretrain and self.transfer_layers is not None:
-            raise GptkitError("--transfer-layers keeps pre-trained blocks; it contradicts --no-pretrain")
+            raise OptionError("FinetuneConfig", "transfer_layers", "keeps pre-trained blocks; it contradicts no_pretrain")
         if self.preset is not None and not self.no_pretrain:
-            raise GptkitError("--preset builds a random model: use it with --no-pretrain (or pass --init alone)")
+            raise OptionError("FinetuneConfig", "preset", "builds a random model: use it with no_pretrain (or pass "
+                                                          "init alone)")
         if self.init is None and not (self.no_pretrain and self.preset is not None):
-            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
-        checks = [("--lm-coef", self.lm_coef >= 0), ("--epochs", self.epochs > 0), ("--batch-size", self.batch_size > 0),
-                  ("--lr", self.lr > 0), ("--warmup", 0 <= self.warmup < 1), ("--clf-pdrop", 0 <= self.clf_pdrop < 1),
-                  ("--max-len", self.max_len is None or self.max_len > 0),
-                  ("--max-steps", self.max_steps is None or self.max_steps > 0),
-                  ("--evals-per-epoch", self.evals_per_epoch > 0)]
-        for flag, ok in checks:
-            if not ok:
-                raise GptkitError(f"{flag} {getattr(self, flag[2:].replace('-', '_'))}: out of range")
+            raise OptionError("FinetuneConfig", "init", "is needed (a model or run directory), or no_pretrain with "
+                                                        "a preset and a tokenizer")
+        if self.resume and self.overwrite:
+            raise OptionError("FinetuneConfig", "resume", "contradicts overwrite; pass one")
 
 
 class EpochBatches:
@@ -140,6 +161,10 @@ class EpochBatches:
         batch = collate([self.examples[i] for i in order], self.pad_id, task=self.task, regression=self.regression)
         # The loop moves tensors in dicts/tuples; a TaskBatch moves itself.
         return batch.to(self.device)
+
+    def count_tokens(self, batch: TaskBatch) -> int:
+        """Real (unpadded) tokens in a batch, for the loop's tokens/s."""
+        return int(batch.mask.sum())
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "n": len(self.examples)}
@@ -264,7 +289,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     Writes RUN_DIR/checkpoints (the loop's), RUN_DIR/model (the last), RUN_DIR/best (the best task
     model directory) and RUN_DIR/summary.json; returns the summary."""
-    from ..training import TrainConfig, build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
+    from ..interop.hf import load_weights_into
+    from ..training import build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
+    from ..training.distributed import apply_parallelism, is_sharded
+    from ..training.sharded import export_view
 
     started = time.time()
     if cfg.threads:
@@ -311,11 +339,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     record.update(origin)
 
     def save_model(directory: Path) -> None:
-        write_task_model(model, tok, directory, extra=record)
+        write_task_model(export_view(model), tok, directory, extra=record)  # FSDP: the gathered copy
 
     def load_model(directory: Path) -> None:
-        loaded = GPT.from_pretrained(directory)
-        model.gpt.load_state_dict(loaded.state_dict())
+        load_weights_into(model.gpt, directory)
         model.head.load_state_dict(load_safetensors(Path(directory) / HEAD_FILE))
 
     metric_key = f"val_{spec.metric}"
@@ -331,6 +358,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         eval_every=eval_every if val_e is not None else 0,
         checkpoint_every=eval_every,
         precision=cfg.precision,
+        parallel=cfg.parallel,
         seed=cfg.seed,
         device=cfg.device,
         best_metric=metric_key if val_e is not None else None,
@@ -338,6 +366,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         progress=cfg.progress,
         keep_last=cfg.keep_last,
     )
+    model = apply_parallelism(model, cfg.parallel, precision=cfg.precision)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = train(
         model, FinetuneObjective(cfg.lm_coef), batches, optimizer, warmup_linear(cfg.lr, warmup, steps), train_config,
@@ -372,8 +401,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         summary["val"] = score(best_model, val_e, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
         if test_e is not None:
             summary["test"] = _score_or_none(best_model, test_e, tok.pad_id, cfg)
-    elif test_e is not None:
-        summary["test"] = _score_or_none(model, test_e, tok.pad_id, cfg)
+    elif test_e is not None:  # a sharded model cannot run on rank 0 alone: score its exported copy
+        scorer = load_task_model(best_dir, device=cfg.device)[0] if is_sharded(model) and best_ckpt else model
+        summary["test"] = _score_or_none(scorer, test_e, tok.pad_id, cfg)
     summary["seconds"] = round(time.time() - started, 2)
     atomic_write_json(out / "summary.json", summary)
     return summary

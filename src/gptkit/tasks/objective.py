@@ -49,20 +49,15 @@ class FinetuneObjective:
     """`(model, batch) -> (loss, metrics)` for the training loop. With lm_coef = 0 the LM head is not
     even run, so the loss is exactly the task loss."""
 
-    def __init__(self, lm_coef: float = 0.5) -> None:
-        if lm_coef < 0:
-            raise ValueError(f"lm_coef must be >= 0, got {lm_coef}")
-        self.lm_coef = lm_coef
+    def __init__(self, lm_coef: float) -> None:
+        self.lm_coef = lm_coef  # checked where it is declared (FinetuneConfig.lm_coef)
 
     def __call__(self, model: TaskModel, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         if batch.labels is None:
             raise ValueError("fine-tuning needs labelled batches")
-        out = model(batch)  # through the wrapper (DDP under torchrun), which syncs the gradients
-        # the wrapper hides the task model's attributes (spec, gpt); the loss reads them on the model itself
-        model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        out = model(batch)  # through the loop's wrapper (DDP under torchrun), which syncs the gradients
         loss_task = task_loss(model, out, batch.labels)
-        # `tokens` (real tokens in the micro-batch) is what the loop's tokens/s and MFU count.
-        metrics = {"task_loss": float(loss_task.detach()), "tokens": float(batch.mask.sum())}
+        metrics = {"task_loss": float(loss_task.detach())}
         if self.lm_coef == 0:
             return loss_task, metrics
         loss_lm = masked_lm_loss(model, out.hidden, batch.ids, batch.mask)

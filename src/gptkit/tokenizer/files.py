@@ -2,7 +2,8 @@
 
 Pairs come in two dialects: HF openai-gpt (`vocab.json` + `merges.txt`, lowercase, `</w>` word ends)
 and GPT-2 (`encoder.json` or `vocab.json` + `vocab.bpe` or `merges.txt`, byte-level). The dialect is
-read from the vocabulary itself: `</w>` entries mean the `gpt1` style, otherwise byte-level.
+read from the vocabulary itself: `</w>` entries mean the `openai-gpt` style (transformers' pipeline
+for those files, so ids match `OpenAIGPTTokenizer`), otherwise byte-level.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def read_pair(vocab_path: Path, merges_path: Path) -> tuple[Tokenizer, str]:
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise GptkitError(f"{vocab_path}: expected a JSON object mapping token strings to integer ids")
     merges = _read_merges(merges_path)
-    style = "gpt1" if any(k.endswith(EOW) for k in vocab) else "bytelevel"
-    if style == "gpt1":
+    style = "openai-gpt" if any(k.endswith(EOW) for k in vocab) else "bytelevel"
+    if style == "openai-gpt":
         # The BPE model needs <unk> inside its own vocabulary. Appending the task specials first, in
         # APPEND_ORDER, keeps the paper's ids (start 40478, delimiter 40479, extract 40480).
         for token in (*APPEND_ORDER, UNK):
@@ -90,3 +91,14 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
     except (OSError, UnicodeDecodeError) as e:
         raise GptkitError(f"{path}: cannot read merges ({e})") from None
     return merges
+
+
+def recorded_style(directory: Path) -> str | None:
+    """The `gpt1-original` style, if tokenizer_config.json beside a tokenizer.json records it: that
+    pipeline runs in Python, so the tokenizers file alone cannot say it (other styles it can)."""
+    try:
+        config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    style = config.get("gptkit_style") if isinstance(config, dict) else None
+    return style if style == "gpt1-original" else None

@@ -27,6 +27,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,21 @@ from ..interop.weights import (
     fsync_dir,
     load_safetensors,
 )
+from ..options import OptionError
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng_state.safetensors"
-TRAINING_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE)
+SHARDED_DIR = "sharded"
+"""An FSDP run's model + optimizer shards, one safetensors file per rank (training.sharded)."""
+TRAINING_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE, SHARDED_DIR)
 RUN_FILE = "run.json"
+MODEL_DIR = "model"
+"""RUN_DIR/model: the newest model alone, for downstream commands."""
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_POINTER, BEST_POINTER = "latest", "best"
 STEP_RE = re.compile(r"^step_(\d+)$")
 FORMAT_VERSION = 1
 
@@ -158,6 +166,7 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: boo
     if occupied and resume:
         if not is_run:
             raise GptkitError(f"{run_dir}: not a gptkit run directory (no {RUN_FILE}); nothing to resume")
+        check_run_kind(run_dir, kind)
         found = CheckpointManager(run_dir).latest()
         if found is None:
             log.warning("%s: no complete checkpoint yet; starting from step 0", run_dir)
@@ -184,7 +193,8 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: boo
 
 
 def check_run_kind(run_dir: Path, kind: str) -> None:
-    """Refuse to resume, say, a fine-tuning run as a pre-training one."""
+    """Refuse to resume, say, a fine-tuning run as a pre-training one (`prepare_run_dir` does this on
+    every resume)."""
     try:
         found = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8")).get("kind")
     except (OSError, json.JSONDecodeError):
@@ -198,7 +208,7 @@ class CheckpointManager:
 
     def __init__(self, run_dir: str | Path, keep_last: int = 3) -> None:
         self.run_dir = Path(run_dir)
-        self.dir = self.run_dir / "checkpoints"
+        self.dir = self.run_dir / CHECKPOINTS_DIR
         self.keep_last = keep_last
 
     # finding ---------------------------------------------------------------------------------------
@@ -215,7 +225,7 @@ class CheckpointManager:
         return sorted(found)
 
     def latest(self) -> Path | None:
-        hint = _read_pointer(self.dir / "latest")
+        hint = _read_pointer(self.dir / LATEST_POINTER)
         if hint is not None and STEP_RE.match(hint) and (self.dir / hint / STATE_FILE).is_file():
             newest = self.complete()
             # the hint can lag a crash between the rename and its update; the scan is the truth
@@ -226,7 +236,7 @@ class CheckpointManager:
         return found[-1][1] if found else None
 
     def best(self) -> Path | None:
-        hint = _read_pointer(self.dir / "best")
+        hint = _read_pointer(self.dir / BEST_POINTER)
         if hint is not None and STEP_RE.match(hint) and (self.dir / hint / STATE_FILE).is_file():
             return self.dir / hint
         return None
@@ -241,15 +251,19 @@ class CheckpointManager:
         tensor_files: dict[str, dict[str, torch.Tensor]],
         *,
         is_best: bool = False,
+        tmp: Path | None = None,
     ) -> Path:
         """Write one checkpoint atomically and return its directory. `tensor_files` maps a file name
-        (e.g. optimizer.safetensors) to its tensors; `state` becomes trainer_state.json, written last."""
+        (e.g. optimizer.safetensors) to its tensors; `state` becomes trainer_state.json, written last.
+        `tmp`: a temporary directory already holding part of the checkpoint (an FSDP run's shards,
+        written there by every rank), committed with the rest."""
         self.dir.mkdir(parents=True, exist_ok=True)
         name = step_dir_name(step)
-        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        if tmp is None:
+            tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
         write_model(tmp)
         for filename, tensors in tensor_files.items():
             atomic_save_safetensors(tensors, tmp / filename)
@@ -260,9 +274,9 @@ class CheckpointManager:
             self._discard(final)
         os.replace(tmp, final)
         fsync_dir(self.dir)
-        atomic_write_bytes(self.dir / "latest", (name + "\n").encode())
+        atomic_write_bytes(self.dir / LATEST_POINTER, (name + "\n").encode())
         if is_best:
-            atomic_write_bytes(self.dir / "best", (name + "\n").encode())
+            atomic_write_bytes(self.dir / BEST_POINTER, (name + "\n").encode())
         self.prune()
         self.export_model(final)
         return final
@@ -277,7 +291,7 @@ class CheckpointManager:
 
     def export_model(self, checkpoint: Path) -> Path:
         """Refresh RUN_DIR/model with the checkpoint's model files (hard links: no extra space)."""
-        target = self.run_dir / "model"
+        target = self.run_dir / MODEL_DIR
         tmp = self.run_dir / f".tmp-model-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -308,23 +322,57 @@ class CheckpointManager:
 
     @staticmethod
     def read_state(checkpoint: Path) -> dict[str, Any]:
-        path = Path(checkpoint) / STATE_FILE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise GptkitError(f"{path}: missing; {checkpoint} is not a complete checkpoint") from None
-        except json.JSONDecodeError as e:
-            raise GptkitError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-            raise GptkitError(f"{path}: unknown checkpoint format {state.get('format') if isinstance(state, dict) else state!r}")
-        return state
+        return read_checkpoint(checkpoint).state
 
     @staticmethod
     def read_tensors(checkpoint: Path, filename: str) -> dict[str, torch.Tensor]:
-        path = Path(checkpoint) / filename
+        return Checkpoint(Path(checkpoint), {}).tensors(filename)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One complete checkpoint directory as read back: its trainer state (parsed once, here) and
+    its tensor files (parsed when asked for, once each by the one caller that needs them)."""
+
+    path: Path
+    state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    def tensors(self, filename: str) -> dict[str, torch.Tensor]:
+        path = self.path / filename
         if not path.is_file():
             raise GptkitError(f"{path}: missing from the checkpoint")
         return load_safetensors(path)
+
+    def require_same(self, owner: str, current: dict[str, Any]) -> None:
+        """Refuse to continue this run with settings that change what it computes: `current` is the
+        caller's `extra_state["recipe"]`, compared with the one the checkpoint saved."""
+        saved = self.state.get("extra", {}).get("recipe", {})
+        for key, value in current.items():
+            if key in saved and saved[key] != value:
+                raise OptionError(owner, key, f"is {value!r} but the run being resumed ({self.path}) used "
+                                              f"{saved[key]!r}; resume with the same settings (or start a new run)")
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """THE reader of a checkpoint's trainer state; a missing or malformed one is a GptkitError."""
+    path = Path(path)
+    state_path = path / STATE_FILE
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GptkitError(f"{state_path}: missing; {path} is not a complete checkpoint") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GptkitError(f"{state_path}: unreadable ({e})") from None
+    except json.JSONDecodeError as e:
+        raise GptkitError(f"{state_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise GptkitError(f"{state_path}: unknown checkpoint format "
+                          f"{state.get('format') if isinstance(state, dict) else state!r}")
+    return Checkpoint(path, state)
 
 
 def _read_pointer(path: Path) -> str | None:

@@ -1,5 +1,10 @@
 """`TrainConfig`: the loop's knobs, one typed dataclass validated at construction and saved in every
-checkpoint's `trainer_state.json`."""
+checkpoint's `trainer_state.json`.
+
+Each field is declared once (`gptkit.options.option`): its default, its check and its help. The
+recipes (`PretrainOptions`, `FinetuneConfig`) and the CLI read these declarations instead of
+repeating them.
+"""
 
 from __future__ import annotations
 
@@ -7,64 +12,83 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import GptkitError
+from ..options import (
+    Check,
+    boolean,
+    check_options,
+    non_negative_int,
+    non_negative_real,
+    option,
+    optional,
+    positive_int,
+)
 
 Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = Precision.__args__
+"""The precision choices, for every option that takes one."""
+Parallel = Literal["ddp", "fsdp"]
+PARALLELS: tuple[str, ...] = Parallel.__args__
+"""How several ranks share the work (training.distributed.apply_parallelism)."""
+
+
+def _device_ok(value: Any) -> bool:
+    import torch
+
+    if not isinstance(value, str):
+        return False
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":  # named but absent would fail deep inside the first .to()
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    return False
+
+
+device_check = Check(_device_ok, "'cpu', or 'cuda' / 'cuda:N' naming a GPU this machine has")
+"""For every `device` option (training, fine-tuning)."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How long and how the generic loop runs; what it optimises is the caller's business."""
 
-    max_steps: int
-    """Number of optimizer updates in the whole run (a resumed run continues up to this)."""
-    grad_accum_steps: int = 1
-    """Micro-batches whose gradients are summed into one update (global batch = micro x accum x ranks)."""
-    grad_clip: float | None = 1.0
-    """Global gradient-norm clip (the released GPT-1 code uses 1.0); None or 0 disables clipping
-    but the norm is still computed, because a non-finite norm must stop the run."""
-    log_every: int = 10
-    """Write a metrics line (and refresh the progress bar's numbers) every this many steps."""
-    eval_every: int = 0
-    """Call the evaluation callback every this many steps (0: only at the end)."""
-    checkpoint_every: int = 0
-    """Save a checkpoint every this many steps (0: only at the end and on SIGTERM/SIGINT)."""
-    keep_last: int = 3
-    """Keep this many most recent checkpoints (the best one by `best_metric` is kept in addition)."""
-    precision: Precision = "fp32"
-    """'bf16' runs forward and loss under torch.autocast(bfloat16); weights and optimizer stay fp32."""
-    compile: bool = False
-    """Run the objective on torch.compile(module)."""
-    seed: int = 1337
-    """Seeds torch, numpy and random at the start of a fresh run (a resumed run restores RNG states)."""
-    device: str = "cpu"
-    """Where the module and batches live: 'cpu', 'cuda', 'cuda:1', ..."""
-    best_metric: str | None = None
-    """An evaluation metric name (e.g. 'val_loss', 'accuracy'): the best checkpoint by it is kept."""
-    best_mode: Literal["min", "max"] = "min"
-    """Whether a smaller or larger `best_metric` is better."""
-    progress: bool = True
-    """Show a tqdm bar on stderr (only on rank 0, and only when stderr is a terminal)."""
+    max_steps: int = option(help="optimizer updates in the whole run (a resumed run continues up to this)",
+                            check=positive_int, flag="steps")
+    grad_accum_steps: int = option(1, help="micro-batches whose gradients are summed into one update "
+                                          "(global batch = micro x accum x ranks)",
+                                   check=positive_int, flag="grad-accum")
+    grad_clip: float | None = option(1.0, help="global gradient-norm clip (the released GPT-1 code uses 1.0; 0 "
+                                               "disables clipping, the norm is still computed to catch NaN)",
+                                     check=optional(non_negative_real))
+    log_every: int = option(10, help="write a metrics line (and refresh the progress bar) every N steps",
+                            check=positive_int)
+    eval_every: int = option(0, help="run the evaluation every N steps (0: only at the end)", check=non_negative_int)
+    checkpoint_every: int = option(0, help="save a checkpoint every N steps (0: only at the end and on "
+                                           "SIGTERM/SIGINT)", check=non_negative_int, flag="save-every")
+    keep_last: int = option(3, help="most recent checkpoints kept (the best one is kept in addition)",
+                            check=positive_int)
+    precision: Precision = option("fp32", help="bf16 runs forward and loss under torch.autocast(bfloat16); "
+                                               "weights and optimizer stay fp32", choices=PRECISIONS)
+    compile: bool = option(False, help="run the model under torch.compile", check=boolean)
+    parallel: Parallel = option("ddp", help="under torchrun: ddp (a model replica per rank, gradients all-reduced) "
+                                            "or fsdp (parameters, gradients and optimizer state sharded over the "
+                                            "ranks; sharded checkpoints); the recipe applies it before building "
+                                            "the optimizer", choices=PARALLELS)
+    seed: int = option(1337, help="seeds torch, numpy and random at the start of a fresh run (a resumed run "
+                                  "restores the RNG states)", check=non_negative_int)
+    device: str = option("cpu", help="where the module and batches live: cpu, cuda, cuda:N", check=device_check)
+    best_metric: str | None = option(None, help="an evaluation metric name (e.g. val_loss, accuracy): the best "
+                                                "checkpoint by it is kept")
+    best_mode: Literal["min", "max"] = option("min", help="whether a smaller or larger best_metric is better",
+                                              choices=("min", "max"))
+    progress: bool = option(True, help="show a tqdm bar on stderr (rank 0, and only when stderr is a terminal)",
+                            check=boolean)
 
     def __post_init__(self) -> None:
-        def positive(name: str, allow_zero: bool = False) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
-                kind = "a non-negative" if allow_zero else "a positive"
-                raise GptkitError(f"TrainConfig.{name} must be {kind} integer, got {value!r}")
-
-        positive("max_steps")
-        positive("grad_accum_steps")
-        positive("log_every")
-        positive("eval_every", allow_zero=True)
-        positive("checkpoint_every", allow_zero=True)
-        positive("keep_last")
-        if self.grad_clip is not None and not self.grad_clip >= 0:
-            raise GptkitError(f"TrainConfig.grad_clip must be >= 0 or None, got {self.grad_clip!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise GptkitError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.best_mode not in ("min", "max"):
-            raise GptkitError(f"TrainConfig.best_mode must be 'min' or 'max', got {self.best_mode!r}")
+        check_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

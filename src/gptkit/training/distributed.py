@@ -29,7 +29,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import GptkitError
-from .ranks import barrier, rank_info
+from .config import PARALLELS
+from .ranks import barrier, is_sharded, rank_info  # noqa: F401  (is_sharded: part of this module's API)
 
 log = logging.getLogger(__name__)
 
@@ -185,30 +186,51 @@ def main_process_first() -> Iterator[None]:
             barrier()
 
 
-def shard_model(model: nn.Module, *, reshard_after_forward: bool = True) -> nn.Module:
-    """FSDP (torch's `fully_shard`): each Transformer block, then the root, gets its parameters
+
+
+def shard_model(model: nn.Module, *, reshard_after_forward: bool = True, precision: str = "fp32") -> nn.Module:
+    """FSDP (torch's `fully_shard`, FSDP2): each Transformer block, then the root, gets its parameters
     sharded across ranks, so a model too large for one device trains on several.
 
     Call before building the optimizer: sharding replaces the parameters by sharded DTensors, and the
     optimizer must hold those. Gradients are reduce-scattered in backward; a DDP wrapper is not
-    needed (and `training.ranks.wrap_for_training` leaves an already-sharded model alone)."""
+    needed (and `training.ranks.wrap_for_training` leaves an already-sharded model alone).
+    precision 'bf16': torch's MixedPrecisionPolicy gathers the parameters in bf16 for forward and
+    backward and reduces gradients in fp32; the sharded master weights and AdamW state stay fp32.
+    Checkpoints of a sharded model are written by every rank (`training.sharded`)."""
     if not dist.is_initialized():
         raise GptkitError("FSDP needs a process group: launch with torchrun")
     try:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     except ImportError:  # torch < 2.6 kept it under _composable
-        from torch.distributed._composable.fsdp import fully_shard
-    blocks = getattr(getattr(model, "transformer", None), "blocks", None)
-    for block in blocks or []:
-        fully_shard(block, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, reshard_after_forward=reshard_after_forward)
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
+    from .sharded import keep_export_twin
+
+    keep_export_twin(model)  # rank 0 writes HF exports from a gathered copy of this structure
+    mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)} \
+        if precision == "bf16" else {}
+    # Every Transformer block is its own unit (gathered just before it runs, freed after): found as
+    # the children of any ModuleList named `blocks`, so a task model (GPT + head) shards the same way.
+    for name, child in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "blocks" and isinstance(child, nn.ModuleList):
+            for block in child:
+                fully_shard(block, reshard_after_forward=reshard_after_forward, **mp)
+    # The root (embeddings, final norm, heads) stays gathered from forward to backward: fine-tuning's
+    # auxiliary LM loss applies the tied embedding to the hidden states after forward has returned.
+    fully_shard(model, reshard_after_forward=False, **mp)
     return model
 
 
-def is_sharded(model: nn.Module) -> bool:
-    """Whether `shard_model` (fully_shard) has been applied to this module."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:
-        from torch.distributed._composable.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
+def apply_parallelism(model: nn.Module, parallel: str, *, precision: str = "fp32") -> nn.Module:
+    """What `--parallel` asks for, applied to a freshly built model (before its optimizer is made).
+
+    'ddp' (default): nothing here; the loop wraps the model in DistributedDataParallel when there are
+    several ranks. 'fsdp': `shard_model`. Outside torchrun (one process) both are the plain model."""
+    if parallel not in PARALLELS:
+        raise GptkitError(f"--parallel {parallel!r}: choose one of {', '.join(PARALLELS)}")
+    if parallel == "fsdp":
+        if not dist.is_initialized():
+            log.warning("--parallel fsdp in a single process (not under torchrun): nothing to shard, plain training")
+            return model
+        return shard_model(model, precision=precision)
+    return model

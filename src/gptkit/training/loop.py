@@ -30,9 +30,11 @@ from ..errors import GptkitError
 from .checkpoint import (
     OPTIMIZER_FILE,
     RNG_FILE,
+    Checkpoint,
     CheckpointManager,
     optimizer_state_from_safetensors,
     optimizer_state_to_safetensors,
+    read_checkpoint,
     rng_state_from_safetensors,
     rng_state_to_safetensors,
 )
@@ -45,11 +47,20 @@ from .ranks import (
     RankInfo,
     any_across_ranks,
     barrier,
+    gather_json,
     gather_tensors,
+    is_sharded,
     maybe_no_sync,
     mean_across_ranks,
     rank_info,
     wrap_for_training,
+)
+from .sharded import (
+    fit_world_size,
+    is_sharded_checkpoint,
+    load_shards,
+    reseed_new_ranks,
+    save_sharded_checkpoint,
 )
 from .signals import StopRequest
 
@@ -66,6 +77,8 @@ class BatchSource(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # Optional: `count_tokens(batch) -> int`, the tokens a batch trains on (for tokens/s and MFU).
 
 
 class NonFiniteError(GptkitError):
@@ -95,7 +108,7 @@ def train(
     config: TrainConfig,
     *,
     run_dir: str | Path | None = None,
-    resume_from: str | Path | None = None,
+    resume_from: str | Path | Checkpoint | None = None,
     save_model: Callable[[Path], None] | None = None,
     load_model: Callable[[Path], None] | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
@@ -111,180 +124,256 @@ def train(
         with the tokenizer; fine-tuning adds its head and task.json.
     evaluate(module) -> metrics: called in eval mode without gradients every `config.eval_every`
         steps and at the end; with `config.best_metric` the best checkpoint by it is kept.
-    flops_per_token / peak_flops: for MFU (peak measured by a matmul probe when not given).
+    flops_per_token / peak_flops: for MFU (peak measured by a matmul probe when not given; the probe
+        draws nothing from the training RNG, so it changes no result).
+    tokens/s counts `batches.count_tokens(batch)` when the batch source has that method.
     on_step(step, metrics): called after every update on every rank (tests, custom logging).
     """
-    ranks = rank_info()
-    main = ranks.is_main
-    device = torch.device(config.device)
-    module.to(device)
-    ckpt = CheckpointManager(run_dir, config.keep_last) if run_dir is not None else None
-    if ckpt is not None and ranks.world_size > 1:
-        from .distributed import is_sharded
-
-        if is_sharded(module):  # its state is spread over the ranks; rank 0 alone cannot write it
-            raise GptkitError("checkpoints of an FSDP-sharded model are not supported yet: train it with "
-                              "run_dir=None and gather its state yourself, or use DDP")
     if save_model is None or load_model is None:
         default_save, default_load = _state_dict_io(module)
         save_model, load_model = save_model or default_save, load_model or default_load
-    metrics_log = MetricsLog(run_dir if main else None)
-    result = TrainResult(step=0, stopped_by=None, last_checkpoint=None, best_checkpoint=None, best_value=None)
-
-    step, tokens_seen = 0, 0
-    best: dict[str, Any] | None = None
+    checkpoint = None
     if resume_from is not None:
-        step, tokens_seen, best = _restore(Path(resume_from), config, ranks, load_model, optimizer, batches)
-        metrics_log.truncate_after(step)
-        result.last_checkpoint = Path(resume_from)
-        log.info("resumed from %s at step %d", resume_from, step)
+        checkpoint = resume_from if isinstance(resume_from, Checkpoint) else read_checkpoint(resume_from)
+        # another world size: the accumulation that keeps the checkpoint's global batch
+        config = fit_world_size(checkpoint.state, config, rank_info(), checkpoint.path)
+    trainer = _Trainer(module, objective, batches, optimizer, schedule, config, run_dir=run_dir,
+                       save_model=save_model, evaluate=evaluate, extra_state=extra_state or {}, on_step=on_step)
+    if checkpoint is not None:
+        trainer.restore(checkpoint, load_model)
     else:
         seed_everything(config.seed)
-    if ckpt is not None and main:
-        ckpt.clean_stale()
-        result.best_checkpoint = ckpt.best()
-    if best is not None:
-        result.best_value = best["value"]
+    trainer.prepare(flops_per_token, peak_flops)
+    return trainer.run()
 
-    if flops_per_token and peak_flops is None:
-        dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
-        peak_flops = measure_matmul_flops(device, dtype)
-        log.info("peak %s matmul on %s: %.1f GFLOP/s (MFU is measured against this)", dtype, device, peak_flops / 1e9)
 
-    train_module = wrap_for_training(module, device)
-    run_module = torch.compile(train_module) if config.compile else train_module
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if config.precision == "bf16" \
-        else contextlib.nullcontext
-    params = [p for p in module.parameters() if p.requires_grad]
-    clip = config.grad_clip if config.grad_clip else float("inf")
+class _Trainer:
+    """The state of one `train()` call and its parts: one update, logging, evaluation, saving."""
 
-    def save(is_best: bool = False) -> Path | None:
-        nonlocal best
-        if ckpt is None:
+    def __init__(self, module: nn.Module, objective: Objective, batches: BatchSource,
+                 optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], config: TrainConfig, *,
+                 run_dir: str | Path | None, save_model: Callable[[Path], None],
+                 evaluate: Callable[[nn.Module], dict[str, float]] | None, extra_state: dict[str, Any],
+                 on_step: Callable[[int, dict[str, float]], None] | None) -> None:
+        self.module, self.objective, self.batches = module, objective, batches
+        self.optimizer, self.schedule, self.config = optimizer, schedule, config
+        self.save_model, self.evaluate, self.extra_state, self.on_step = save_model, evaluate, extra_state, on_step
+        self.ranks = rank_info()
+        self.device = torch.device(config.device)
+        module.to(self.device)
+        self.ckpt = CheckpointManager(run_dir, config.keep_last) if run_dir is not None else None
+        self.sharded = is_sharded(module)  # FSDP: every rank writes its shard of a checkpoint (training.sharded)
+        self.metrics_log = MetricsLog(run_dir if self.ranks.is_main else None)
+        self.result = TrainResult(step=0, stopped_by=None, last_checkpoint=None, best_checkpoint=None, best_value=None)
+        self.step, self.tokens_seen = 0, 0
+        self.best: dict[str, Any] | None = None
+        self.last_saved_step = -1
+        self.count_tokens: Callable[[Any], int] | None = getattr(batches, "count_tokens", None)
+        self.flops_per_token: float | None = None
+        self.peak_flops: float | None = None
+
+    # --- start ------------------------------------------------------------------------------------
+
+    def restore(self, checkpoint: Checkpoint, load_model: Callable[[Path], None]) -> None:
+        self.step, self.tokens_seen, self.best = _restore(checkpoint, self.config, self.ranks, load_model,
+                                                          self.optimizer, self.batches, self.module)
+        self.metrics_log.truncate_after(self.step)
+        self.result.last_checkpoint = checkpoint.path
+        self.result.best_value = self.best["value"] if self.best is not None else None
+        self.last_saved_step = self.step
+        log.info("resumed from %s at step %d", checkpoint.path, self.step)
+
+    def prepare(self, flops_per_token: float | None, peak_flops: float | None) -> None:
+        """Clean up after a killed predecessor, measure the peak for MFU, wrap the module."""
+        if self.ckpt is not None and self.ranks.is_main:
+            self.ckpt.clean_stale()
+            self.result.best_checkpoint = self.ckpt.best()
+        if flops_per_token and peak_flops is None:
+            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
+            peak_flops = measure_matmul_flops(self.device, dtype)
+            log.info("peak %s matmul on %s: %.1f GFLOP/s (MFU is measured against this)", dtype, self.device,
+                     peak_flops / 1e9)
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.train_module = wrap_for_training(self.module, self.device)
+        self.run_module = torch.compile(self.train_module) if self.config.compile else self.train_module
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- the run ----------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        config, main = self.config, self.ranks.is_main
+        self.bar = tqdm(total=config.max_steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr,
+                        disable=not (main and config.progress and sys.stderr.isatty()))
+        self.window_tokens, self.window_time = 0, 0.0
+        try:
+            with StopRequest() as stop:
+                while self.step < config.max_steps:
+                    step_metrics = self.update()
+                    if self.on_step is not None:
+                        self.on_step(self.step, step_metrics)
+                    self.log_step(step_metrics)
+                    is_best = self.maybe_evaluate()
+                    stopping = any_across_ranks(stop.requested, self.device)
+                    due = (config.checkpoint_every and self.step % config.checkpoint_every == 0) \
+                        or self.step == config.max_steps
+                    if due or stopping or is_best:
+                        self.save(is_best)
+                    if stopping:
+                        self.result.stopped_by = stop.signal_name or "another rank"
+                        break
+        finally:
+            self.bar.close()
+            self.metrics_log.close()
+        if self.last_saved_step != self.step and self.ckpt is not None:  # never end without the final state
+            self.save()
+        self.result.step = self.step
+        return self.result
+
+    def update(self) -> dict[str, float]:
+        """One optimizer update over `grad_accum_steps` micro-batches; nothing applied if non-finite."""
+        config, device = self.config, self.device
+        t_start = time.perf_counter()
+        lr = self.schedule(self.step)
+        set_lr(self.optimizer, lr)
+        self.module.train()
+        loss_sum = torch.zeros((), device=device)
+        sums: dict[str, float] = {}
+        n_tokens = 0
+        for micro in range(config.grad_accum_steps):
+            batch = _to_device(self.batches.next_batch(), device)
+            if self.count_tokens is not None:
+                n_tokens += int(self.count_tokens(batch))
+            with maybe_no_sync(self.train_module, micro < config.grad_accum_steps - 1), self.autocast():
+                loss, m = self.objective(self.run_module, batch)
+            (loss / config.grad_accum_steps).backward()
+            loss_sum += loss.detach().float()
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip or float("inf")))
+        loss_value = float(loss_sum) / config.grad_accum_steps
+        if any_across_ranks(not (math.isfinite(loss_value) and math.isfinite(grad_norm)), device):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._non_finite(loss_value, grad_norm, lr)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        n_tokens *= self.ranks.world_size
+        self.tokens_seen += n_tokens
+        self.window_tokens += n_tokens
+        self.window_time += time.perf_counter() - t_start
+        self.bar.update(1)
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                **{k: v / config.grad_accum_steps for k, v in sums.items()}}
+
+    def _non_finite(self, loss_value: float, grad_norm: float, lr: float) -> NonFiniteError:
+        last = self.result.last_checkpoint
+        where = f"the last good checkpoint, {last}, is untouched" if last else "no checkpoint was written"
+        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+        return NonFiniteError(f"step {self.step + 1}: non-finite {what} (loss {loss_value}, grad norm {grad_norm}) "
+                              f"at lr {lr:.3g}; stopped before the optimizer update; {where}")
+
+    def log_step(self, step_metrics: dict[str, float]) -> None:
+        step = self.step
+        if not (step % self.config.log_every == 0 or step == self.config.max_steps or step == 1):
+            return
+        record = {"step": step, **mean_across_ranks(step_metrics, self.device), "tokens_seen": self.tokens_seen}
+        if self.window_time > 0 and self.window_tokens:
+            record["tokens_per_s"] = self.window_tokens / self.window_time
+            if self.flops_per_token and self.peak_flops:
+                record["mfu"] = mfu(self.flops_per_token, record["tokens_per_s"], self.peak_flops)
+        self.window_tokens, self.window_time = 0, 0.0
+        if self.ranks.is_main:
+            self.metrics_log.write(record)
+            self.result.history.append(record)
+            self.bar.set_postfix(_postfix(record), refresh=False)
+
+    def maybe_evaluate(self) -> bool:
+        """Evaluate when due; True when this step is the new best by `config.best_metric`."""
+        config, step = self.config, self.step
+        if self.evaluate is None or not ((config.eval_every and step % config.eval_every == 0)
+                                         or step == config.max_steps):
+            return False
+        self.module.eval()
+        with torch.no_grad(), self.autocast():
+            eval_metrics = mean_across_ranks(dict(self.evaluate(self.module)), self.device)
+        self.module.train()
+        self.result.last_eval = eval_metrics
+        record = {"step": step, **eval_metrics}
+        if self.ranks.is_main:
+            self.metrics_log.write(record)
+            self.result.history.append(record)
+            log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
+        if config.best_metric is None:
+            return False
+        if config.best_metric not in eval_metrics:
+            raise GptkitError(f"best_metric {config.best_metric!r} is not among the evaluation "
+                              f"metrics {sorted(eval_metrics)}")
+        value = float(eval_metrics[config.best_metric])
+        best = self.best
+        better = best is None or (value < best["value"] if config.best_mode == "min" else value > best["value"])
+        if not (better and math.isfinite(value)):
+            return False
+        self.best = {"metric": config.best_metric, "value": value, "step": step}
+        self.result.best_value = value
+        return True
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, is_best: bool = False) -> Path | None:
+        """A collective under DDP: every rank takes part (RNG and sampler states gathered), rank 0
+        writes; under FSDP every rank also writes its shard of the model and optimizer state."""
+        self.last_saved_step = self.step
+        if self.ckpt is None:
             return None
-        path = None
         per_rank = None
-        if ranks.world_size > 1:  # a collective: every rank takes part, rank 0 writes
+        if self.ranks.world_size > 1:
             per_rank = {"torch": gather_tensors(torch.get_rng_state())}
-            if device.type == "cuda":
-                per_rank["cuda"] = gather_tensors(torch.cuda.get_rng_state(device))
-        if main:
-            opt_tensors, opt_meta = optimizer_state_to_safetensors(optimizer)
+            if self.device.type == "cuda":
+                per_rank["cuda"] = gather_tensors(torch.cuda.get_rng_state(self.device))
+            per_rank_batches = gather_json(self.batches.state_dict())
+        path = None
+        if self.sharded:  # every rank writes its shard, then rank 0 commits the checkpoint
+            state, tensor_files = None, None
+            if self.ranks.is_main:
+                rng_tensors, rng_meta = rng_state_to_safetensors(per_rank)
+                state, tensor_files = self.trainer_state({}, rng_meta), {RNG_FILE: rng_tensors}
+                if per_rank is not None:
+                    state["batches_per_rank"] = per_rank_batches
+            path = save_sharded_checkpoint(self.ckpt, self.step, self.module, self.optimizer, self.save_model,
+                                           state, tensor_files, is_best=is_best)
+        elif self.ranks.is_main:
+            opt_tensors, opt_meta = optimizer_state_to_safetensors(self.optimizer)
             rng_tensors, rng_meta = rng_state_to_safetensors(per_rank)
-            state = {
-                "step": step, "tokens_seen": tokens_seen, "world_size": ranks.world_size,
-                "batches": batches.state_dict(), "optimizer": opt_meta, "rng": rng_meta,
-                "schedule": schedule.to_dict() if hasattr(schedule, "to_dict") else repr(schedule),
-                "config": config.to_dict(), "best": best, "extra": extra_state or {},
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            path = ckpt.save(step, save_model, state, {OPTIMIZER_FILE: opt_tensors, RNG_FILE: rng_tensors},
-                             is_best=is_best)
-            result.last_checkpoint = path
+            state = self.trainer_state(opt_meta, rng_meta)
+            if per_rank is not None:
+                state["batches_per_rank"] = per_rank_batches
+            path = self.ckpt.save(self.step, self.save_model, state,
+                                  {OPTIMIZER_FILE: opt_tensors, RNG_FILE: rng_tensors}, is_best=is_best)
+        if self.ranks.is_main:
+            self.result.last_checkpoint = path
             if is_best:
-                result.best_checkpoint = path
+                self.result.best_checkpoint = path
             log.debug("checkpoint %s", path)
         barrier()
         return path
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.max_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=not (main and config.progress and sys.stderr.isatty()))
-    window_tokens, window_time = 0, 0.0
-    last_saved_step = step if resume_from is not None else -1
-    with StopRequest() as stop:
-        while step < config.max_steps:
-            t_start = time.perf_counter()
-            lr = schedule(step)
-            set_lr(optimizer, lr)
-            module.train()
-            loss_sum = torch.zeros((), device=device)
-            sums: dict[str, float] = {}
-            for micro in range(config.grad_accum_steps):
-                batch = _to_device(batches.next_batch(), device)
-                with maybe_no_sync(train_module, micro < config.grad_accum_steps - 1), autocast():
-                    loss, m = objective(run_module, batch)
-                (loss / config.grad_accum_steps).backward()
-                loss_sum += loss.detach().float()
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-            loss_value = float(loss_sum) / config.grad_accum_steps
-            bad = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
-            if any_across_ranks(bad, device):
-                optimizer.zero_grad(set_to_none=True)
-                bar.close()
-                metrics_log.close()
-                where = f"the last good checkpoint, {result.last_checkpoint}, is untouched" if result.last_checkpoint \
-                    else "no checkpoint was written"
-                raise NonFiniteError(
-                    f"step {step + 1}: non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'} "
-                    f"(loss {loss_value}, grad norm {grad_norm}) at lr {lr:.3g}; stopped before the optimizer "
-                    f"update; {where}"
-                )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            n_tokens = int(sums.pop("tokens", 0)) * ranks.world_size
-            tokens_seen += n_tokens
-            window_tokens += n_tokens
-            window_time += time.perf_counter() - t_start
-            bar.update(1)
-
-            step_metrics = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                            **{k: v / config.grad_accum_steps for k, v in sums.items()}}
-            if on_step is not None:
-                on_step(step, step_metrics)
-            if step % config.log_every == 0 or step == config.max_steps or step == 1:
-                record = {"step": step, **mean_across_ranks(step_metrics, device), "tokens_seen": tokens_seen}
-                if window_time > 0 and window_tokens:
-                    record["tokens_per_s"] = window_tokens / window_time
-                    if flops_per_token and peak_flops:
-                        record["mfu"] = mfu(flops_per_token, record["tokens_per_s"], peak_flops)
-                window_tokens, window_time = 0, 0.0
-                if main:
-                    metrics_log.write(record)
-                    result.history.append(record)
-                    bar.set_postfix(_postfix(record), refresh=False)
-
-            is_best = False
-            if evaluate is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.max_steps):
-                module.eval()
-                with torch.no_grad(), autocast():
-                    eval_metrics = mean_across_ranks(dict(evaluate(module)), device)
-                module.train()
-                result.last_eval = eval_metrics
-                record = {"step": step, **eval_metrics}
-                if main:
-                    metrics_log.write(record)
-                    result.history.append(record)
-                    log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
-                if config.best_metric is not None:
-                    if config.best_metric not in eval_metrics:
-                        raise GptkitError(f"best_metric {config.best_metric!r} is not among the evaluation "
-                                          f"metrics {sorted(eval_metrics)}")
-                    value = float(eval_metrics[config.best_metric])
-                    better = best is None or (value < best["value"] if config.best_mode == "min" else value > best["value"])
-                    if better and math.isfinite(value):
-                        best = {"metric": config.best_metric, "value": value, "step": step}
-                        result.best_value = value
-                        is_best = True
-
-            stopping = any_across_ranks(stop.requested, device)
-            due = (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps
-            if due or stopping or is_best:
-                save(is_best)
-                last_saved_step = step
-            if stopping:
-                result.stopped_by = stop.signal_name or "another rank"
-                break
-    bar.close()
-    metrics_log.close()
-    if last_saved_step != step and ckpt is not None:  # defensive: never end without the final state
-        save()
-    result.step = step
-    return result
+    def trainer_state(self, opt_meta: dict, rng_meta: dict) -> dict[str, Any]:
+        """trainer_state.json: everything besides tensors that a resume needs, and what made the run."""
+        schedule = self.schedule
+        return {
+            "step": self.step, "tokens_seen": self.tokens_seen, "world_size": self.ranks.world_size,
+            "batches": self.batches.state_dict(), "optimizer": opt_meta, "rng": rng_meta,
+            "schedule": schedule.to_dict() if hasattr(schedule, "to_dict") else repr(schedule),
+            "config": self.config.to_dict(), "best": self.best, "extra": self.extra_state,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
 
 
 def seed_everything(seed: int) -> None:
@@ -293,23 +382,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _restore(path: Path, config: TrainConfig, ranks: RankInfo, load_model: Callable[[Path], None],
-             optimizer: torch.optim.Optimizer, batches: BatchSource) -> tuple[int, int, dict | None]:
-    state = CheckpointManager.read_state(path)
-    saved_world = state.get("world_size", 1)
-    if saved_world != ranks.world_size:
-        raise GptkitError(f"{path}: written by {saved_world} process(es), resumed with {ranks.world_size}; resume "
-                          f"with the same world size (the data order depends on it)")
+def _restore(checkpoint: Checkpoint, config: TrainConfig, ranks: RankInfo, load_model: Callable[[Path], None],
+             optimizer: torch.optim.Optimizer, batches: BatchSource, module: nn.Module) -> tuple[int, int, dict | None]:
+    """Load a checkpoint written by any number of processes (`config` already fitted to keep its
+    global batch: `sharded.fit_world_size`)."""
+    state, path = checkpoint.state, checkpoint.path
+    same_world = state.get("world_size", 1) == ranks.world_size
     saved_cfg = state.get("config", {})
     for key in ("grad_accum_steps", "precision", "seed"):
-        if key in saved_cfg and saved_cfg[key] != getattr(config, key):
+        if same_world and key in saved_cfg and saved_cfg[key] != getattr(config, key):
             log.warning("resuming with %s=%r (the checkpoint used %r): the run will not match an "
                         "uninterrupted one", key, getattr(config, key), saved_cfg[key])
-    load_model(path)
-    optimizer_state_from_safetensors(optimizer, CheckpointManager.read_tensors(path, OPTIMIZER_FILE),
-                                     state["optimizer"], path)
-    batches.load_state_dict(state["batches"])
-    rng_state_from_safetensors(CheckpointManager.read_tensors(path, RNG_FILE), state["rng"], ranks.rank)
+    if is_sharded_checkpoint(path):  # DCP shards: any world size, into a sharded or a plain model
+        load_shards(path, module, optimizer, state["optimizer"])
+    elif is_sharded(module):
+        raise GptkitError(f"{path}: written by a DDP or single-process run; resume it without FSDP "
+                          f"(--parallel ddp), or start the FSDP run afresh")
+    else:
+        load_model(path)
+        optimizer_state_from_safetensors(optimizer, checkpoint.tensors(OPTIMIZER_FILE), state["optimizer"], path)
+    per_rank = state.get("batches_per_rank")
+    batches.load_state_dict(per_rank[ranks.rank] if same_world and per_rank else state["batches"])
+    rng_state_from_safetensors(checkpoint.tensors(RNG_FILE), state["rng"], ranks.rank)
+    if not same_world:
+        reseed_new_ranks(state, config, ranks)
     return int(state["step"]), int(state.get("tokens_seen", 0)), state.get("best")
 
 

@@ -20,8 +20,11 @@ def measure_matmul_flops(device: str | torch.device = "cpu", dtype: torch.dtype 
                          size: int = 1024, seconds: float = 0.3) -> float:
     """FLOP/s of a square matmul (best of a few timed runs of about `seconds` in all)."""
     device = torch.device(device)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    # Its own generator: drawing from the global one would shift every later dropout mask and make a
+    # run depend on whether the probe ran (with --peak-flops it does not) and a resume inexact.
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
 
     def sync() -> None:
         if device.type == "cuda":

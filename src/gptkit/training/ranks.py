@@ -8,8 +8,10 @@ process and cost nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,6 +70,15 @@ def gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
     return [x.cpu() for x in out]
 
 
+def gather_json(value: Any) -> list[Any]:
+    """Every rank's JSON-serialisable value, in rank order (per-rank data-sampler states)."""
+    if not _dist_ready() or torch.distributed.get_world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, json.dumps(value))  # JSON text: nothing but data crosses
+    return [json.loads(x) for x in out]
+
+
 def barrier() -> None:
     if _dist_ready():
         torch.distributed.barrier()
@@ -78,14 +89,32 @@ def wrap_for_training(module: nn.Module, device: torch.device) -> nn.Module:
     averaged across ranks inside backward(); `no_sync` skips that on accumulation micro-steps."""
     if not _dist_ready() or torch.distributed.get_world_size() == 1:
         return module
-    from .distributed import is_sharded
-
     if is_sharded(module):  # FSDP (distributed.shard_model) already reduces gradients itself
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+    return _TransparentDDP(module, device_ids=device_ids)
+
+
+class _TransparentDDP(nn.parallel.DistributedDataParallel):
+    """DDP whose wrapped module's attributes (a task model's `spec`, `gpt`) read through, as they do
+    through torch.compile's wrapper, so objectives never unwrap the module themselves."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":  # not set yet (inside __init__)
+                raise
+            return getattr(self.module, name)
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Whether torch's `fully_shard` (FSDP2, `distributed.shard_model`) has been applied to this module."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6 kept it under _composable
+        from torch.distributed._composable.fsdp import FSDPModule
+    return isinstance(module, FSDPModule)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,138 @@
+"""What the server refuses and how it ends: parameter validation (non-finite numbers, ranges, the
+max_tokens cap), invalid Unicode, an API key, a vanished client, and SIGTERM in mid-generation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+from gptkit.cli import main  # noqa: E402
+from gptkit.serve import load_app  # noqa: E402
+from test_generation_cli import make_model_dir  # noqa: E402
+from test_serve import Server, slow_server, start_cli_server, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("limits") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    with Server(load_app(str(model_dir), device="cpu")) as s:
+        yield s
+
+
+def raw(server: Server, body: bytes | str, key: str | None = None) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    return httpx.post(f"{server.url}/v1/completions", content=body, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize("body, param", [
+    ('{"prompt": "x", "temperature": NaN}', "temperature"),
+    ('{"prompt": "x", "temperature": Infinity}', "temperature"),
+    ('{"prompt": "x", "top_p": NaN}', "top_p"),
+    ('{"prompt": "x", "top_p": -Infinity}', "top_p"),
+    ('{"prompt": "x", "top_p": 1.01}', "top_p"),
+    ('{"prompt": "x", "repetition_penalty": Infinity}', "repetition_penalty"),
+    ('{"prompt": "x", "presence_penalty": NaN}', "presence_penalty"),
+    ('{"prompt": "x", "seed": 100000000000000000000000000}', "seed"),
+    ('{"prompt": "x", "max_tokens": 1000000000}', "max_tokens"),  # above the cap (n_ctx = 64)
+    ('{"prompt": "x", "max_tokens": 65}', "max_tokens"),
+    ('{"prompt": "x", "max_tokens": 0}', "max_tokens"),  # 0 only with echo
+    ('{"prompt": "x", "stop": ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q"]}', "stop"),
+    ('{"prompt": "\\ud800"}', "prompt"),  # a lone surrogate: not text a tokenizer can read
+    ('{"prompt": ["fine", "bad \\udfff here"]}', "prompt"),
+    ('{"prompt": "x", "stop": ["\\ud83d"]}', "stop"),
+])
+def test_invalid_parameters_are_400_in_openai_shape(server, body, param):
+    r = raw(server, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]
+
+
+def test_valid_edges_still_work(server):
+    assert raw(server, '{"prompt": "x", "max_tokens": 64, "temperature": 0}').status_code == 200
+    r = raw(server, '{"prompt": "caf\\u00e9 \\ud83d\\ude00", "max_tokens": 2}')  # a proper surrogate pair
+    assert r.status_code == 200, r.text
+
+
+def test_api_key_is_required_as_a_bearer_token(model_dir):
+    with Server(load_app(str(model_dir), device="cpu", api_key="sekret-key")) as server:
+        check_api_key(server)
+
+
+def check_api_key(server: Server) -> None:
+    assert raw(server, '{"prompt": "x", "max_tokens": 2}', key=None).status_code == 401
+    wrong = raw(server, '{"prompt": "x", "max_tokens": 2}', key="guess")
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="guess", max_retries=0).completions.create(
+            model="m", prompt="x", max_tokens=2)
+    good = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sekret-key")
+    assert good.completions.create(model="m", prompt="the", max_tokens=2).choices[0].text is not None
+    assert [m.id for m in good.models.list().data]
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200  # probes need no key
+
+
+@pytest.mark.parametrize("flag", ["--temperature", "--top-p", "--repetition-penalty"])
+def test_generate_refuses_non_finite_sampling_values(model_dir, capsys, flag):
+    assert main(["generate", str(model_dir), "the", flag, "nan"]) == 2  # was: exit 0, nothing printed
+    assert f"{flag} must be a finite number" in capsys.readouterr().err
+
+
+def test_non_streaming_client_that_leaves_stops_its_generation(model_dir):
+    with slow_server(model_dir, max_queue=4, max_batch=1, delay=0.02, max_tokens_limit=10_000) as s:
+        body = {"prompt": "the", "max_tokens": 10_000, "temperature": 0}  # minutes of work at this pace
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{s.url}/v1/completions", json=body, timeout=1.0)
+        t0 = time.time()
+        wait_for(s.url, lambda h: not h["busy"], timeout=10)
+        assert time.time() - t0 < 5
+        r = httpx.post(f"{s.url}/v1/completions", json={"prompt": "a", "max_tokens": 2}, timeout=10)
+        assert r.status_code == 200  # the next request is answered at once
+
+
+def test_sigterm_mid_generation_exits_143_within_seconds(model_dir):
+    env = {**os.environ, "GPTKIT_API_KEY": "from-env", "OMP_NUM_THREADS": "1"}
+    proc, url = start_cli_server(model_dir, "--max-tokens-limit", "1000000", "--device", "cpu", env=env)
+    auth = {"authorization": "Bearer from-env"}
+    try:
+        assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401  # the key came from the env
+        answer: dict = {}
+
+        def long_request() -> None:  # a million tokens: far longer than the test
+            try:
+                answer["r"] = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 1_000_000},
+                                         headers=auth, timeout=60)
+            except httpx.TransportError as e:
+                answer["r"] = e
+
+        t = threading.Thread(target=long_request)
+        t.start()
+        wait_for(url, lambda h: h["busy"], timeout=30)
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=15)
+        took = time.time() - t0
+        t.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 143 and took < 5, (rc, took, proc.stdout.read()[-2000:])
+    r = answer["r"]  # the running request is told, not left hanging
+    assert isinstance(r, httpx.TransportError) or r.status_code == 503
