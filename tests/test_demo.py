@@ -7,11 +7,14 @@ import random
 from collections import Counter
 
 import pytest
+import torch
 
 from gptkit.baseline import BaselineConfig, run_baselines
 from gptkit.builtin_data import fetch_many, local_folder_downloader, read_jsonl
-from gptkit.cli import main
+from gptkit.cli import build_parser, main
 from gptkit.demo.pipeline import _opinion_documents
+from gptkit.demo.settings import PROFILES, get_profile
+from gptkit.model import GPT, GPTConfig
 from test_builtin_data import make_fake_archives
 
 
@@ -135,3 +138,18 @@ def test_opinion_documents_keep_every_copy_of_a_sentence_in_one_document():
         assert len(lines) == 3 * len(set(lines)) and Counter(lines).most_common(1)[0][1] == 3
     assert sorted({line for d in docs for line in d.split("\n")}) == sorted(sentences)
     assert _opinion_documents(sentences, 1, random.Random(0))[0].split("\n") == sentences[:64]
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_builds_its_model_and_fits_its_inputs(name):
+    """Construction only (the large profile is for a GPU or many cores): the model builds, fine-tuning
+    inputs fit its context, and the CLI selects the profile."""
+    s = get_profile(name)
+    config = GPTConfig(vocab_size=s.vocab_size, **s.model)
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        n = GPT(config).num_parameters()
+    assert max(s.sentiment_max_len, s.topic_max_len) <= config.n_ctx
+    assert s.precision in ("auto", "fp32", "bf16") and s.pretrain_warmup < s.pretrain_steps
+    assert build_parser().parse_args(["demo", "--profile", name]).profile == name
+    if name == "large":
+        assert config.n_embd == 512 and config.n_ctx == 512 and n > 20e6 and s.train_limit is None

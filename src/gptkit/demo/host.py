@@ -47,11 +47,15 @@ def _step_seconds(config, batch: int, precision: str, steps: int = 3) -> float:
     return best
 
 
-def probe_host(precision: str, config, batch: int, device: str = "cpu") -> dict[str, Any]:
-    """Ceilings in GFLOP/s and the precision to use (`precision` unless it is 'auto')."""
+def probe_host(precision: str, config, batch: int) -> dict[str, Any]:
+    """The device (a CUDA GPU when there is one, else the CPU), its ceilings in GFLOP/s and the
+    precision to use (`precision` unless it is 'auto')."""
     from ..training.perf import measure_matmul_flops
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     out: dict[str, Any] = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "fp32_gflops": round(measure_matmul_flops(device, torch.float32) / 1e9, 1),
         "bf16_gflops": round(measure_matmul_flops(device, torch.bfloat16) / 1e9, 1),
@@ -61,7 +65,7 @@ def probe_host(precision: str, config, batch: int, device: str = "cpu") -> dict[
         out["precision"], out["reason"] = precision, "set by the profile"
         return out
     if device != "cpu":
-        out["precision"], out["reason"] = "bf16", "an accelerator"
+        out["precision"], out["reason"] = "bf16", "a GPU"
         return out
     fp32, bf16 = (_step_seconds(config, batch, p) for p in ("fp32", "bf16"))
     out["step_seconds"] = {"fp32": round(fp32, 4), "bf16": round(bf16, 4)}

@@ -166,9 +166,13 @@ class Demo:
         return write_report(self, outputs)
 
     @property
+    def host(self) -> dict[str, Any]:
+        """What the host probe found: the device and the precision (fp32 or bf16) every training stage uses."""
+        return json.loads(self.marker("host").read_text(encoding="utf-8"))
+
+    @property
     def precision(self) -> str:
-        """The precision the host probe chose (fp32 or bf16), used by every training stage."""
-        return json.loads(self.marker("host").read_text(encoding="utf-8"))["precision"]
+        return self.host["precision"]
 
     # --- stages --------------------------------------------------------------------------------------
     def stage_host(self) -> dict[str, Any]:
@@ -275,7 +279,8 @@ class Demo:
         config = GPTConfig(vocab_size=tok.vocab_size, **s.model)
         config_path = self.out / "model_config.json"
         _write_json(config_path, config.to_dict())
-        loop = pretrain_loop(max_steps=s.pretrain_steps, precision=self.precision, eval_every=s.eval_every,
+        loop = pretrain_loop(max_steps=s.pretrain_steps, precision=self.precision, device=self.host["device"],
+                             eval_every=s.eval_every,
                              checkpoint_every=max(1, s.pretrain_steps // 4),
                              log_every=max(1, min(10, s.pretrain_steps // 20)), seed=s.seed, progress=self.progress)
         opts = PretrainOptions(
@@ -307,7 +312,7 @@ class Demo:
             out=run_dir, init=self.run_dir("pretrain"), no_pretrain=init == "scratch", lm_coef=s.lm_coef,
             epochs=s.finetune_epochs, batch_size=s.finetune_batch, lr=s.finetune_lr,
             max_len=s.sentiment_max_len if task == "sentiment" else s.topic_max_len,
-            evals_per_epoch=s.evals_per_epoch, seed=s.seed, precision=self.precision,
+            evals_per_epoch=s.evals_per_epoch, seed=s.seed, precision=self.precision, device=self.host["device"],
             resume=run_dir.exists(), progress=self.progress,
         )
         summary = finetune(cfg)

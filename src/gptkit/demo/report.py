@@ -153,7 +153,7 @@ def format_table(results: dict[str, Any]) -> str:
     order = cfg.get("block_order", "post_ln")
     lines = [
         f"gptkit demo ({results['profile']} profile), {_fmt_seconds(results['total_seconds'])} on {results['machine']}",
-        f"host: matmul ceilings {host['fp32_gflops']:,.0f} GFLOP/s fp32, {host['bf16_gflops']:,.0f} GFLOP/s bf16 "
+        f"host: {host.get('device_name', 'cpu')}, matmul ceilings {host['fp32_gflops']:,.0f} GFLOP/s fp32, {host['bf16_gflops']:,.0f} GFLOP/s bf16 "
         f"({host['threads']} threads); precision {host['precision']} ({host['reason']})",
         f"model: GPT ({order.replace('_', '-').replace('ln', 'LN')} blocks"
         + (" (GPT-2's order; GPT-1's post-LN trained worse at this budget, see docs/demo.md)" if order == "pre_ln" else "")

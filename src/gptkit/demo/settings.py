@@ -83,6 +83,15 @@ PROFILES: dict[str, DemoSettings] = {
         finetune_epochs=3.0, train_limit=2000, sentiment_max_len=64, topic_max_len=64, evals_per_epoch=1,
         samples=3, sample_tokens=32,
     ),
+    # For a GPU or a many-core machine: a model the size of GPT-1's width with 6 layers, long inputs,
+    # every labelled example. Untimed on the 2-core development machine (tested for construction only).
+    "large": DemoSettings(
+        profile="large", vocab_size=16384,
+        model={"n_ctx": 512, "n_embd": 512, "n_layer": 6, "n_head": 8, "block_order": "pre_ln"},
+        pretrain_steps=5000, pretrain_batch=32, pretrain_lr=3e-4, pretrain_warmup=500, eval_every=500,
+        eval_windows=256, finetune_epochs=3.0, finetune_lr=1e-4, train_limit=None,
+        sentiment_max_len=128, topic_max_len=512, evals_per_epoch=2, samples=4, sample_tokens=64,
+    ),
     "test": DemoSettings(
         profile="test", vocab_size=300, model={"n_ctx": 32, "n_embd": 32, "n_layer": 1, "n_head": 2},
         pretrain_steps=6, pretrain_batch=4, pretrain_warmup=1, val_fraction=0.1, eval_every=3, eval_windows=4,
