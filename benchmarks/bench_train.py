@@ -1,9 +1,11 @@
 """Training throughput: gptkit vs transformers' OpenAIGPTLMHeadModel, against this machine's ceilings.
 
 One command measures, in the same run, the fp32 and bf16 matmul ceilings and then, for each preset,
-one training step (forward, cross-entropy on the flattened logits, backward, AdamW step) in fp32 and
-in bf16 autocast, eager and (with --compile) torch.compile'd, for gptkit's GPT and for transformers'
-GPT-1 on the same config. Each configuration runs in its own subprocess so that peak memory (the RSS
+one training step (forward, LM loss, backward, clipping, fused AdamW step) in fp32 and in bf16, eager
+and (with --compile) torch.compile'd, for gptkit's GPT as its loop runs it (bf16 weights cast once
+per forward, chunked head loss), for gptkit's model with the step it had before issue #12
+(`gptkit-legacy`: autocast, full logits) and for transformers' GPT-1 on the same config (autocast,
+full logits). Each configuration runs in its own subprocess so that peak memory (the RSS
 high-water mark) belongs to that configuration alone.
 
     python benchmarks/bench_train.py                      # small + gpt1, fp32 + bf16, eager
@@ -47,7 +49,7 @@ def build(impl: str, preset_name: str, dropout: bool) -> tuple[torch.nn.Module, 
     if not dropout:
         config = config.replace(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
     torch.manual_seed(0)
-    if impl == "gptkit":
+    if impl.startswith("gptkit"):
         model = GPT(config)
     else:
         from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
@@ -86,21 +88,42 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, V, (B, T + 1), generator=g)
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-    autocast_dtype = DTYPES[dtype_name]
-
     forward = torch.compile(model) if spec["compile"] else model
+    if impl == "gptkit":
+        # gptkit's step as the loop runs it: bf16 = bf16 casts of the fp32 master weights made once per
+        # forward (training/precision.py), the chunked head loss (model/loss.py), no B x T x V logits.
+        from gptkit.training.precision import MixedPrecision
+
+        policy = MixedPrecision(model, dtype_name, "cpu")
+
+        def forward_loss() -> torch.Tensor:
+            with policy.forward():
+                return forward(x, targets=y)
+    else:
+        # the pre-#12 step (gptkit-legacy) and transformers' own way: autocast, full logits, fp32 loss
+        autocast_dtype = DTYPES[dtype_name]
+
+        def forward_loss() -> torch.Tensor:
+            with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                out = forward(x)
+                logits = out if impl == "gptkit-legacy" else out.logits
+                return F.cross_entropy(logits.float().view(-1, V), y.view(-1))
 
     def step() -> float:
-        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            out = forward(x)
-            logits = out if impl == "gptkit" else out.logits
-            loss = F.cross_entropy(logits.float().view(-1, V), y.view(-1))  # as gptkit's lm_objective
+        loss = forward_loss()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
+    if spec.get("profile"):
+        step()
+        step()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40)
+        print(f"--- profile of one step: {impl} {preset_name} {dtype_name} ---\n{table}", file=sys.stderr)
     t0 = time.perf_counter()
     first_loss = step()  # warm-up: allocator, oneDNN primitives, compilation
     warmup_s = time.perf_counter() - t0
@@ -144,7 +167,8 @@ def allocator_path(name: str) -> str | None:
                      f"{'libjemalloc2' if name == 'jemalloc' else 'libtcmalloc-minimal4'})")
 
 
-def run_in_subprocess(spec: dict[str, Any], timeout: float, preload: str | None) -> dict[str, Any]:
+def run_in_subprocess(spec: dict[str, Any], timeout: float, preload: str | None,
+                      show_stderr: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
     env = dict(os.environ)
     if preload:
@@ -153,6 +177,8 @@ def run_in_subprocess(spec: dict[str, Any], timeout: float, preload: str | None)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    if show_stderr:
+        print(proc.stderr, file=sys.stderr)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {**spec, "error": f"exit {proc.returncode}: {tail}"}
@@ -171,6 +197,7 @@ COLUMNS = [
     ("gflops", "GFLOP/s", ".1f"),
     ("mfu", "MFU", ".1%"),
     ("vs_hf", "vs HF", ".2f"),
+    ("vs_hf_fp32", "vs HF fp32", ".2f"),
     ("peak_rss_mib", "peak RSS MiB", ".0f"),
 ]
 
@@ -178,12 +205,16 @@ COLUMNS = [
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", default="small,gpt1", help="comma-separated presets (default small,gpt1)")
-    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
     p.add_argument("--steps", type=int, default=3, help="timed steps per configuration (best is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     p.add_argument("--batch", type=int, default=None, help="override the batch size of every preset")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd gptkit (slow to compile)")
     p.add_argument("--no-hf", action="store_true", help="skip transformers' model")
+    p.add_argument("--no-legacy", action="store_true",
+                   help="skip gptkit-legacy (gptkit's model with the pre-#12 step: autocast, full logits)")
+    p.add_argument("--profile", action="store_true",
+                   help="print torch.profiler's per-op breakdown of one step of each configuration (stderr)")
     p.add_argument("--allocators", default="default",
                    help="comma-separated malloc for the workers: default (glibc), jemalloc, tcmalloc (LD_PRELOAD)")
     p.add_argument("--no-dropout", action="store_true",
@@ -229,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in dtypes:
             for alloc in allocators:
                 impls = [("gptkit", False)] + ([("gptkit", True)] if args.compile else [])
+                impls += [] if args.no_legacy else [("gptkit-legacy", False)]
                 impls += [] if args.no_hf else [("hf", False)]
                 plan.append([(name, dtype, alloc, impl, compiled) for impl, compiled in impls])
 
@@ -238,10 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, dtype, alloc, impl, compiled in group:
                 spec = {"impl": impl, "preset": name, "dtype": dtype, "compile": compiled, "steps": steps,
                         "warmup": args.warmup, "batch": args.batch, "dropout": not args.no_dropout,
-                        "threads": args.threads}
+                        "threads": args.threads, "profile": args.profile}
                 print(f"  [{round_ + 1}/{args.rounds}] {name} {impl} {dtype} {'compiled' if compiled else 'eager'} "
                       f"{alloc}...", file=sys.stderr)
-                r = run_in_subprocess(spec, args.timeout, preloads[alloc])
+                r = run_in_subprocess(spec, args.timeout, preloads[alloc], show_stderr=args.profile)
                 r.update(mode="compiled" if compiled else "eager", allocator=alloc)
                 key = (name, dtype, alloc, impl, compiled)
                 prev = best.get(key)
@@ -270,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             if hf is not None and "error" not in r:
                 r["vs_hf"] = r["tokens_per_s"] / hf["tokens_per_s"]
         rows.extend(group_rows)
+    for r in rows:  # the issue's yardstick for bf16: transformers' fp32 step on the same preset
+        hf32 = next((h for h in rows if h["impl"] == "hf" and h["dtype"] == "fp32" and h["preset"] == r["preset"]
+                     and h.get("allocator") == r.get("allocator") and "error" not in h), None)
+        if hf32 is not None and "error" not in r:
+            r["vs_hf_fp32"] = r["tokens_per_s"] / hf32["tokens_per_s"]
 
     probes.append({"fp32": common.matmul_ceiling(torch.float32), "bf16": common.matmul_ceiling(torch.bfloat16)})
     ceilings = {d: max(p[d] for p in probes) for d in ("fp32", "bf16")}
@@ -277,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         if "gflops" in r:
             r["mfu"] = r["gflops"] / ceilings[r["dtype"]]
 
+    print(f"host: {common.machine_info()['cpu']} ({os.cpu_count()} cores, torch {torch.__version__})")
     print(f"ceilings: fp32 matmul {ceilings['fp32']:.0f} GFLOP/s, bf16 matmul {ceilings['bf16']:.0f} GFLOP/s, "
           f"copy {copy_gbs:.1f} GB/s ({torch.get_num_threads()} threads); "
           f"dropout {'off' if args.no_dropout else 'on (0.1, as the paper)'}")

@@ -39,8 +39,10 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def make_fake_archives(folder: Path, *, n_articles: int = 60, n_reviews: int = 80, seed: int = 0) -> dict:
-    """Tiny archives with the real files' names and layouts; returns a registry whose sha256s match them."""
+def make_fake_archives(folder: Path, *, n_articles: int = 60, n_reviews: int = 80, seed: int = 0,
+                       sentences: int = 1) -> dict:
+    """Tiny archives with the real files' names and layouts; returns a registry whose sha256s match them.
+    `sentences`: sentences per Wikipedia lead (the derived tasks need several)."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     words = "the king queen lord speak night day love war crown sword heart".split()
@@ -55,7 +57,11 @@ def make_fake_archives(folder: Path, *, n_articles: int = 60, n_reviews: int = 8
     for i in range(n_articles):
         topic = list(TOPICS)[i % 3] if i % 10 else "Uncategorized"
         topic_words = TOPICS.get(topic, "thing").split()
-        text = " ".join(rng.choice(topic_words + words[:3]) for _ in range(20)) + "."
+        if sentences == 1:
+            text = " ".join(rng.choice(topic_words + words[:3]) for _ in range(20)) + "."
+        else:
+            text = " ".join(" ".join(rng.choice(topic_words + words[:3]) for _ in range(8)).capitalize() + "."
+                            for _ in range(sentences))
         articles[f"Article {i}"] = {"title": f"Article {i}", "extract": text, "description": "", "topic": topic}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:

@@ -51,10 +51,19 @@ def _compiled_or_skip(precision: str) -> list[float]:
         raise
 
 
+def _compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def test_compiled_training_matches_eager() -> None:
     _require_compiler()
+    graphs = _compiled_graphs()
     eager = _losses(False)
+    assert _compiled_graphs() == graphs  # eager captures nothing
     compiled = _compiled_or_skip("fp32")
+    assert _compiled_graphs() > graphs  # dynamo really captured the model: compile was applied
     assert len(compiled) == len(eager) == STEPS
     # Fused kernels sum in another order: equal to float32 rounding, compounded over 3 updates.
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-4)
@@ -64,6 +73,8 @@ def test_compiled_training_matches_eager() -> None:
 @pytest.mark.slow
 def test_compiled_bf16_training_matches_eager_bf16() -> None:
     _require_compiler()
+    graphs = _compiled_graphs()
     eager = _losses(False, "bf16")
     compiled = _compiled_or_skip("bf16")
+    assert _compiled_graphs() > graphs
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=2e-2)  # bf16 rounds at ~3 significant digits

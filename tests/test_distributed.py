@@ -66,7 +66,9 @@ def _train(run_dir: Path | None, *, steps: int, grad_accum: int, resume: bool = 
             (run_dir / "killed_at").write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
 
-    cfg = TrainConfig(max_steps=steps, grad_accum_steps=grad_accum, checkpoint_every=2, log_every=1, progress=False)
+    # fp32: the FSDP and one-process runs must compute the same way (auto could pick bf16 here)
+    cfg = TrainConfig(max_steps=steps, grad_accum_steps=grad_accum, checkpoint_every=2, log_every=1, progress=False,
+                      precision="fp32")
     result = train(model, lm_objective, sampler, optimizer, constant(3e-3), cfg, run_dir=run_dir,
                    resume_from=resume_from, on_step=on_step)
     losses = {r["step"]: r["loss"] for r in result.history if "loss" in r}
@@ -74,6 +76,38 @@ def _train(run_dir: Path | None, *, steps: int, grad_accum: int, resume: bool = 
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(run_dir / "final.safetensors"))
         (run_dir / "losses.json").write_text(json.dumps(losses))
     return losses
+
+
+def _fsdp_bf16_compute_dtypes() -> dict[str, list[str]]:
+    """The dtype of each block's weight as forward sees it, and of the sharded weight the optimizer
+    updates, under `shard_model(precision="bf16")` (torch's MixedPrecisionPolicy)."""
+    from gptkit.model import GPT, preset
+    from gptkit.training.distributed import shard_model
+
+    torch.manual_seed(0)
+    model = shard_model(GPT(preset("tiny")), precision="bf16")
+    seen: list[str] = []
+    for block in model.transformer.blocks:
+        block.register_forward_pre_hook(lambda m, _args: seen.append(str(m.attn.qkv.weight.dtype)))
+    model(torch.zeros(1, 8, dtype=torch.long)).float().sum().backward()
+    return {"forward": seen, "master": sorted({str(p.dtype) for p in model.parameters()}),
+            "grads": sorted({str(p.grad.dtype) for p in model.parameters() if p.grad is not None})}
+
+
+def _fsdp_trunk_call_matches_forward() -> bool:
+    """After a training step, the sharded model's trunk called on its own, then the tied LM head (as
+    evaluation and fine-tuning's auxiliary loss do), gives the logits of the whole model's forward."""
+    from gptkit.model import GPT, preset
+    from gptkit.training.distributed import shard_model
+
+    torch.manual_seed(0)
+    model = shard_model(GPT(preset("tiny", embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)))
+    x = torch.randint(0, 512, (2, 9), generator=torch.Generator().manual_seed(1))
+    torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+    with torch.no_grad():
+        via_trunk = model.lm_logits(model.transformer(x[:, :-1]).hidden)
+        whole = model(x[:, :-1])
+    return bool(torch.equal(via_trunk, whole))
 
 
 def worker(mode: str, out: Path) -> None:
@@ -86,6 +120,11 @@ def worker(mode: str, out: Path) -> None:
             fsdp_losses = _train(None, steps=STEPS, grad_accum=1, fsdp=True)
             if env.rank == 0:
                 (out / "fsdp_losses.json").write_text(json.dumps(fsdp_losses))
+            dtypes = _fsdp_bf16_compute_dtypes()
+            trunk_ok = _fsdp_trunk_call_matches_forward()
+            if env.rank == 0:
+                (out / "fsdp_bf16_dtypes.json").write_text(json.dumps(dtypes))
+                (out / "fsdp_trunk_call.json").write_text(json.dumps(trunk_ok))
         elif mode == "kill":
             _train(out / "kill", steps=1000, grad_accum=1, kill_rank_at=(1, 2))
 
@@ -143,6 +182,16 @@ def test_fsdp_matches_one_process(parity_run: Path, single_run: tuple[dict, Path
     assert sorted(int(k) for k in fsdp) == list(range(1, STEPS + 1))
     for step, loss in single.items():
         assert abs(fsdp[str(step)] - loss) < 1e-5, (step, fsdp[str(step)], loss)
+
+
+def test_fsdp_bf16_gathers_bf16_parameters_and_keeps_fp32_master_weights(parity_run: Path) -> None:
+    dtypes = json.loads((parity_run / "fsdp_bf16_dtypes.json").read_text())
+    assert dtypes["forward"] == ["torch.bfloat16"] * 2  # each block computes with bf16 weights
+    assert dtypes["master"] == ["torch.float32"] and dtypes["grads"] == ["torch.float32"]
+
+
+def test_a_sharded_trunk_runs_on_its_own(parity_run: Path) -> None:
+    assert json.loads((parity_run / "fsdp_trunk_call.json").read_text()) is True
 
 
 def test_resume_after_two_process_run_continues_exactly(parity_run: Path) -> None:

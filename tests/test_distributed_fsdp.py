@@ -32,7 +32,7 @@ NO_DROPOUT = {"vocab_size": 512, "n_ctx": 64, "n_embd": 64, "n_layer": 2, "n_hea
 def pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["pretrain", "--data", str(data), "--out", str(out), "--config", str(data.parent / "tiny.json"),
             "--batch-size", "2", "--seq-len", "32", "--eval-windows", "4", "--eval-every", "5", "--log-every", "1",
-            "--steps", str(STEPS), "--quiet", "--peak-flops", "1e11", *extra]
+            "--steps", str(STEPS), "--precision", "fp32", "--quiet", "--peak-flops", "1e11", *extra]
 
 
 def env() -> dict[str, str]:
@@ -161,6 +161,10 @@ def test_sigterm_a_two_process_fsdp_run_then_resume_with_two_and_with_one(data: 
 
     w_ref, w_res = load_file(fsdp_run / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
+    # the last 3 sharded checkpoints are kept (--keep-last's default), older ones removed whole
+    assert [step for step, _ in CheckpointManager(run).complete()] == [STEPS - 2, STEPS - 1, STEPS]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == \
+        [f"step_{s:06d}" for s in (STEPS - 2, STEPS - 1, STEPS)]
 
     # 1 process: DCP reshards, accumulation 2 keeps the global batch of 4 windows, same windows next
     one = tmp_path / "copy"
@@ -220,7 +224,7 @@ def test_fsdp_finetuning_matches_ddp_and_writes_a_loadable_task_model(data: Path
         proc = torchrun("finetune", "--task", "classification", "--train", str(train), "--val", str(train),
                         "--no-pretrain", "--preset", "tiny", "--tokenizer", str(data.parent / "tok"),
                         "--out", str(runs[parallel]), "--epochs", "2", "--batch-size", "4", "--quiet", "--json",
-                        "--parallel", parallel)
+                        "--precision", "fp32", "--parallel", parallel)
         assert proc.returncode == 0, proc.stderr[-3000:]
     ddp, fsdp = losses(runs["ddp"]), losses(runs["fsdp"])
     assert sorted(fsdp) == sorted(ddp) == [1, 3, 6]  # logged every 3 updates (an epoch)

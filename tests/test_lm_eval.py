@@ -34,6 +34,9 @@ ITEMS = [  # context, choices, gold
     ("the cat", [" sat", " sang", " liked"], 0),
     ("there was a small", [" model", " cat", " tree"], 0),
 ]
+# Move the gold answer around: a server that scores every choice alike (so the first one wins) must
+# not look good by accident.
+ITEMS = [(c, ch[i % 3:] + ch[: i % 3], (g - i % 3) % 3) for i, (c, ch, g) in enumerate(ITEMS)]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,8 @@ def model_dir(tmp_path_factory) -> Path:
     tok = train_from_texts([TEXT] * 20, vocab_size=300, style="bytelevel")
     torch.manual_seed(0)
     model = GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=64))
-    ids = torch.tensor([tok.encode(TEXT * 3)[:64]])
+    stream = tok.encode(TEXT * 4)
+    ids = torch.tensor([stream[i : i + 64] for i in range(0, len(stream) - 64, 8)])  # windows over the text
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
         logits = model(ids[:, :-1])

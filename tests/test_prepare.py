@@ -225,7 +225,7 @@ def test_missing_text_field_lists_the_fields(tmp_path, tok_dir):
 
 def test_corpus_shorter_than_a_context_window(tmp_path, tok_dir):
     (tmp_path / "a.txt").write_text("just a few words")
-    with pytest.raises(GptkitError, match="corpus too short: .* fewer than --min-tokens 513"):
+    with pytest.raises(GptkitError, match=r"PrepareOptions\.min_tokens is 513, but the corpus is too short: only \d+ training tokens"):
         prepare_corpus([tmp_path / "a.txt"], tok_dir, tmp_path / "out", opts(min_tokens=513, val_fraction=0))
     assert leftovers(tmp_path, {"a.txt"}) == []
 
@@ -256,7 +256,7 @@ def test_load_corpus_errors(tmp_path):
     with pytest.raises(GptkitError, match="not a prepared corpus"):
         load_corpus(tmp_path)
     (tmp_path / "meta.json").write_text("{")
-    with pytest.raises(GptkitError, match=r"meta\.json: unreadable"):
+    with pytest.raises(GptkitError, match=r"meta\.json: invalid JSON at line 1"):
         load_corpus(tmp_path)
 
 
@@ -311,3 +311,58 @@ def test_byte_order_mark_is_not_text(tmp_path):
     (tmp_path / "b.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "hi"}\n')
     assert [p.text for p in iter_file_pieces(tmp_path / "b.txt")] == ["hello"]
     assert [p.text for p in iter_jsonl_pieces(tmp_path / "b.jsonl")] == ["hi"]
+
+
+# --- issue 17: inputs that crashed or misled ------------------------------------------------------
+
+
+def test_utf16_file_is_named_as_utf16(tmp_path, tok_dir):
+    (tmp_path / "u16.txt").write_bytes("hello world, in UTF-16".encode("utf-16"))
+    with pytest.raises(GptkitError, match=r"u16\.txt: invalid UTF-8 at byte offset 0: .* looks like UTF-16"):
+        prepare_corpus([tmp_path / "u16.txt"], tok_dir, tmp_path / "out", opts())
+    (tmp_path / "u16.jsonl").write_bytes('{"text": "hi"}\n'.encode("utf-16-le"))  # no byte-order mark
+    with pytest.raises(GptkitError, match="looks like UTF-16"):
+        prepare_corpus([tmp_path / "u16.jsonl"], tok_dir, tmp_path / "out", opts())
+
+
+def test_lone_surrogate_in_a_jsonl_line_is_a_one_line_error(tmp_path, tok_dir):
+    (tmp_path / "s.jsonl").write_text('{"text": "fine"}\n{"text": "bad \\ud800 here"}\n', encoding="utf-8")
+    with pytest.raises(GptkitError, match=r"s\.jsonl:2: field 'text' holds an unpaired surrogate \(U\+D800\)"):
+        prepare_corpus([tmp_path / "s.jsonl"], tok_dir, tmp_path / "out", opts())
+    assert not (tmp_path / "out").exists()
+
+
+def test_dangling_symlink_is_reported(tmp_path, tok_dir, caplog):
+    import logging
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text(words(100, 0), encoding="utf-8")
+    (src / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    with caplog.at_level(logging.WARNING):
+        prepare_corpus([src], tok_dir, tmp_path / "out", opts(val_fraction=0))
+    assert "gone.txt: skipped: a symbolic link to" in caplog.text
+
+
+def test_mb_per_s_counts_uncompressed_bytes(tmp_path, tok_dir):
+    text = words(3000, 4)
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(text.encode()))
+    meta = prepare_corpus([tmp_path / "a.txt.gz"], tok_dir, tmp_path / "out", opts(val_fraction=0))
+    assert meta["bytes"] == len(text.encode()) and meta["input_bytes"] == (tmp_path / "a.txt.gz").stat().st_size
+    assert meta["mb_per_s"] == pytest.approx(meta["bytes"] / 1e6 / meta["seconds"], rel=0.01)
+
+
+def test_partial_output_of_a_killed_run_is_removed_next_time(tmp_path, tok_dir):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.partial-{dead.pid}-abc"
+    live = tmp_path / f".out.partial-{__import__('os').getpid()}-xyz"  # a run still going: kept
+    for d in (stale, live):
+        d.mkdir()
+        (d / "train_00000.bin").write_bytes(b"half")
+    (tmp_path / "a.txt").write_text(words(100, 0), encoding="utf-8")
+    prepare_corpus([tmp_path / "a.txt"], tok_dir, tmp_path / "out", opts(val_fraction=0))
+    assert not stale.exists() and live.exists()

@@ -10,8 +10,9 @@ from gptkit.training import constant, warmup_cosine, warmup_linear
 
 def test_warmup_cosine_known_steps():
     s = warmup_cosine(2.5e-4, warmup=2000, total=10000)
-    assert s(0) == 0.0  # warmup starts from 0 (SPEC section 3)
-    assert s(1000) == pytest.approx(1.25e-4, rel=0, abs=1e-15)  # mid-warmup: half
+    assert s(0) == pytest.approx(2.5e-4 / 2000, abs=1e-18)  # the ramp from 0, but no update at lr 0
+    assert s(999) == pytest.approx(1.25e-4, rel=0, abs=1e-15)  # mid-warmup: half
+    assert s(1999) == pytest.approx(2.5e-4, rel=0, abs=1e-15)  # the last warmup update: the maximum
     assert s(2000) == pytest.approx(2.5e-4, rel=0, abs=1e-15)  # end of warmup: the maximum
     mid = 2000 + (10000 - 2000) // 2
     assert s(mid) == pytest.approx(2.5e-4 * 0.5 * (1 + math.cos(math.pi * 0.5)), abs=1e-15)
@@ -23,8 +24,8 @@ def test_warmup_cosine_known_steps():
 
 def test_warmup_linear_known_steps():
     s = warmup_linear(6.25e-5, warmup=6, total=3000)  # 0.2% warmup, fine-tuning defaults
-    assert s(0) == 0.0
-    assert s(3) == pytest.approx(6.25e-5 / 2, abs=1e-18)
+    assert s(0) == pytest.approx(6.25e-5 / 6, abs=1e-18)
+    assert s(2) == pytest.approx(6.25e-5 / 2, abs=1e-18)
     assert s(6) == pytest.approx(6.25e-5, abs=1e-18)
     assert s(1503) == pytest.approx(6.25e-5 * (3000 - 1503) / (3000 - 6), abs=1e-18)
     assert s(3000) == 0.0

@@ -106,7 +106,8 @@ def test_non_streaming_client_that_leaves_stops_its_generation(model_dir):
         assert r.status_code == 200  # the next request is answered at once
 
 
-def test_sigterm_mid_generation_exits_143_within_seconds(model_dir):
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stop_signal_mid_generation_exits_within_seconds(model_dir, signum, status):
     env = {**os.environ, "GPTKIT_API_KEY": "from-env", "OMP_NUM_THREADS": "1"}
     proc, url = start_cli_server(model_dir, "--max-tokens-limit", "1000000", "--device", "cpu", env=env)
     auth = {"authorization": "Bearer from-env"}
@@ -125,14 +126,16 @@ def test_sigterm_mid_generation_exits_143_within_seconds(model_dir):
         t.start()
         wait_for(url, lambda h: h["busy"], timeout=30)
         t0 = time.time()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=15)
+        proc.send_signal(signum)
+        rc = proc.wait(timeout=20)  # on 418ac62 it waited for the whole generation: kill -9 needed
         took = time.time() - t0
         t.join(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert rc == 143 and took < 5, (rc, took, proc.stdout.read()[-2000:])
+    print(f"{signal.Signals(signum).name} mid-generation: exit {rc} after {took:.2f} s")
+    # A few seconds; the bound leaves room for a heavily shared CPU (typically well under 2 s).
+    assert rc == status and took < 10, (rc, took, proc.stdout.read()[-2000:])
     r = answer["r"]  # the running request is told, not left hanging
     assert isinstance(r, httpx.TransportError) or r.status_code == 503

@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from ..errors import GptkitError
 from ..options import OptionError
@@ -20,6 +22,7 @@ from .options import flag_message
 # In the order of the recipe: data and tokenizer, pre-training, fine-tuning, use, inspection.
 COMMAND_MODULES = (
     "demo",
+    "reproduce",
     "data",
     "tokenizer",
     "prepare",
@@ -49,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so `finally` blocks and atomic writers clean up."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # training installs its own, gentler one
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if "WORLD_SIZE" in os.environ:  # launched by torchrun: join the job (gptkit.training.distributed)
             from ..training.distributed import distributed_session
@@ -70,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except GptkitError as e:
         print(f"gptkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"gptkit {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"gptkit {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -77,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (e.g. `gptkit inspect trace ... | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if previous is not None:  # main() called in-process (tests, scripts) leaves no handler behind
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     except DemoInterrupted as e:
         print(f"gptkit demo: {e}; the checkpoint is saved: run the same command again to resume",
               file=sys.stderr)
-        return 130
+        from ..training.signals import exit_status
+
+        return exit_status(e.signal_name) if e.signal_name else 130
     print(results["table"])
     print(f"\nresults: {args.out / 'results.json'}  table: {args.out / 'results.md'}  plots: {args.out / 'plots'}")
     return 0

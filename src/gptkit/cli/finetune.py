@@ -13,8 +13,8 @@ from .options import add_options, build
 # FinetuneConfig's fields with a flag (their defaults, checks and help are declared there).
 FIELDS = ("task", "train", "val", "test", "out", "init", "no_pretrain", "preset", "tokenizer", "regression",
           "label_base", "lm_coef", "transfer_layers", "epochs", "max_steps", "batch_size", "lr", "warmup",
-          "weight_decay", "grad_clip", "clf_pdrop", "max_len", "metric", "evals_per_epoch", "seed", "device",
-          "precision", "parallel", "threads")
+          "weight_decay", "grad_clip", "clf_pdrop", "max_len", "metric", "evals_per_epoch", "log_every", "seed",
+          "device", "precision", "parallel", "threads")
 
 
 def add_column_args(p: argparse.ArgumentParser) -> None:
@@ -46,18 +46,20 @@ def format_metrics(metrics: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..tasks.finetune import FinetuneConfig, finetune
     from ..tasks.spec import parse_column_overrides
+    from ..training.signals import exit_status
 
     cfg = build(FinetuneConfig, args, (*FIELDS, "resume", "overwrite"),
                 columns=parse_column_overrides(args.column), progress=not args.quiet)
     summary = finetune(cfg)
     if "rank" in summary:  # not rank 0 of a torchrun job: rank 0 reports
         return 0
+    if summary.get("stopped_by"):  # nothing is reported as a result: the run is not finished
+        print(f"gptkit finetune: stopped by {summary['stopped_by']} after step {summary['steps']}; checkpoint "
+              f"saved; continue with the same command plus --resume", file=sys.stderr)
+        return exit_status(summary["stopped_by"])
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    if summary.get("stopped_by"):
-        print(f"gptkit finetune: stopped by {summary['stopped_by']} after step {summary['steps']}; "
-              f"continue with the same command plus --resume", file=sys.stderr)
     ex, cut = summary["examples"], summary["truncated"]
     print(f"task {summary['task']}: {summary['steps']} updates on {ex['train']} examples "
           f"({summary['seconds']:.1f} s); truncated: " + ", ".join(f"{k} {v}" for k, v in cut.items()))

@@ -15,9 +15,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import GptkitError
+    from ..training.metrics import METRICS_FILE
     from ..training.plot import plot_run
 
-    if not (Path(args.run_dir) / "metrics.jsonl").is_file():
+    if not (Path(args.run_dir) / METRICS_FILE).is_file():
         raise GptkitError(f"{args.run_dir}: no metrics.jsonl (not a training run directory?)")
     out = plot_run(args.run_dir, args.out)
     print(out)

@@ -35,11 +35,11 @@ def register(subparsers) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    import signal
-
+    from ..training.checkpoint import MODEL_DIR
     from ..training.config import TrainConfig
     from ..training.pretrain import PretrainOptions, pretrain
     from ..training.ranks import rank_info
+    from ..training.signals import exit_status
 
     loop = build(TrainConfig, args, LOOP, progress=not args.quiet)
     opts = build(PretrainOptions, args, (*RECIPE, "preset", "config", "resume", "overwrite"), train=loop)
@@ -49,8 +49,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if result.stopped_by is not None:
         print(f"gptkit pretrain: stopped by {result.stopped_by} after step {result.step}; checkpoint saved in "
               f"{result.last_checkpoint}; continue with the same command plus --resume", file=sys.stderr)
-        signum = getattr(signal, result.stopped_by, None)
-        return 128 + int(signum) if signum is not None else 1
+        return exit_status(result.stopped_by)
     train_lines = [r for r in result.history if "loss" in r]
     parts = [f"step {result.step}"]
     if train_lines:
@@ -58,5 +57,5 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if result.last_eval:
         parts.append(f"val loss {result.last_eval['val_loss']:.4f} (perplexity {result.last_eval['val_ppl']:.2f})")
     print("done: " + ", ".join(parts))
-    print(f"model: {Path(args.out) / 'model'}  checkpoint: {result.last_checkpoint}")
+    print(f"model: {Path(args.out) / MODEL_DIR}  checkpoint: {result.last_checkpoint}")
     return 0

@@ -32,7 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import pid_alive
 from ..errors import GptkitError
+from ..options import (
+    OptionError,
+    boolean,
+    check_options,
+    fraction,
+    non_negative_int,
+    option,
+    optional,
+    positive_int,
+)
 from ..tokenizer import GPTTokenizer
 from .corpus import FORMAT
 from .shards import dtype_for, write_shard
@@ -51,25 +62,27 @@ SPLITS = ("train", "val")
 
 @dataclass
 class PrepareOptions:
-    val_fraction: float = 0.005
-    shard_tokens: int = DEFAULT_SHARD_TOKENS
-    workers: int | None = None  # None: one per CPU core; 1: encode in this process
-    seed: int = 0
-    text_field: str = "text"
-    doc_split: str = "file"  # or "blank-line"
-    min_tokens: int | None = None  # refuse a corpus with fewer training tokens (one context window)
-    overwrite: bool = False
-    show_progress: bool | None = None  # None: only when stderr is a terminal
+    """How `prepare_corpus` works; each field declared once (the CLI's flags are read from here)."""
+
+    val_fraction: float = option(0.005, help="share of documents held out for validation", check=fraction)
+    shard_tokens: int = option(DEFAULT_SHARD_TOKENS, help="tokens per shard file (bounds memory)", check=positive_int)
+    workers: int | None = option(None, help="encoding processes (default: one per CPU core; 1: none)",
+                                 check=optional(positive_int))
+    seed: int = option(0, help="seed of the validation draw", check=non_negative_int)
+    text_field: str = option("text", help="field holding the document in .jsonl inputs")
+    doc_split: str = option("file", help="plain text: one document per file, or one per blank-line-separated block",
+                            choices=("file", "blank-line"))
+    min_tokens: int | None = option(None, help="refuse a corpus with fewer training tokens than this (e.g. one "
+                                               "context window, n_ctx + 1)", check=optional(positive_int))
+    overwrite: bool = option(False, help="replace a non-empty output directory", check=boolean)
+    show_progress: bool | None = None
+    """None: a progress bar only when stderr is a terminal."""
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
     def check(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise GptkitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.shard_tokens < 1:
-            raise GptkitError(f"--shard-tokens must be positive, got {self.shard_tokens}")
-        if self.workers is not None and self.workers < 1:
-            raise GptkitError(f"--workers must be at least 1, got {self.workers}")
-        if self.doc_split not in ("file", "blank-line"):
-            raise GptkitError(f"--doc-split must be 'file' or 'blank-line', got {self.doc_split!r}")
+        check_options(self)
 
 
 def in_val(doc_index: int, seed: int, fraction: float) -> bool:
@@ -187,7 +200,8 @@ def prepare_corpus(inputs: list[str | Path], tokenizer: str | Path, out: str | P
     total_bytes = sum(f.stat().st_size for f in files)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    _remove_stale_partials(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -215,6 +229,8 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
     progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare", leave=False,
                     disable=(not opts.show_progress) if opts.show_progress is not None else None)
 
+    text_bytes = [0]  # uncompressed: what MB/s is about (a .gz's size on disk is not the work done)
+
     def batches() -> Iterator[list[str]]:
         doc_index = 0
         texts: list[str] = []
@@ -229,6 +245,7 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
                 texts.append(piece.text)
                 route.append((split, piece.last))
                 size += len(piece.text)
+                text_bytes[0] += len(piece.text.encode("utf-8", "surrogatepass"))
                 if piece.last:
                     doc_index += 1
                 if size >= BATCH_CHARS:
@@ -272,8 +289,8 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
     for w in writers.values():
         w.close()
     if opts.min_tokens is not None and writers["train"].tokens < opts.min_tokens:
-        raise GptkitError(f"corpus too short: {writers['train'].tokens} training tokens, fewer than --min-tokens "
-                          f"{opts.min_tokens} (one context window)")
+        raise OptionError("PrepareOptions", "min_tokens", f"is {opts.min_tokens}, but the corpus is too short: "
+                                                          f"only {writers['train'].tokens} training tokens")
     tok.save(tmp / "tokenizer")
     seconds = time.perf_counter() - start
     tokens = sum(w.tokens for w in writers.values())
@@ -294,9 +311,10 @@ def _prepare_into(tmp: Path, files: list[Path], tok: GPTTokenizer, opts: Prepare
         "files": len(files),
         "documents": documents,
         "tokens": tokens,
-        "bytes": total_bytes,
+        "bytes": text_bytes[0],
+        "input_bytes": total_bytes,
         "seconds": round(seconds, 3),
-        "mb_per_s": round(total_bytes / 1e6 / max(seconds, 1e-9), 3),
+        "mb_per_s": round(text_bytes[0] / 1e6 / max(seconds, 1e-9), 3),
         "workers": workers,
     }
 
@@ -313,6 +331,16 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise GptkitError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise GptkitError(f"{out}: output directory is not empty (pass --overwrite to replace it)")
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove `.OUT.partial-PID-*` directories of earlier runs whose process is gone (kill -9); a
+    running preparation's (its pid alive) is left alone."""
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        pid = p.name[len(f".{out.name}.partial-"):].split("-", 1)[0]
+        if p.is_dir() and not p.is_symlink() and (not pid.isdigit() or not pid_alive(int(pid))):
+            log.info("removing %s, left by an interrupted run", p)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

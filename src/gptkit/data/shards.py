@@ -6,7 +6,7 @@ Header layout (little-endian):
     offset 12  u32  bytes per token: 2 (uint16) or 4 (uint32)
     offset 16  u64  token count
     offset 24  u64  vocabulary size the ids were written for
-    offset 32  u32  CRC-32 of the token bytes (checked by verify_shard, not on every read)
+    offset 32  u32  CRC-32 of the token bytes (checked on every read)
     offset 36  u32  CRC-32 of header bytes 0..35
     offset 40  zero padding to 64 (keeps the tokens 64-byte aligned for the memmap)
 
@@ -85,20 +85,38 @@ def read_header(path: str | Path) -> dict:
     return {"version": version, "dtype": _DTYPES[itemsize], "count": count, "vocab_size": vocab_size, "data_crc": data_crc}
 
 
-def read_shard(path: str | Path) -> np.ndarray:
-    """The tokens of a shard as a read-only memmap (no copy: pages load as they are touched)."""
+def read_shard(path: str | Path, *, verify: bool = True) -> np.ndarray:
+    """The tokens of a shard as a read-only memmap (no copy: pages load as they are touched).
+
+    verify (the default): one pass over the tokens first, checking the data checksum and that every
+    id is below the vocabulary size the header names, so a corrupt shard is an error naming the file
+    here and not an IndexError deep inside a training step."""
     header = read_header(path)
     if header["count"] == 0:
         empty = np.empty(0, dtype=header["dtype"])
         empty.flags.writeable = False
         return empty
-    return np.memmap(path, dtype=header["dtype"], mode="r", offset=HEADER_BYTES, shape=(header["count"],))
+    tokens = np.memmap(path, dtype=header["dtype"], mode="r", offset=HEADER_BYTES, shape=(header["count"],))
+    if verify:
+        _verify(Path(path), tokens, header)
+    return tokens
 
 
 def verify_shard(path: str | Path) -> None:
-    """Read every token and check the data checksum (slower than read_shard: reads the whole file)."""
-    header = read_header(path)
-    tokens = read_shard(path)
-    if zlib.crc32(memoryview(np.ascontiguousarray(tokens)).cast("B")) != header["data_crc"]:
-        raise GptkitError(f"{path}: token shard data is corrupt (checksum mismatch)")
+    """Check a shard completely: header, data checksum and token ids (what read_shard does)."""
+    read_shard(path, verify=True)
 
+
+def _verify(path: Path, tokens: np.ndarray, header: dict) -> None:
+    crc, top = 0, 0
+    for start in range(0, tokens.size, _CHUNK):  # in pieces: a shard may be larger than memory
+        chunk = np.ascontiguousarray(tokens[start : start + _CHUNK])
+        crc = zlib.crc32(memoryview(chunk).cast("B"), crc)
+        top = max(top, int(chunk.max()))
+    if crc != header["data_crc"]:
+        raise GptkitError(f"{path}: token shard data is corrupt (checksum mismatch)")
+    if top >= header["vocab_size"]:
+        raise GptkitError(f"{path}: token shard holds id {top}, outside its vocabulary of {header['vocab_size']}")
+
+
+_CHUNK = 1 << 24

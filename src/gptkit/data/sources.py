@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import GptkitError
 from .textio import MAX_PIECE_CHARS, Piece, is_jsonl, iter_file_pieces, iter_jsonl_pieces
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".jsonl", ".gz")
 
@@ -19,6 +23,9 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
+            for p in sorted(path.rglob("*")):
+                if p.is_symlink() and not p.exists():
+                    log.warning("%s: skipped: a symbolic link to %s, which does not exist", p, os.readlink(p))
             files.extend(found)
         elif path.is_file():
             files.append(path)

@@ -56,9 +56,25 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
     return raw, raw
 
 
-def _decode_error(path: Path, offset: int, reason: str) -> GptkitError:
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """A UTF-16 byte-order mark, or ASCII text with a zero byte before or after every character."""
+    return head[:2] in UTF16_BOMS or (len(head) >= 4 and (head[1:4:2] == b"\0\0" or head[0:4:2] == b"\0\0"))
+
+
+def _decode_error(path: Path, offset: int, reason: str, head: bytes = b"") -> GptkitError:
     where = " (in the decompressed data)" if path.name.lower().endswith(".gz") else ""
-    return GptkitError(f"{path}: invalid UTF-8 at byte offset {offset}{where}: {reason}")
+    hint = "; the file looks like UTF-16: convert it to UTF-8" if _looks_utf16(head) else ""
+    return GptkitError(f"{path}: invalid UTF-8 at byte offset {offset}{where}: {reason}{hint}")
+
+
+def _refuse_utf16(path: Path, head: bytes) -> None:
+    """UTF-16 without a byte-order mark decodes as "valid" UTF-8 full of NULs; refuse it by name."""
+    if _looks_utf16(head):
+        reason = "a UTF-16 byte-order mark" if head[:2] in UTF16_BOMS else "zero bytes between characters"
+        raise _decode_error(path, 0, reason, head)
 
 
 def iter_decoded(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[str, int]]:
@@ -72,11 +88,14 @@ def iter_decoded(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[s
                 data = stream.read(chunk_bytes)
             except (OSError, EOFError, zlib.error) as e:
                 raise GptkitError(f"{path}: cannot read: {e}") from None
+            if consumed == 0:
+                _refuse_utf16(path, data[:4])
             pending = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(data, final=not data)
             except UnicodeDecodeError as e:
-                raise _decode_error(path, consumed - pending + e.start, e.reason) from None
+                head = data[:4] if consumed == 0 else b""
+                raise _decode_error(path, consumed - pending + e.start, e.reason, head) from None
             if consumed == 0 and text.startswith("\ufeff"):
                 text = text[1:]  # a byte-order mark (spreadsheet and Windows exports) is not text
             consumed += len(data)
@@ -157,10 +176,13 @@ def iter_jsonl_pieces(path: Path, text_field: str = "text", max_chars: int = MAX
             if not line:
                 break
             lineno += 1
+            if lineno == 1:
+                _refuse_utf16(path, line[:4])
             try:
                 decoded = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise _decode_error(path, offset + e.start, f"line {lineno}, {e.reason}") from None
+                raise _decode_error(path, offset + e.start, f"line {lineno}, {e.reason}",
+                                    line[:4] if lineno == 1 else b"") from None
             offset += len(line)
             if lineno == 1 and decoded.startswith("\ufeff"):
                 decoded = decoded[1:]
@@ -193,4 +215,17 @@ def _field(path: Path, lineno: int, line: str, field: str) -> str:
     value = obj[field]
     if not isinstance(value, str):
         raise GptkitError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, expected a string")
+    bad = _lone_surrogate(value)
+    if bad is not None:
+        raise GptkitError(f"{path}:{lineno}: field {field!r} holds an unpaired surrogate (U+{ord(value[bad]):04X}) at "
+                          f"character {bad}: a JSON escape that is not valid Unicode text")
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Index of a lone surrogate (JSON allows "\\ud800"; no tokenizer can take it), or None."""
+    m = _SURROGATE.search(text)
+    return m.start() if m else None

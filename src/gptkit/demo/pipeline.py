@@ -47,6 +47,10 @@ def cpu_seconds() -> float | None:
 class DemoInterrupted(KeyboardInterrupt):
     """A training stage stopped on a signal after saving a checkpoint; re-running resumes it."""
 
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,8 +88,11 @@ class Demo:
 
     def __init__(self, settings: DemoSettings, out: str | Path, *, cache_dir: str | Path | None = None,
                  progress: bool = True, downloader: Downloader | None = None,
-                 registry: dict[str, Dataset] | None = None) -> None:
+                 registry: dict[str, Dataset] | None = None, keep_checkpoints: int | None = None) -> None:
         self.settings = settings
+        # None: the demo's own checkpoints (one every quarter of pre-training, the last 3 kept); N: one
+        # every 1/N of pre-training, all N kept (`gptkit reproduce` reads them for its zero-shot curve).
+        self.keep_checkpoints = keep_checkpoints
         self.out = Path(out)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.progress = progress
@@ -167,8 +174,12 @@ class Demo:
 
     @property
     def host(self) -> dict[str, Any]:
-        """What the host probe found: the device and the precision (fp32 or bf16) every training stage uses."""
-        return json.loads(self.marker("host").read_text(encoding="utf-8"))
+        """What the host probe found: the device and the precision (fp32 or bf16) every training stage uses.
+        A caller that runs single stages (`gptkit reproduce`) gets the probe run and recorded on first use."""
+        marker = self.marker("host")
+        if not marker.is_file():
+            _write_json(marker, self.stage_host())
+        return json.loads(marker.read_text(encoding="utf-8"))
 
     @property
     def precision(self) -> str:
@@ -281,8 +292,9 @@ class Demo:
         _write_json(config_path, config.to_dict())
         loop = pretrain_loop(max_steps=s.pretrain_steps, precision=self.precision, device=self.host["device"],
                              eval_every=s.eval_every,
-                             checkpoint_every=max(1, s.pretrain_steps // 4),
-                             log_every=max(1, min(10, s.pretrain_steps // 20)), seed=s.seed, progress=self.progress)
+                             checkpoint_every=max(1, s.pretrain_steps // (self.keep_checkpoints or 4)),
+                             keep_last=self.keep_checkpoints or 3, log_every=max(1, min(10, s.pretrain_steps // 20)),
+                             seed=s.seed, progress=self.progress)
         opts = PretrainOptions(
             data=self.corpus_dir, out=run_dir, preset=None, config=config_path, batch_size=s.pretrain_batch,
             lr=s.pretrain_lr, warmup=s.pretrain_warmup, resume=run_dir.exists(), eval_windows=s.eval_windows,
@@ -290,7 +302,8 @@ class Demo:
         )
         result = pretrain(opts)
         if result.stopped_by is not None:
-            raise DemoInterrupted(f"pre-training stopped by {result.stopped_by} at step {result.step}")
+            raise DemoInterrupted(f"pre-training stopped by {result.stopped_by} at step {result.step}",
+                                  result.stopped_by)
         model = GPT.from_pretrained(run_dir / "model")
         return {
             "steps": result.step, "batch_size": s.pretrain_batch, "seq_len": config.n_ctx,
@@ -317,7 +330,8 @@ class Demo:
         )
         summary = finetune(cfg)
         if summary.get("stopped_by") is not None:
-            raise DemoInterrupted(f"fine-tuning {task} ({init}) stopped by {summary['stopped_by']}")
+            raise DemoInterrupted(f"fine-tuning {task} ({init}) stopped by {summary['stopped_by']}",
+                                  summary["stopped_by"])
         return {"task": task, "init": init, "examples": summary["examples"], "labels": summary["labels"],
                 "steps": summary["steps"], "truncated": summary["truncated"], "best_step": summary["best_step"],
                 "val": summary.get("val"), "test": summary.get("test"), "run_dir": str(run_dir)}

@@ -8,7 +8,6 @@ state dicts. HF stores its four projections as "Conv1D" (in, out), the transpose
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import GptkitError
+from ..jsonio import field, read_json
 from ..model.config import ConfigError, GPTConfig
 from ..model.gpt import GPT
 from .weights import atomic_save_safetensors, atomic_write_json, load_safetensors, load_torch_bin
@@ -102,17 +102,17 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
 def config_from_hf(data: dict[str, Any], source: Path) -> GPTConfig:
     """Map an HF config.json (openai-gpt or gpt2) onto GPTConfig; refuse what gptkit cannot run."""
     model_type = data.get("model_type")
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise GptkitError(f"{source}: unsupported model_type {model_type!r}; gptkit reads {list(MODEL_TYPES)}")
     if model_type == "openai-gpt":
         afn = data.get("afn", "gelu")
-        if afn not in ("gelu", "relu"):
+        if not isinstance(afn, str) or afn not in ("gelu", "relu"):
             raise GptkitError(f"{source}: field 'afn' is {afn!r}; gptkit supports 'gelu' (tanh form) and 'relu'")
         activation, block_order, n_inner = afn, "post_ln", None
     else:
         fn = data.get("activation_function", "gelu_new")
         names = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
-        if fn not in names:
+        if not isinstance(fn, str) or fn not in names:
             raise GptkitError(
                 f"{source}: field 'activation_function' is {fn!r}; gptkit supports {sorted(names)}"
             )
@@ -189,19 +189,19 @@ def from_hf_state_dict(
 
 
 def read_config(directory: Path) -> tuple[GPTConfig, str]:
+    """A model directory's config.json as a GPTConfig, and its model_type."""
+    data, path = _config_json(directory)
+    return config_from_hf(data, path), data["model_type"]
+
+
+def _config_json(directory: Path) -> tuple[dict[str, Any], Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise GptkitError(f"{directory}: no such model directory")
     path = directory / "config.json"
     if not path.is_file():
         raise GptkitError(f"{directory}: no config.json (not a model directory)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GptkitError(f"{path}: invalid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise GptkitError(f"{path}: expected a JSON object")
-    return config_from_hf(data, path), data["model_type"]
+    return read_json(path), path
 
 
 def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -212,7 +212,10 @@ def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
             return loader(path), path
     index = Path(directory) / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = field(read_json(index), "weight_map", dict, index)
+        if not all(isinstance(f, str) and f and "/" not in f and f not in (".", "..") for f in weight_map.values()):
+            raise GptkitError(f"{index}: field 'weight_map' must map tensor names to file names in the directory")
+        files = sorted(set(weight_map.values()))
         state: dict[str, torch.Tensor] = {}
         for name in files:
             state.update(load_safetensors(Path(directory) / name))
@@ -224,8 +227,8 @@ def load_state(directory: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor
     """A model directory's config and its weights as a gptkit state dict, every tensor checked: its
     shape against the config, its values finite, the LM head tied (gptkit's only kind)."""
     directory = Path(directory)
-    config, model_type = read_config(directory)
-    data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    data, path = _config_json(directory)
+    config, model_type = config_from_hf(data, path), data["model_type"]
     raw, source = read_weights(directory)
     _check_tied_head(data, raw, source)
     state = from_hf_state_dict(raw, config, model_type, source)

@@ -13,6 +13,7 @@ from torch import nn
 
 from .cache import KVCache
 from .config import GPTConfig
+from .masks import causal_mask
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ class CausalSelfAttention(nn.Module):
             # Same q, k, v and mask, with the probabilities kept: used by the inspection tools only.
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, nh, T, S)
             if attn_mask is None and is_causal:
-                attn_mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
+                attn_mask = causal_mask(T, k.size(2), x.device)
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
             probs = scores.softmax(dim=-1)
@@ -91,7 +92,7 @@ class CausalSelfAttention(nn.Module):
         T, S = q.size(2), k.size(2)
         scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, nh, T, S)
         if attn_mask is None and is_causal:
-            attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+            attn_mask = causal_mask(T, S, q.device)
         if attn_mask is not None:
             # an additive mask (0 or -inf) in the scores' dtype: one fused add instead of a select
             bias = torch.zeros(attn_mask.shape, dtype=scores.dtype, device=q.device).masked_fill_(~attn_mask, float("-inf"))

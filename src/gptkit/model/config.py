@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,28 +52,31 @@ class GPTConfig:
     """Free-form metadata carried through save/load (e.g. task tokens); not used by the model."""
 
     def __post_init__(self) -> None:
+        # Every check is type-safe: a config file may hold any JSON value in any field.
         for name in ("vocab_size", "n_ctx", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner <= 0):
-            raise ConfigError(f"GPTConfig.n_inner must be a positive integer or None, got {self.n_inner!r}")
+            if not _is_int(value) or value <= 0:
+                raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {_show(value)}")
+        if self.n_inner is not None and (not _is_int(self.n_inner) or self.n_inner <= 0):
+            raise ConfigError(f"GPTConfig.n_inner must be a positive integer or None, got {_show(self.n_inner)}")
         if self.n_embd % self.n_head != 0:
             raise ConfigError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by GPTConfig.n_head ({self.n_head})"
             )
         for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"GPTConfig.{name} must be in [0, 1), got {value!r}")
-        if self.activation not in ("gelu", "relu"):
-            raise ConfigError(f"GPTConfig.activation must be 'gelu' or 'relu', got {self.activation!r}")
-        if self.block_order not in ("post_ln", "pre_ln"):
-            raise ConfigError(f"GPTConfig.block_order must be 'post_ln' or 'pre_ln', got {self.block_order!r}")
-        if not self.layer_norm_epsilon > 0:
-            raise ConfigError(f"GPTConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
-        if not self.initializer_range > 0:
-            raise ConfigError(f"GPTConfig.initializer_range must be > 0, got {self.initializer_range!r}")
+            if not _is_real(value) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"GPTConfig.{name} must be in [0, 1), got {_show(value)}")
+        if not isinstance(self.activation, str) or self.activation not in ("gelu", "relu"):
+            raise ConfigError(f"GPTConfig.activation must be 'gelu' or 'relu', got {_show(self.activation)}")
+        if not isinstance(self.block_order, str) or self.block_order not in ("post_ln", "pre_ln"):
+            raise ConfigError(f"GPTConfig.block_order must be 'post_ln' or 'pre_ln', got {_show(self.block_order)}")
+        for name in ("layer_norm_epsilon", "initializer_range"):
+            value = getattr(self, name)
+            if not _is_real(value) or not value > 0:
+                raise ConfigError(f"GPTConfig.{name} must be a finite number > 0, got {_show(value)}")
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"GPTConfig.extra must be an object, got {_show(self.extra)}")
 
     @property
     def head_dim(self) -> int:
@@ -99,14 +103,39 @@ class GPTConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> GPTConfig:
+        """A JSON object of GPTConfig fields; any unreadable file is a ConfigError naming it."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 (invalid byte at offset {e.start})") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: JSON nested too deeply") from None
+        except ValueError as e:  # an integer of more than 4300 digits
+            raise ConfigError(f"{path}: unreadable JSON value ({' '.join(str(e).split())[:100]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object of GPTConfig fields")
-        return cls.from_dict(data, source=str(path))
+        try:
+            return cls.from_dict(data, source=str(path))
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _show(v: Any) -> str:
+    text = repr(v) if not isinstance(v, int) or v.bit_length() < 100 else f"an integer of {v.bit_length()} bits"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 PRESETS: dict[str, GPTConfig] = {

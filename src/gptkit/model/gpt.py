@@ -17,6 +17,8 @@ from torch import nn
 from .blocks import Block
 from .cache import KVCache
 from .config import GPTConfig
+from .loss import lm_head_loss
+from .masks import build_attention_mask
 
 
 @dataclass
@@ -25,25 +27,6 @@ class TrunkOutput:
 
     hidden: torch.Tensor
     attentions: list[torch.Tensor] | None = None
-
-
-def build_attention_mask(
-    T: int,
-    past: int,
-    key_valid: torch.Tensor | None,
-    device: torch.device,
-) -> torch.Tensor:
-    """Boolean (B or 1, 1, T, past + T) mask: query i (absolute position past + i) sees key j when
-    j <= past + i and key j is a real token. A query always sees itself, so a padding query's row is
-    never empty (an all-masked row would make softmax produce NaN)."""
-    S = past + T
-    causal = torch.ones(T, S, dtype=torch.bool, device=device).tril(past)  # (T, S)
-    if key_valid is None:
-        return causal[None, None]
-    mask = causal[None] & key_valid[:, None, :S]  # (B, T, S)
-    diag = torch.zeros(T, S, dtype=torch.bool, device=device)
-    diag[torch.arange(T), past + torch.arange(T)] = True
-    return (mask | diag[None])[:, None]  # (B, 1, T, S)
 
 
 class Transformer(nn.Module):
@@ -174,15 +157,33 @@ class GPT(nn.Module):
         """Tied LM head: hidden (..., C) @ W_e^T -> logits (..., V)."""
         return F.linear(hidden, self.transformer.tok_emb.weight)
 
+    def lm_loss(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        row_weights: torch.Tensor | None = None,
+        *,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        """Next-token cross-entropy of the tied head on `hidden` (..., C) against `targets` (...), in
+        chunks, without the (..., V) logits (see `model/loss.py`); `lm_logits` + cross-entropy in value."""
+        return lm_head_loss(hidden, self.transformer.tok_emb.weight, targets, row_weights, reduction=reduction)
+
     def forward(
         self,
         idx: torch.Tensor,
         *,
+        targets: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
+        """Next-token logits (B, T, V); with `targets` (B, T) the mean cross-entropy against them
+        instead (a scalar), computed without the logits. Through `forward` so that wrappers (DDP,
+        torch.compile) see the whole computation."""
         hidden = self.transformer(idx, positions=positions, padding_mask=padding_mask, cache=cache).hidden
+        if targets is not None:
+            return self.lm_loss(hidden, targets)
         return self.lm_logits(hidden)
 
     # --- surgery ------------------------------------------------------------------------------

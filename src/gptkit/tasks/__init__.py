@@ -5,7 +5,7 @@ heuristics that use the pre-trained LM alone."""
 from .batching import TaskBatch, collate, iterate_batches
 from .metrics import accuracy, f1, matthews, pearson, spearman, task_metrics
 from .model import TaskModel, TaskOutput, load_task_model, save_task_model
-from .objective import FinetuneObjective, masked_lm_loss, sequence_lm_loss, task_loss
+from .objective import FinetuneObjective, masked_lm_loss, task_loss
 from .readers import Row, read_rows
 from .spec import TASK_TYPES, Example, TaskSpec, load_examples, parse_column_overrides, parse_examples
 from .transforms import EncodedExample, InputTransform, fit_parts
@@ -35,7 +35,6 @@ __all__ = [
     "pearson",
     "read_rows",
     "save_task_model",
-    "sequence_lm_loss",
     "spearman",
     "task_loss",
     "task_metrics",

@@ -91,6 +91,8 @@ class FinetuneConfig:
     metric: str | None = option(None, help="validation metric that picks the best checkpoint (accuracy; pearson "
                                            "for regression; also f1, matthews, spearman, loss)")
     evals_per_epoch: int = option(1, help="validation runs per epoch", check=positive_int)
+    log_every: int | None = option(None, help="metrics line every N updates (default: every evaluation, at most 50)",
+                                   check=optional(positive_int))
     eval_batch_size: int = option(64, help="examples per evaluation batch", check=positive_int)
     max_steps: int | None = option(None, help="number of updates (overrides epochs)", check=optional(positive_int))
     seed: int = like(TrainConfig, "seed", 42, help="seed for head init, dropout and shuffling")
@@ -100,8 +102,8 @@ class FinetuneConfig:
     threads: int | None = option(None, help="torch CPU threads", check=optional(positive_int))
     keep_last: int = like(TrainConfig, "keep_last", 1, help="recent checkpoints kept besides the best (each "
                                                            "evaluation writes one, so a crash loses little)")
-    resume: bool = option(False, help="continue the run in out", check=boolean)
-    overwrite: bool = option(False, help="replace the run in out", check=boolean)
+    resume: bool = option(False, help="continue the run in the run directory", check=boolean)
+    overwrite: bool = option(False, help="replace the run in the run directory", check=boolean)
     progress: bool = like(TrainConfig, "progress")
 
     def __post_init__(self) -> None:
@@ -222,8 +224,10 @@ def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch
 def resolve_model_dir(path: str | Path) -> Path:
     """A pre-training run directory -> its exported `model/`; a model directory -> itself."""
     p = Path(path)
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
+    from ..training.checkpoint import MODEL_DIR
+
+    if (p / MODEL_DIR / "config.json").is_file():
+        return p / MODEL_DIR
     if (p / "config.json").is_file():
         return p
     if not p.exists():
@@ -241,7 +245,8 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[TaskModel, Any, di
     init_dir = resolve_model_dir(cfg.init) if cfg.init is not None else None
     tok_source = cfg.tokenizer or init_dir
     if tok_source is None:
-        raise GptkitError("no tokenizer: pass --tokenizer (needed with --no-pretrain --preset)")
+        raise OptionError("FinetuneConfig", "tokenizer", "is needed with no_pretrain and a preset (there is no init "
+                                                         "to take it from)")
     tok = GPTTokenizer.load(tok_source)
     origin: dict[str, Any] = {"tokenizer": str(tok_source)}
     if cfg.no_pretrain:
@@ -252,11 +257,12 @@ def build_model(cfg: FinetuneConfig, spec: TaskSpec) -> tuple[TaskModel, Any, di
             config = make_preset(cfg.preset, vocab_size=tok.vocab_size)
             origin["init"] = f"random weights, preset {cfg.preset}"
         else:
-            raise GptkitError("--no-pretrain needs --preset (or --init to copy a model's shape)")
+            raise OptionError("FinetuneConfig", "no_pretrain", "needs a preset (or an init to copy a model's shape)")
         gpt = GPT(config)
     else:
         if init_dir is None:
-            raise GptkitError("pass --init MODEL_OR_RUN_DIR, or --no-pretrain --preset P --tokenizer T")
+            raise OptionError("FinetuneConfig", "init", "is needed (a model or run directory), or no_pretrain with a "
+                                                        "preset and a tokenizer")
         gpt = GPT.from_pretrained(init_dir)
         origin["init"] = str(init_dir)
         if cfg.transfer_layers is not None:
@@ -274,7 +280,7 @@ def reinit_blocks(gpt: GPT, keep: int) -> None:
     """Figure 2's ablation: transfer the embeddings and the first `keep` blocks; the rest start afresh."""
     n = gpt.config.n_layer
     if not 0 <= keep <= n:
-        raise GptkitError(f"--transfer-layers {keep}: the model has {n} blocks (choose 0..{n})")
+        raise OptionError("FinetuneConfig", "transfer_layers", f"is {keep}, but the model has {n} blocks (choose 0..{n})")
     for block in gpt.transformer.blocks[keep:]:
         block.apply(gpt._init_weights)
     if gpt.transformer.ln_f is not None and keep < n:
@@ -290,11 +296,21 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     Writes RUN_DIR/checkpoints (the loop's), RUN_DIR/model (the last), RUN_DIR/best (the best task
     model directory) and RUN_DIR/summary.json; returns the summary."""
     from ..interop.hf import load_weights_into
-    from ..training import build_optimizer, prepare_run_dir, rank_info, train, warmup_linear
+    from ..training import (
+        RunLock,
+        build_optimizer,
+        check_run_kind,
+        prepare_run_dir,
+        rank_info,
+        train,
+        warmup_linear,
+    )
     from ..training.distributed import apply_parallelism, is_sharded
     from ..training.sharded import export_view
 
     started = time.time()
+    if cfg.resume:  # before any file is read: a pre-training run directory is not this kind of run
+        check_run_kind(Path(cfg.out), "finetune")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = TaskSpec(cfg.task, columns=dict(cfg.columns), regression=cfg.regression, label_base=cfg.label_base)
@@ -304,14 +320,15 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model, tok, origin = build_model(cfg, spec)
     n_ctx = model.gpt.config.n_ctx
     if cfg.max_len is not None and cfg.max_len > n_ctx:
-        raise GptkitError(f"--max-len {cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
+        raise OptionError("FinetuneConfig", "max_len", f"{cfg.max_len} exceeds the model's context window n_ctx={n_ctx}")
     spec.max_len = cfg.max_len or n_ctx
     spec.metric = cfg.metric or default_metric(spec.task, spec.regression)
     valid_metrics = ("pearson", "spearman", "mse") if spec.regression else \
         ("accuracy",) if spec.task == "multiple_choice" else ("accuracy", "f1", "matthews")
     if spec.metric not in (*valid_metrics, "loss"):
-        raise GptkitError(f"--metric {spec.metric}: a {spec.task}{' regression' if spec.regression else ''} task "
-                          f"reports {', '.join(valid_metrics)} (or loss)")
+        raise OptionError("FinetuneConfig", "metric", f"{spec.metric}: a {spec.task}"
+                                                      f"{' regression' if spec.regression else ''} task reports "
+                                                      f"{', '.join(valid_metrics)} (or loss)")
     transform = InputTransform(spec, tok, spec.max_len)
     train_e = transform.encode_all(train_x, name=str(cfg.train))
     val_e = transform.encode_all(val_x, name=str(cfg.val)) if val_x else None
@@ -354,7 +371,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     train_config = TrainConfig(
         max_steps=steps,
         grad_clip=cfg.grad_clip,
-        log_every=max(1, min(50, eval_every)),
+        log_every=cfg.log_every or max(1, min(50, eval_every)),
         eval_every=eval_every if val_e is not None else 0,
         checkpoint_every=eval_every,
         precision=cfg.precision,
@@ -375,6 +392,12 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     )
     if not ranks.is_main:  # rank 0 alone exports best/ and writes the summary
         return {"steps": result.step, "stopped_by": result.stopped_by, "rank": ranks.rank}
+    if result.stopped_by is not None:
+        # Interrupted: the checkpoint is saved for --resume, but best/ and summary.json would present
+        # a partial run as the result, so neither is written.
+        RunLock.release_dir(out)
+        return {"task": spec.task, "steps": result.step, "stopped_by": result.stopped_by,
+                "checkpoint": str(result.last_checkpoint)}
     best_ckpt = result.best_checkpoint or result.last_checkpoint
     best_dir = out / "best"
     if best_ckpt is not None:
@@ -392,7 +415,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "best_dir": str(best_dir),
         "best_step": _step_of(best_ckpt),
         "best_value": result.best_value,
-        "final_train_loss": result.history[-1].get("loss") if result.history else None,
+        "final_train_loss": next((r["loss"] for r in reversed(result.history) if "loss" in r), None),
         **origin,
         "lm_coef": cfg.lm_coef,
     }
@@ -406,6 +429,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         summary["test"] = _score_or_none(scorer, test_e, tok.pad_id, cfg)
     summary["seconds"] = round(time.time() - started, 2)
     atomic_write_json(out / "summary.json", summary)
+    RunLock.release_dir(out)
     return summary
 
 
@@ -418,9 +442,11 @@ def _score_or_none(model: TaskModel, encoded: list[EncodedExample], pad_id: int,
 def _step_of(path: Path | None) -> int | None:
     if path is None:
         return None
+    from ..training.checkpoint import read_checkpoint
+
     try:
-        return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))["step"]
-    except (OSError, KeyError, json.JSONDecodeError):
+        return read_checkpoint(path).step
+    except (GptkitError, KeyError, ValueError):
         return None
 
 

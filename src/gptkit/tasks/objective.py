@@ -13,29 +13,16 @@ from .batching import TaskBatch
 from .model import TaskModel, TaskOutput
 
 
-def sequence_lm_loss(lm_logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """lm_logits (N, T, V) predicting ids (N, T) shifted by one; mask (N, T) True on real tokens.
+def masked_lm_loss(model: TaskModel, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """hidden (N, T, C) predicting ids (N, T) shifted by one; mask (N, T) True on real tokens.
 
     Each sequence's mean over its real targets, then the mean over sequences, so a long sequence
-    does not outweigh a short one (the released code's per-sequence average)."""
-    targets = ids[:, 1:]
-    valid = mask[:, 1:].to(lm_logits.dtype if lm_logits.is_floating_point() else torch.float32)
-    nll = F.cross_entropy(
-        lm_logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none"
-    ).view_as(targets)  # (N, T-1)
-    per_sequence = (nll * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
-    return per_sequence.mean()
-
-
-def masked_lm_loss(model: TaskModel, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The same value as `sequence_lm_loss(model.gpt.lm_logits(hidden), ids, mask)`, but the (large)
-    vocabulary projection runs only on positions whose next token is real, not on padding."""
+    does not outweigh a short one (the released code's per-sequence average). The model's one LM
+    loss (chunked, no (N, T, V) logits) runs only on positions whose next token is real."""
     valid = mask[:, 1:]  # (N, T-1): position t predicts token t+1
-    logits = model.gpt.lm_logits(hidden[:, :-1][valid])  # (M, V) for the M real targets
-    nll = F.cross_entropy(logits.float(), ids[:, 1:][valid], reduction="none")  # (M,)
-    rows = torch.arange(ids.size(0), device=ids.device)[:, None].expand_as(valid)[valid]
-    per_sequence = torch.zeros(ids.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, nll)
-    return (per_sequence / valid.sum(dim=1).clamp_min(1).to(nll.dtype)).mean()
+    per_row = valid.sum(dim=1, keepdim=True).clamp_min(1) * ids.size(0)  # (N, 1)
+    row_weights = (1.0 / per_row).expand_as(valid)[valid]  # (M,) for the M real targets
+    return model.gpt.lm_loss(hidden[:, :-1][valid], ids[:, 1:][valid], row_weights, reduction="weighted")
 
 
 def task_loss(model: TaskModel, out: TaskOutput, labels: torch.Tensor) -> torch.Tensor:

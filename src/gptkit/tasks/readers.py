@@ -116,6 +116,11 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Row]:
                 if not record or (len(record) == 1 and not record[0].strip()):
                     start = reader.line_num + 1
                     continue
+                if len(record) != len(header) and delimiter == "," and reader.line_num > start \
+                        and any("\n" in value for value in record):
+                    # a quote that never closes swallows the following lines into one field
+                    raise GptkitError(f"{path}, line {start}: unbalanced quote: a quoted field opened on this "
+                                      f"line runs on to line {reader.line_num}")
                 if len(record) != len(header):
                     raise GptkitError(
                         f"{path}, line {start}: ragged row: {len(record)} fields but the header has {len(header)}"

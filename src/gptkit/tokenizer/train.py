@@ -7,6 +7,7 @@ than memory costs time proportional to its size and memory proportional to one p
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,24 @@ log = logging.getLogger(__name__)
 
 # Specials take the first ids of a trained vocabulary (the trainer places them there).
 TRAINED_SPECIALS = (EOT, PAD, *[t for t in APPEND_ORDER if t not in (EOT, PAD)])
+
+
+MAX_WORD_CHARS = 100
+"""Longest run of non-space characters the trainer sees as one word. The trainer's work on a word
+grows with the square of its length (every merge rescans it), so one 5 MB base64 or minified-JSON
+"word" would stall training; longer runs are cut into pieces this long. Merges cannot span a cut,
+which only matters for words of over 100 characters."""
+
+_LONG_RUN = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
+
+
+def bound_words(text: str) -> str:
+    """`text` with every whitespace-free run longer than MAX_WORD_CHARS cut by spaces (training only:
+    encoding is linear and is never changed)."""
+    if len(text) <= MAX_WORD_CHARS:
+        return text
+    return _LONG_RUN.sub(lambda m: " ".join(m.group(0)[i : i + MAX_WORD_CHARS]
+                                            for i in range(0, len(m.group(0)), MAX_WORD_CHARS)), text)
 
 
 def train_tokenizer(
@@ -77,15 +96,15 @@ def train_from_texts(
         show_progress=show_progress,
         **kwargs,
     )
-    seen = 0
+    seen = [0]
 
     def counted() -> Iterator[str]:
-        nonlocal seen
         for text in texts:
-            seen += len(text)
-            yield text
+            seen[0] += len(text)
+            yield bound_words(text)
 
     backend.train_from_iterator(counted(), trainer=trainer)
+    seen = seen[0]
     if seen == 0 or backend.get_vocab_size() <= len(specials):
         raise GptkitError("no training text: the inputs are empty")
     got = backend.get_vocab_size()

@@ -31,7 +31,7 @@ Resume: `resume_from = prepare_run_dir("runs/toy", resume=True)` then the same `
 resume_from=resume_from)`. See docs/training.md.
 """
 
-from .checkpoint import CheckpointManager, check_run_kind, prepare_run_dir
+from .checkpoint import CheckpointManager
 from .config import TrainConfig
 from .loop import BatchSource, NonFiniteError, TrainResult, seed_everything, train
 from .metrics import MetricsLog, read_metrics
@@ -40,6 +40,7 @@ from .optimizer import build_optimizer
 from .perf import measure_matmul_flops, mfu
 from .pretrain import PretrainOptions, evaluate_lm, pretrain
 from .ranks import RankInfo, rank_info
+from .rundir import RunLock, check_run_kind, prepare_run_dir
 from .schedules import Schedule, constant, warmup_cosine, warmup_linear
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "NonFiniteError",
     "Objective",
     "PretrainOptions",
+    "RunLock",
     "RankInfo",
     "Schedule",
     "TrainConfig",

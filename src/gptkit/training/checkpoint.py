@@ -1,4 +1,4 @@
-"""Checkpoints: atomic, self-contained, never pickled; the newest complete one is found on resume.
+"""Checkpoints: atomic, self-contained, never pickled; the newest intact one is found on resume.
 
 Layout of a run directory:
 
@@ -14,12 +14,13 @@ A checkpoint is written into `checkpoints/.tmp-step_...`, every file fsynced, an
 to `step_...`; a rename is atomic, so a `step_*` directory is complete by construction. Directories
 are deleted by renaming them to `.trash-*` first, so a kill during deletion never leaves a partial
 `step_*`. The `latest` file is only a hint: if it is missing or names something absent, the newest
-complete `step_*` wins.
+complete `step_*` wins; on resume a `step_*` whose files do not match the sizes its state recorded
+is passed over for the one before. RUN_DIR/model is replaced by swapping directories, never absent.
+Claiming the run directory (lock, reuse rules, run kind) is rundir.py's job.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -33,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
+from ..atomic import replace_dir
 from ..errors import GptkitError
 from ..interop.weights import (
     atomic_save_safetensors,
@@ -42,6 +45,7 @@ from ..interop.weights import (
     fsync_dir,
     load_safetensors,
 )
+from ..jsonio import read_json
 from ..options import OptionError
 
 log = logging.getLogger(__name__)
@@ -141,68 +145,6 @@ def rng_state_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict, ran
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
-# --- the run directory ------------------------------------------------------------------------------
-
-
-def prepare_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                    kind: str = "train", info: dict | None = None) -> Path | None:
-    """Make `run_dir` ready and return the checkpoint to resume from (None: start fresh).
-
-    A directory that already holds files is refused unless `resume` (continue from its newest
-    complete checkpoint) or `overwrite` (delete the previous run, but only if it is a gptkit run
-    directory: `overwrite` never deletes a directory gptkit did not make). Call on every rank;
-    only rank 0 writes.
-    """
-    from .ranks import barrier, rank_info
-
-    run_dir = Path(run_dir)
-    main = rank_info().is_main
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GptkitError(f"{run_dir}: exists and is not a directory")
-    occupied = run_dir.is_dir() and any(run_dir.iterdir())
-    is_run = (run_dir / RUN_FILE).is_file()
-    if occupied and resume and overwrite:
-        raise GptkitError("--resume and --overwrite contradict each other; pass one")
-    if occupied and resume:
-        if not is_run:
-            raise GptkitError(f"{run_dir}: not a gptkit run directory (no {RUN_FILE}); nothing to resume")
-        check_run_kind(run_dir, kind)
-        found = CheckpointManager(run_dir).latest()
-        if found is None:
-            log.warning("%s: no complete checkpoint yet; starting from step 0", run_dir)
-        return found
-    if occupied and not overwrite:
-        raise GptkitError(
-            f"{run_dir}: already holds {'a run' if is_run else 'files'}; pass --resume to continue it "
-            f"or --overwrite to replace it (or choose another directory)"
-        )
-    if occupied and overwrite and not is_run:
-        raise GptkitError(f"{run_dir}: not a gptkit run directory (no {RUN_FILE}); refusing to delete its files")
-    # Every rank has looked at the directory before rank 0 changes it: a slower rank must not see
-    # rank 0's fresh run.json and take it for an earlier run.
-    barrier()
-    if main:
-        if occupied:
-            for entry in run_dir.iterdir():
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / RUN_FILE, {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                                **(info or {})})
-    barrier()
-    return None
-
-
-def check_run_kind(run_dir: Path, kind: str) -> None:
-    """Refuse to resume, say, a fine-tuning run as a pre-training one (`prepare_run_dir` does this on
-    every resume)."""
-    try:
-        found = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8")).get("kind")
-    except (OSError, json.JSONDecodeError):
-        return
-    if found not in (None, kind):
-        raise GptkitError(f"{run_dir}: holds a {found!r} run, not {kind!r}")
-
-
 class CheckpointManager:
     """Writes, finds, loads and prunes the checkpoints of one run directory."""
 
@@ -235,6 +177,18 @@ class CheckpointManager:
         found = self.complete()
         return found[-1][1] if found else None
 
+    def resumable(self) -> Path | None:
+        """The newest checkpoint that is intact (`verify_checkpoint`); a damaged newer one (a disk
+        error, a truncated copy) is passed over with a warning instead of failing the resume."""
+        for _, path in reversed(self.complete()):
+            try:
+                verify_checkpoint(path)
+            except GptkitError as e:
+                log.warning("skipping damaged checkpoint %s (%s); trying the one before", path, e)
+                continue
+            return path
+        return None
+
     def best(self) -> Path | None:
         hint = _read_pointer(self.dir / BEST_POINTER)
         if hint is not None and STEP_RE.match(hint) and (self.dir / hint / STATE_FILE).is_file():
@@ -255,30 +209,49 @@ class CheckpointManager:
     ) -> Path:
         """Write one checkpoint atomically and return its directory. `tensor_files` maps a file name
         (e.g. optimizer.safetensors) to its tensors; `state` becomes trainer_state.json, written last.
+
         `tmp`: a temporary directory already holding part of the checkpoint (an FSDP run's shards,
-        written there by every rank), committed with the rest."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        written there by every rank), committed with the rest.
+
+        A failed write (disk full, a file too large, any OSError) removes the partial checkpoint and
+        is a one-line GptkitError; the previous checkpoints and RUN_DIR/model are untouched."""
         name = step_dir_name(step)
-        if tmp is None:
-            tmp = self.dir / f".tmp-{name}-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir()
-        write_model(tmp)
-        for filename, tensors in tensor_files.items():
-            atomic_save_safetensors(tensors, tmp / filename)
-        _fsync_tree(tmp)
-        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, **state})
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if tmp is None:
+                tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir()
+            write_model(tmp)
+            for filename, tensors in tensor_files.items():
+                atomic_save_safetensors(tensors, tmp / filename)
+            _fsync_tree(tmp)
+            files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+            atomic_write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, **state, "files": files})
+        except (OSError, SafetensorError) as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = self.latest()
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise GptkitError(f"{self.dir}: could not write the checkpoint of step {step} ({_one_line(e)}); "
+                              f"its partial files were removed and {kept}") from None
+        except BaseException:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         final = self.dir / name
-        if final.exists():  # e.g. a resumed run saving the step it resumed from
-            self._discard(final)
-        os.replace(tmp, final)
-        fsync_dir(self.dir)
+        replace_dir(tmp, final)  # e.g. a resumed run saving the step it resumed from
         atomic_write_bytes(self.dir / LATEST_POINTER, (name + "\n").encode())
         if is_best:
             atomic_write_bytes(self.dir / BEST_POINTER, (name + "\n").encode())
         self.prune()
-        self.export_model(final)
+        try:
+            self.export_model(final)
+        except OSError as e:
+            shutil.rmtree(self.run_dir / f".tmp-model-{os.getpid()}", ignore_errors=True)
+            raise GptkitError(f"{self.run_dir / MODEL_DIR}: could not be refreshed ({_one_line(e)}); the checkpoint "
+                              f"{final} is complete") from None
         return final
 
     def prune(self) -> None:
@@ -290,7 +263,8 @@ class CheckpointManager:
                 self._discard(path)
 
     def export_model(self, checkpoint: Path) -> Path:
-        """Refresh RUN_DIR/model with the checkpoint's model files (hard links: no extra space)."""
+        """Refresh RUN_DIR/model with the checkpoint's model files (hard links: no extra space). The
+        new directory is swapped in (`replace_dir`), so RUN_DIR/model exists at every instant."""
         target = self.run_dir / MODEL_DIR
         tmp = self.run_dir / f".tmp-model-{os.getpid()}"
         if tmp.exists():
@@ -298,19 +272,20 @@ class CheckpointManager:
         shutil.copytree(checkpoint, tmp, copy_function=_link_or_copy,
                         ignore=lambda d, names: [n for n in names if n in TRAINING_FILES])
         fsync_dir(tmp)
-        if target.exists():
-            self._discard(target)
-        os.replace(tmp, target)
-        fsync_dir(self.run_dir)
+        replace_dir(tmp, target)
         return target
 
     def clean_stale(self) -> None:
-        """Remove temp and trash directories a killed process left behind."""
+        """Remove what a killed process left behind: temp and trash directories, temp files of
+        atomic writes. Only called by the run directory's lock holder, so nothing here is live."""
         for parent in (self.dir, self.run_dir):
-            if parent.is_dir():
-                for p in parent.iterdir():
-                    if p.name.startswith((".tmp-", ".trash-")) and p.is_dir():
-                        shutil.rmtree(p, ignore_errors=True)
+            if not parent.is_dir():
+                continue
+            for p in parent.iterdir():
+                if p.name.startswith((".tmp-", ".trash-")) and p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                elif p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                    p.unlink(missing_ok=True)
 
     def _discard(self, path: Path) -> None:
         trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
@@ -361,18 +336,37 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """THE reader of a checkpoint's trainer state; a missing or malformed one is a GptkitError."""
     path = Path(path)
     state_path = path / STATE_FILE
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GptkitError(f"{state_path}: missing; {path} is not a complete checkpoint") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise GptkitError(f"{state_path}: unreadable ({e})") from None
-    except json.JSONDecodeError as e:
-        raise GptkitError(f"{state_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise GptkitError(f"{state_path}: unknown checkpoint format "
-                          f"{state.get('format') if isinstance(state, dict) else state!r}")
+    if not state_path.is_file():
+        raise GptkitError(f"{state_path}: missing; {path} is not a complete checkpoint")
+    state = read_json(state_path)
+    if state.get("format") != FORMAT_VERSION:
+        raise GptkitError(f"{state_path}: unknown checkpoint format {state.get('format')!r:.40}")
     return Checkpoint(path, state)
+
+
+def verify_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint's state and check its files without loading them: each file the state
+    lists has the size it was written with, and every safetensors header parses. Cheap (no tensor
+    is read), and it catches truncated or missing files."""
+    checkpoint = read_checkpoint(path)
+    files = checkpoint.state.get("files")
+    if isinstance(files, dict):
+        for rel, size in files.items():
+            f = checkpoint.path / rel
+            actual = f.stat().st_size if f.is_file() else None
+            if actual != size:
+                raise GptkitError(f"{f}: {'missing' if actual is None else f'{actual} bytes'}, written with {size}")
+    for f in checkpoint.path.rglob("*.safetensors"):
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError, ValueError) as e:
+            raise GptkitError(f"{f}: not a readable safetensors file ({_one_line(e)})") from None
+    return checkpoint
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def _read_pointer(path: Path) -> str | None:

@@ -23,7 +23,7 @@ from ..options import (
     positive_int,
 )
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = Precision.__args__
 """The precision choices, for every option that takes one."""
 Parallel = Literal["ddp", "fsdp"]
@@ -70,8 +70,10 @@ class TrainConfig:
                                            "SIGTERM/SIGINT)", check=non_negative_int, flag="save-every")
     keep_last: int = option(3, help="most recent checkpoints kept (the best one is kept in addition)",
                             check=positive_int)
-    precision: Precision = option("fp32", help="bf16 runs forward and loss under torch.autocast(bfloat16); "
-                                               "weights and optimizer stay fp32", choices=PRECISIONS)
+    precision: Precision = option("auto", help="bf16: forward and loss on bf16 casts of the fp32 master weights "
+                                               "(optimizer fp32); auto: bf16 where this device's bf16 matmuls "
+                                               "measure >= 1.5x fp32, else fp32 (the choice is printed; "
+                                               "training/precision.py)", choices=PRECISIONS)
     compile: bool = option(False, help="run the model under torch.compile", check=boolean)
     parallel: Parallel = option("ddp", help="under torchrun: ddp (a model replica per rank, gradients all-reduced) "
                                             "or fsdp (parameters, gradients and optimizer state sharded over the "

@@ -211,12 +211,21 @@ def shard_model(model: nn.Module, *, reshard_after_forward: bool = True, precisi
         if precision == "bf16" else {}
     # Every Transformer block is its own unit (gathered just before it runs, freed after): found as
     # the children of any ModuleList named `blocks`, so a task model (GPT + head) shards the same way.
-    for name, child in model.named_modules():
+    modules = dict(model.named_modules())
+    trunks = []
+    for name, child in modules.items():
         if name.rsplit(".", 1)[-1] == "blocks" and isinstance(child, nn.ModuleList):
             for block in child:
                 fully_shard(block, reshard_after_forward=reshard_after_forward, **mp)
-    # The root (embeddings, final norm, heads) stays gathered from forward to backward: fine-tuning's
-    # auxiliary LM loss applies the tied embedding to the hidden states after forward has returned.
+            trunks.append(modules[name.rpartition(".")[0]])
+    # The trunk holding the blocks (embeddings, final norm) is a unit of its own, so that calling it
+    # directly (evaluation: hidden states, then the tied LM head) gathers its weights; it and the
+    # root (task heads) stay gathered from forward to backward, because the tied embedding is used
+    # again after the forward pass returned (the LM head on the hidden states, fine-tuning's
+    # auxiliary loss).
+    for trunk in trunks:
+        if trunk is not model:
+            fully_shard(trunk, reshard_after_forward=False, **mp)
     fully_shard(model, reshard_after_forward=False, **mp)
     return model
 

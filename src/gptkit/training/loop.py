@@ -3,7 +3,7 @@
 It knows nothing about GPT. The caller supplies the module to optimise, an objective
 `(module, batch) -> (loss, metrics)`, a resumable batch source, an optimizer, a schedule
 `lr_at(step)`, and how to save/load the model part of a checkpoint. The loop adds what every run
-needs: gradient accumulation, clipping, bf16 autocast, torch.compile, a non-finite guard that stops
+needs: gradient accumulation, clipping, bf16 (training/precision.py), torch.compile, a non-finite guard that stops
 before the update, periodic evaluation with a best checkpoint, atomic checkpoints with exact resume,
 SIGTERM/SIGINT handling, metrics logs, a progress bar with tokens/s and MFU, and the DDP edge
 (rank-0-only writes, rank-averaged metrics, no all-reduce on accumulation micro-steps).
@@ -43,6 +43,7 @@ from .metrics import MetricsLog
 from .objectives import Objective
 from .optimizer import set_lr
 from .perf import measure_matmul_flops, mfu
+from .precision import precision_for_run
 from .ranks import (
     RankInfo,
     any_across_ranks,
@@ -137,12 +138,15 @@ def train(
         checkpoint = resume_from if isinstance(resume_from, Checkpoint) else read_checkpoint(resume_from)
         # another world size: the accumulation that keeps the checkpoint's global batch
         config = fit_world_size(checkpoint.state, config, rank_info(), checkpoint.path)
+    saved = checkpoint.state.get("config", {}).get("precision") if checkpoint is not None else None
+    config, precision = precision_for_run(config, module, saved)  # "auto" resolved, and said
     trainer = _Trainer(module, objective, batches, optimizer, schedule, config, run_dir=run_dir,
                        save_model=save_model, evaluate=evaluate, extra_state=extra_state or {}, on_step=on_step)
     if checkpoint is not None:
         trainer.restore(checkpoint, load_model)
     else:
         seed_everything(config.seed)
+    trainer.precision = precision
     trainer.prepare(flops_per_token, peak_flops)
     return trainer.run()
 
@@ -189,7 +193,7 @@ class _Trainer:
             self.ckpt.clean_stale()
             self.result.best_checkpoint = self.ckpt.best()
         if flops_per_token and peak_flops is None:
-            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
+            dtype = self.precision.dtype
             peak_flops = measure_matmul_flops(self.device, dtype)
             log.info("peak %s matmul on %s: %.1f GFLOP/s (MFU is measured against this)", dtype, self.device,
                      peak_flops / 1e9)
@@ -199,9 +203,8 @@ class _Trainer:
         self.params = [p for p in self.module.parameters() if p.requires_grad]
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """The forward pass in the run's precision (training/precision.py: bf16 weight casts)."""
+        return self.precision.forward()
 
     # --- the run ----------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
@@ -23,6 +22,5 @@ def lm_objective(module: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
     one, so the module's logits at position t are scored against token t + 1.
     """
     ids, targets = batch["input_ids"], batch["targets"]
-    logits = module(ids)  # (B, T, V)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+    loss = module(ids, targets=targets)  # the chunked head loss (model/loss.py): no (B, T, V) logits
     return loss, {}

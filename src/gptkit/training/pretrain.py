@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import GptkitError
 from ..interop.hf import load_weights_into, read_config
@@ -33,13 +32,14 @@ from ..options import (
     positive_int,
     positive_real,
 )
-from .checkpoint import Checkpoint, prepare_run_dir, read_checkpoint
+from .checkpoint import Checkpoint, read_checkpoint
 from .config import TrainConfig
 from .distributed import apply_parallelism
 from .loop import TrainResult, train
 from .objectives import lm_objective
 from .optimizer import build_optimizer
 from .ranks import rank_info
+from .rundir import RunLock, prepare_run_dir
 from .schedules import warmup_cosine
 from .sharded import export_view
 
@@ -122,34 +122,37 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
 
     resume = prepare_run_dir(opts.out, resume=opts.resume, overwrite=opts.overwrite, kind="pretrain",
                              info={"data": str(opts.data), "tokenizer": str(tok_path)})
-    checkpoint = read_checkpoint(resume) if resume is not None else None
-    if checkpoint is not None:
-        config = _resumed_model_config(opts, checkpoint, config)
-        checkpoint.require_same("PretrainOptions", recipe)
+    try:  # from here on the run directory is ours (RunLock): released however this ends
+        checkpoint = read_checkpoint(resume) if resume is not None else None
+        if checkpoint is not None:
+            config = _resumed_model_config(opts, checkpoint, config)
+            checkpoint.require_same("PretrainOptions", recipe)
 
-    torch.manual_seed(loop.seed)  # model init is part of the run's determinism
-    model = apply_parallelism(GPT(config).to(loop.device), loop.parallel, precision=loop.precision)
-    optimizer = build_optimizer(model, lr=opts.lr, weight_decay=opts.weight_decay, betas=(0.9, 0.999), eps=1e-8)
-    schedule = warmup_cosine(opts.lr, warmup, loop.max_steps)
+        torch.manual_seed(loop.seed)  # model init is part of the run's determinism
+        model = apply_parallelism(GPT(config).to(loop.device), loop.parallel, precision=loop.precision)
+        optimizer = build_optimizer(model, lr=opts.lr, weight_decay=opts.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+        schedule = warmup_cosine(opts.lr, warmup, loop.max_steps)
 
-    def save_model(directory: Path) -> None:
-        export_view(model).save_pretrained(directory)  # FSDP: the copy gathered on rank 0
-        tok.save(directory)
+        def save_model(directory: Path) -> None:
+            export_view(model).save_pretrained(directory)  # FSDP: the copy gathered on rank 0
+            tok.save(directory)
 
-    def evaluate(module: torch.nn.Module) -> dict[str, float]:
-        return evaluate_lm(module, val, opts.batch_size, loop.device)
+        def evaluate(module: torch.nn.Module) -> dict[str, float]:
+            return evaluate_lm(module, val, opts.batch_size, loop.device)
 
-    flops = training_flops_per_token(config.replace(n_ctx=seq_len))  # attention cost of the real window
-    log.info("pre-training %s parameters, %d steps x %d windows x %d tokens (x%d accumulation, x%d ranks), "
-             "lr %.3g warmup %d", f"{model.num_parameters():,}", loop.max_steps, opts.batch_size, seq_len,
-             loop.grad_accum_steps, ranks.world_size, opts.lr, warmup)
-    return train(
-        model, lm_objective, sampler, optimizer, schedule, loop,
-        run_dir=opts.out, resume_from=checkpoint, save_model=save_model, load_model=partial(load_weights_into, model),
-        evaluate=evaluate if val else None, flops_per_token=flops, peak_flops=opts.peak_flops,
-        extra_state={"data": str(opts.data), "tokenizer": str(tok_path), "recipe": recipe,
-                     "model_source": _model_source(opts)},
-    )
+        flops = training_flops_per_token(config.replace(n_ctx=seq_len))  # attention cost of the real window
+        log.info("pre-training %s parameters, %d steps x %d windows x %d tokens (x%d accumulation, x%d ranks), "
+                 "lr %.3g warmup %d", f"{model.num_parameters():,}", loop.max_steps, opts.batch_size, seq_len,
+                 loop.grad_accum_steps, ranks.world_size, opts.lr, warmup)
+        return train(
+            model, lm_objective, sampler, optimizer, schedule, loop,
+            run_dir=opts.out, resume_from=checkpoint, save_model=save_model,
+            load_model=partial(load_weights_into, model), evaluate=evaluate if val else None, flops_per_token=flops,
+            peak_flops=opts.peak_flops, extra_state={"data": str(opts.data), "tokenizer": str(tok_path),
+                                                     "recipe": recipe, "model_source": _model_source(opts)},
+        )
+    finally:
+        RunLock.release_dir(opts.out)
 
 
 def _load_data(opts: PretrainOptions):
@@ -204,9 +207,8 @@ def evaluate_lm(module: torch.nn.Module, windows: list, batch_size: int, device:
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
         rows = torch.from_numpy(np.stack(windows[i : i + batch_size])).to(device)
-        logits = module(rows[:, :-1])
-        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1),
-                                 reduction="sum").item()
+        # through the model's own forward (FSDP gathers the root's weights there), the chunked loss
+        total += module(rows[:, :-1], targets=rows[:, 1:]).item() * rows[:, 1:].numel()
         count += rows[:, 1:].numel()
     loss = total / max(1, count)
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}

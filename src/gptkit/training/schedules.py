@@ -87,9 +87,12 @@ def _check(max_lr: float, warmup: int, total: int) -> None:
 
 def _after_warmup(max_lr: float, warmup: int, total: int, step: int, decay) -> float:
     """Linear warmup from 0 over `warmup` updates, then max_lr * decay(progress), progress going 0 -> 1
-    between the end of warmup and `total`; 0 from `total` on."""
+    between the end of warmup and `total`; 0 from `total` on.
+
+    Warmup update `step` (from 0) uses max_lr * (step + 1) / warmup: the ramp starts at 0 but no
+    update is spent at learning rate 0 (the first is max_lr / warmup, the last of the warmup max_lr)."""
     if step < warmup:
-        return max_lr * step / warmup
+        return max_lr * (step + 1) / warmup
     if step >= total:
         return 0.0
     return max_lr * decay((step - warmup) / max(1, total - warmup))

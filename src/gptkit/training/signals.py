@@ -13,6 +13,13 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 
+def exit_status(signal_name: str | None) -> int:
+    """The status a shell gives a process killed by that signal (128 + its number: SIGTERM 143,
+    SIGINT 130), for a command that stopped cleanly on it; 1 for a stop by another rank."""
+    signum = getattr(signal, signal_name or "", None)
+    return 128 + int(signum) if isinstance(signum, signal.Signals) else 1
+
+
 class StopRequest:
     """Context manager that turns SIGTERM/SIGINT into `self.signal_name` (None until one arrives)."""
 

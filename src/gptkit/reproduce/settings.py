@@ -1,0 +1,76 @@
+"""The knobs of `gptkit reproduce`, as named profiles: `default` (planned for ~45 min of CPU time on a
+2-core machine including pre-training: an estimate from the quick profile's measured per-run costs, see
+docs/reproduce.md), `quick` (measured 8 min CPU), `test` (seconds, for the test suite on fake archives).
+
+Each profile names the demo profile whose data, tokenizer and model shape it pre-trains with when no
+`--init` is given (`gptkit demo`'s settings, unchanged), and its own fine-tuning budget: how many
+training examples per task, how many seeds, which tasks, which runs of Figure 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import GptkitError
+
+TABLE_TASKS = ("sentiment", "topics", "derived_continuation", "derived_same_article", "derived_next_sentence")
+
+
+@dataclass(frozen=True)
+class ReproduceSettings:
+    profile: str
+    demo_profile: str
+    """The `gptkit demo` profile whose data, tokenizer and model are used to pre-train (no --init)."""
+    tasks: tuple[str, ...] = TABLE_TASKS
+    """Table 5's columns: the two built-in tasks and the three derived ones."""
+    seeds: tuple[int, ...] = (1, 2)
+    """Fine-tuning seeds of every Table 5 cell (head init, dropout, data order); the mean is reported."""
+    train_limit: int = 400
+    """Training examples per task (a seeded random subset, the same for every arm and seed). The default
+    profile's model costs about 3x the quick one's per example, hence fewer than --quick's 500."""
+    val_limit: int = 200
+    """Validation examples per task (picks the best checkpoint); the test splits are used whole."""
+    epochs: float = 3.0
+    batch_size: int = 16
+    """Half the paper's 32: with a few hundred examples, 32 gives too few updates (measured on the quick
+    profile, 500 topic examples: 34% test accuracy with batch 32, 47% with batch 8, same 3 epochs)."""
+    lr: float = 5e-4
+    """The demo's fine-tuning rate: one a small random model also learns with (both arms the same)."""
+    lm_coef: float = 0.5
+    """The full model's auxiliary LM weight lambda (paper: 0.5); the 'w/o aux LM' row uses 0."""
+    max_len: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLE_TASKS, 64))
+    """Token budget per sequence (per candidate for multiple choice), capped at the model's n_ctx. A pair of
+    two lead sentences is often longer; the longest part is shortened first (gptkit.tasks.transforms)."""
+    evals_per_epoch: int = 1
+    transfer_tasks: tuple[str, ...] = ("topics", "derived_continuation")
+    """Figure 2 left: tasks fine-tuned with 0 .. n_layer transferred blocks (first seed only)."""
+    pretrain_checkpoints: int = 8
+    """Checkpoints kept when pre-training here (one every 1/N of the run): Figure 2 right's points."""
+    zeroshot_limit: int = 400
+    """Examples per zero-shot heuristic (test split; the acceptability threshold on as many train ones)."""
+    zeroshot_batch: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, ReproduceSettings] = {
+    "default": ReproduceSettings(profile="default", demo_profile="default"),
+    "quick": ReproduceSettings(
+        profile="quick", demo_profile="quick", seeds=(1,), train_limit=500, val_limit=150,
+        pretrain_checkpoints=8, zeroshot_limit=300,
+    ),
+    "test": ReproduceSettings(
+        profile="test", demo_profile="test", seeds=(1,), train_limit=40, val_limit=20, epochs=1.0, batch_size=8,
+        lr=1e-3, max_len=dict.fromkeys(TABLE_TASKS, 32), pretrain_checkpoints=3, zeroshot_limit=20,
+        zeroshot_batch=8,
+    ),
+}
+
+
+def get_profile(name: str) -> ReproduceSettings:
+    if name not in PROFILES:
+        raise GptkitError(f"unknown reproduce profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
