@@ -81,7 +81,7 @@ def build_results(repro: Reproduction, outputs: dict[str, dict[str, Any]]) -> di
 
     right: dict[str, Any] = {}
     zs = sorted((o for k, o in outputs.items() if k.startswith("zeroshot_")),
-                key=lambda o: -1 if o["step"] is None else o["step"])
+                key=lambda o: math.inf if o["step"] is None else o["step"])
     for heuristic, info in ZEROSHOT.items():
         right[heuristic] = {"title": info["title"], "task": info["task"], "chance": info["chance"],
                             "points": [{"step": o["step"], **o["heuristics"][heuristic]} for o in zs]}
@@ -150,7 +150,7 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"  {entry['title']}: from scratch {100 * entry['scratch']['accuracy']:.1f}; {pts} (full transfer)")
     lines += ["", "Figure 2 right (zero-shot accuracy % by pre-training updates; step 0 = random init):"]
     for entry in results["figure2_right"].values():
-        pts = ", ".join(f"{'model' if p['step'] is None else p['step']}: {100 * p['accuracy']:.1f}" for p in entry["points"])
+        pts = ", ".join(f"{'the --init model' if p['step'] is None else p['step']}: {100 * p['accuracy']:.1f}" for p in entry["points"])
         lines.append(f"  {entry['title']} (chance {100 * entry['chance']:.0f}): {pts}")
     lines += ["  (no Winograd-style heuristic: gptkit has no Winograd data or heuristic yet)", ""]
     cpu = results.get("stage_cpu_seconds") or {}

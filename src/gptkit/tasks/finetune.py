@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import replace_dir
 from ..errors import GptkitError
 from ..interop.weights import atomic_write_json, load_safetensors
 from ..model import GPT
@@ -458,14 +459,7 @@ def _export_task_dir(checkpoint: Path, target: Path) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(checkpoint, tmp, ignore=lambda d, names: [n for n in names if n in TRAINING_FILES])
-    # Swap by renames so some complete best/ exists at every moment (`--resume` re-exports it anyway).
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, target)  # swapped in: a complete best/ exists at every moment
 
 
 # --- evaluate / predict -----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ anywhere a GPT loads (e.g. for generation), and `load_task_model` restores the w
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import replace_dir
 from ..errors import GptkitError
-from ..interop.weights import atomic_save_safetensors, atomic_write_json, fsync_dir, load_safetensors
+from ..interop.weights import atomic_save_safetensors, atomic_write_json, load_safetensors
 from ..model import GPT, ClassifierHead, MultipleChoiceHead, SimilarityHead
 from .batching import TaskBatch
 from .spec import TaskSpec
@@ -96,16 +96,7 @@ def save_task_model(model: TaskModel, tokenizer: Any, directory: str | Path, ext
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
         write_task_model(model, tokenizer, tmp, extra)
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        fsync_dir(directory.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, directory)  # swapped in: the directory exists at every moment
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -33,13 +33,14 @@ resume_from=resume_from)`. See docs/training.md.
 
 from .checkpoint import CheckpointManager
 from .config import TrainConfig
-from .loop import BatchSource, NonFiniteError, TrainResult, seed_everything, train
+from .loop import BatchSource, NonFiniteError, TrainResult, train
 from .metrics import MetricsLog, read_metrics
 from .objectives import Objective, lm_objective
 from .optimizer import build_optimizer
 from .perf import measure_matmul_flops, mfu
 from .pretrain import PretrainOptions, evaluate_lm, pretrain
 from .ranks import RankInfo, rank_info
+from .resume import seed_everything
 from .rundir import RunLock, check_run_kind, prepare_run_dir
 from .schedules import Schedule, constant, warmup_cosine, warmup_linear
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,10 +30,8 @@ from .checkpoint import (
     RNG_FILE,
     Checkpoint,
     CheckpointManager,
-    optimizer_state_from_safetensors,
     optimizer_state_to_safetensors,
     read_checkpoint,
-    rng_state_from_safetensors,
     rng_state_to_safetensors,
 )
 from .config import TrainConfig
@@ -45,7 +41,6 @@ from .optimizer import set_lr
 from .perf import measure_matmul_flops, mfu
 from .precision import precision_for_run
 from .ranks import (
-    RankInfo,
     any_across_ranks,
     barrier,
     gather_json,
@@ -56,11 +51,9 @@ from .ranks import (
     rank_info,
     wrap_for_training,
 )
+from .resume import restore, seed_everything, state_dict_io
 from .sharded import (
     fit_world_size,
-    is_sharded_checkpoint,
-    load_shards,
-    reseed_new_ranks,
     save_sharded_checkpoint,
 )
 from .signals import StopRequest
@@ -131,7 +124,7 @@ def train(
     on_step(step, metrics): called after every update on every rank (tests, custom logging).
     """
     if save_model is None or load_model is None:
-        default_save, default_load = _state_dict_io(module)
+        default_save, default_load = state_dict_io(module)
         save_model, load_model = save_model or default_save, load_model or default_load
     checkpoint = None
     if resume_from is not None:
@@ -179,7 +172,7 @@ class _Trainer:
     # --- start ------------------------------------------------------------------------------------
 
     def restore(self, checkpoint: Checkpoint, load_model: Callable[[Path], None]) -> None:
-        self.step, self.tokens_seen, self.best = _restore(checkpoint, self.config, self.ranks, load_model,
+        self.step, self.tokens_seen, self.best = restore(checkpoint, self.config, self.ranks, load_model,
                                                           self.optimizer, self.batches, self.module)
         self.metrics_log.truncate_after(self.step)
         self.result.last_checkpoint = checkpoint.path
@@ -377,56 +370,6 @@ class _Trainer:
             "config": self.config.to_dict(), "best": self.best, "extra": self.extra_state,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _restore(checkpoint: Checkpoint, config: TrainConfig, ranks: RankInfo, load_model: Callable[[Path], None],
-             optimizer: torch.optim.Optimizer, batches: BatchSource, module: nn.Module) -> tuple[int, int, dict | None]:
-    """Load a checkpoint written by any number of processes (`config` already fitted to keep its
-    global batch: `sharded.fit_world_size`)."""
-    state, path = checkpoint.state, checkpoint.path
-    same_world = state.get("world_size", 1) == ranks.world_size
-    saved_cfg = state.get("config", {})
-    for key in ("grad_accum_steps", "precision", "seed"):
-        if same_world and key in saved_cfg and saved_cfg[key] != getattr(config, key):
-            log.warning("resuming with %s=%r (the checkpoint used %r): the run will not match an "
-                        "uninterrupted one", key, getattr(config, key), saved_cfg[key])
-    if is_sharded_checkpoint(path):  # DCP shards: any world size, into a sharded or a plain model
-        load_shards(path, module, optimizer, state["optimizer"])
-    elif is_sharded(module):
-        raise GptkitError(f"{path}: written by a DDP or single-process run; resume it without FSDP "
-                          f"(--parallel ddp), or start the FSDP run afresh")
-    else:
-        load_model(path)
-        optimizer_state_from_safetensors(optimizer, checkpoint.tensors(OPTIMIZER_FILE), state["optimizer"], path)
-    per_rank = state.get("batches_per_rank")
-    batches.load_state_dict(per_rank[ranks.rank] if same_world and per_rank else state["batches"])
-    rng_state_from_safetensors(checkpoint.tensors(RNG_FILE), state["rng"], ranks.rank)
-    if not same_world:
-        reseed_new_ranks(state, config, ranks)
-    return int(state["step"]), int(state.get("tokens_seen", 0)), state.get("best")
-
-
-def _state_dict_io(module: nn.Module) -> tuple[Callable[[Path], None], Callable[[Path], None]]:
-    """Default model I/O: the module's parameters and buffers in one safetensors file (safetensors'
-    save_model/load_model handle tied weights)."""
-    from safetensors.torch import load_model, save_model
-
-    def save(directory: Path) -> None:
-        save_model(module, str(Path(directory) / "module.safetensors"))
-
-    def load(directory: Path) -> None:
-        path = Path(directory) / "module.safetensors"
-        if not path.is_file():
-            raise GptkitError(f"{path}: missing from the checkpoint")
-        load_model(module, str(path), strict=True)
-
-    return save, load
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

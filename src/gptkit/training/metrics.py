@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import GptkitError
 from ..interop.weights import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,14 @@ class MetricsLog:
         if self.path is None:
             return
         clean = {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in record.items()}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(clean, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(clean, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # disk full, a file-size limit: one line, the checkpoints stay as they are
+            raise GptkitError(f"{self.path}: cannot append the metrics of step {record.get('step')} "
+                              f"({e.strerror or e})") from None
         if self._tb is not None:
             step = int(record.get("step", 0))
             for key, value in record.items():
