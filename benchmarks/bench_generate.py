@@ -6,9 +6,11 @@ run measures greedy decoding of N new tokens with
   - gptkit, no cache (`use_cache=False`: the whole prefix re-run every step),
   - transformers `generate()` (greedy) on `OpenAIGPTLMHeadModel` loaded from the directory that
     gptkit's `save_pretrained` wrote: the same weights (HF's GPT-1 has no KV cache),
-and checks that all three produce the same ids.
+and checks that all three produce the same ids; each in fp32 and bf16 weights (`--dtypes`). Every
+row shows its fraction of the decoding ceiling (prompts x copy bandwidth / weight bytes: each
+decoding step reads every weight once) and its ratio to transformers.
 
-    python benchmarks/bench_generate.py                       # small + gpt1, 256 new tokens
+    python benchmarks/bench_generate.py                       # small + gpt1, fp32 + bf16, 256 new tokens
     python benchmarks/bench_generate.py --quick               # small only, 64 new tokens
     python benchmarks/bench_generate.py --presets gpt1 --slow-new-tokens 64
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 is far steadier on a busy shared CPU)")
+    p.add_argument("--dtypes", default="fp32,bf16",
+                   help="comma-separated weight dtypes for decoding (default fp32,bf16; bf16 = `generate --dtype bf16`)")
     p.add_argument("--quick", action="store_true", help="small preset, 64 new tokens")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = p.parse_args(argv)
@@ -113,21 +117,28 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("transformers is not installed: skipping it", file=sys.stderr)
 
+    # The ceiling of decoding: every step reads every weight once (batch 1: per token; batch B: per B
+    # tokens), so tokens/s <= batch x copy bandwidth / weight bytes. Copy bandwidth (read + write) is
+    # measured before and after the runs; the higher counts (the lower one mostly measures neighbours).
+    copy_probes = [common.copy_bandwidth()]
     rows: list[dict[str, Any]] = []
-    for name in args.presets.split(","):
+    for name, dtype_name in ((n, d) for n in args.presets.split(",") for d in args.dtypes.split(",")):
         torch.manual_seed(0)
         config = preset(name)
-        model = GPT(config).to(args.device).eval()
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+        model = GPT(config).eval()
         hf_model = None
         if hf_classes is not None and config.block_order == "post_ln":
             with tempfile.TemporaryDirectory() as d:
                 model.save_pretrained(d)
-                hf_model = hf_classes.from_pretrained(d).to(args.device).eval()
+                hf_model = hf_classes.from_pretrained(d, torch_dtype=dtype).to(args.device).eval()
+        model = model.to(args.device, dtype)
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         new = min(args.new_tokens, config.n_ctx - PROMPT_LEN)
         slow_new = min(new, args.slow_new_tokens or new)
         for batch in (int(b) for b in args.batches.split(",")):
             prompts = prompts_for(config.vocab_size, batch)
-            print(f"{name}, {batch} prompt(s):", file=sys.stderr)
+            print(f"{name} {dtype_name}, {batch} prompt(s):", file=sys.stderr)
             run_gptkit(model, prompts, 4, True)  # warm-up (allocator, kernels)
             modes = [("gptkit cache", run_gptkit, model, new, {"use_cache": True})]
             if slow_new < new:  # the cache over the same short run, for a like-for-like ratio
@@ -143,19 +154,32 @@ def main(argv: list[str] | None = None) -> int:
                 k = r["new_tokens"]
                 r["same_ids_as_cache"] = all(a[:k] == b for a, b in zip(reference, r["ids"]))
                 r["cache_speedup"] = cache_tps[k] / r["tokens_per_s"]
+            hf_tps = {r["new_tokens"]: r["tokens_per_s"] for r in results if r["mode"] == "transformers"}
             for r in results:
                 del r["ids"]
-                rows.append({"preset": name, **r})
+                if r["new_tokens"] in hf_tps:
+                    r["vs_hf"] = r["tokens_per_s"] / hf_tps[r["new_tokens"]]
+                rows.append({"preset": name, "dtype": dtype_name, "weight_mb": weight_bytes / 1e6, **r})
 
-    columns = [("preset", "preset", ""), ("prompts", "prompts", "d"), ("mode", "mode", ""),
+    copy_probes.append(common.copy_bandwidth())
+    copy_gbs = max(copy_probes)
+    for r in rows:
+        r["ceiling_tokens_per_s"] = r["prompts"] * copy_gbs * 1e9 / (r["weight_mb"] * 1e6)
+        r["of_ceiling"] = r["tokens_per_s"] / r["ceiling_tokens_per_s"]
+    columns = [("preset", "preset", ""), ("dtype", "dtype", ""), ("prompts", "prompts", "d"), ("mode", "mode", ""),
                ("new_tokens", "new tokens", "d"), ("seconds", "seconds", ".2f"), ("tokens_per_s", "tokens/s", ".1f"),
-               ("cache_speedup", "cache x faster (same tokens)", ".2f"), ("same_ids_as_cache", "same ids", "")]
+               ("ceiling_tokens_per_s", "ceiling", ".1f"), ("of_ceiling", "of ceiling", ".0%"),
+               ("vs_hf", "vs HF", ".2f"), ("cache_speedup", "cache x faster (same tokens)", ".2f"),
+               ("same_ids_as_cache", "same ids", "")]
+    print(f"host: {common.machine_info()['cpu']} ({torch.get_num_threads()} threads, torch {torch.__version__}); "
+          f"copy bandwidth {copy_gbs:.1f} GB/s (probes {copy_probes[0]:.1f} / {copy_probes[1]:.1f}); ceiling = "
+          f"prompts x copy bandwidth / weight bytes (every weight read once per decoding step)")
     print(common.format_table(rows, columns))
     out = common.write_results("bench_generate", {
-        "machine": common.machine_info(),
+        "machine": common.machine_info(), "copy_gbs": copy_gbs, "copy_probes": copy_probes,
         "settings": {"presets": args.presets, "new_tokens": args.new_tokens, "slow_new_tokens": args.slow_new_tokens,
                      "prompt_len": PROMPT_LEN, "repeats": args.repeats, "device": args.device, "greedy": True,
-                     "dtype": "float32", "threads": torch.get_num_threads()},
+                     "dtypes": args.dtypes, "threads": torch.get_num_threads()},
         "rows": rows,
     }, args.out)
     print(f"wrote {out}")

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--window-stride", type=int, default=None,
                    help="past the context window, drop this many tokens and re-prefill (default n_ctx // 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="weights (and KV cache) for decoding: bf16 reads half the bytes per token, so it decodes "
+                        "up to ~2x faster where memory bandwidth is the limit; results differ slightly (default fp32)")
     p.set_defaults(func=run)
 
 
@@ -62,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
     prompt = read_prompt(args)
     bundle = load_bundle(args.model_dir, device=args.device)
+    if args.dtype == "bf16":
+        import torch
+
+        bundle.model.to(torch.bfloat16)
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,

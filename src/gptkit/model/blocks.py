@@ -13,6 +13,7 @@ from torch import nn
 
 from .cache import KVCache
 from .config import GPTConfig
+from .dropout import Dropout, dropout
 from .masks import causal_mask
 
 
@@ -31,7 +32,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.attn_pdrop = config.attn_pdrop
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_dropout = Dropout(config.resid_pdrop)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T, C) -> q, k, v each (B, nh, T, hs)."""
@@ -70,7 +71,7 @@ class CausalSelfAttention(nn.Module):
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
             probs = scores.softmax(dim=-1)
-            y = F.dropout(probs, dropout_p, self.training) @ v
+            y = dropout(probs, dropout_p, self.training) @ v
         elif dropout_p > 0.0 and x.device.type == "cpu":
             # Training with attention dropout on CPU: SDPA has no fused kernel for it and falls back to
             # a generic path (separate scaling of q and k, mask checks); this one makes fewer passes
@@ -97,7 +98,7 @@ class CausalSelfAttention(nn.Module):
             # an additive mask (0 or -inf) in the scores' dtype: one fused add instead of a select
             bias = torch.zeros(attn_mask.shape, dtype=scores.dtype, device=q.device).masked_fill_(~attn_mask, float("-inf"))
             scores = scores + bias
-        return F.dropout(scores.softmax(dim=-1), dropout_p, True) @ v
+        return dropout(scores.softmax(dim=-1), dropout_p, True) @ v
 
 
 class MLP(nn.Module):
@@ -108,7 +109,7 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.n_embd, config.inner_dim)
         self.proj = nn.Linear(config.inner_dim, config.n_embd)
         self.act = gelu_tanh if config.activation == "gelu" else F.relu
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(self.act(self.fc(x))))

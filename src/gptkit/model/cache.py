@@ -9,7 +9,9 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far, plus which of them are real.
 
     Buffers are allocated once at `max_len` so a decode step writes in place instead of
-    concatenating (which would copy the whole history every token).
+    concatenating (which would copy the whole history every token). They are left uninitialised
+    (`torch.empty`): only the first `length` slots are ever read, and zero-filling n_ctx slots for
+    every layer costs ~38 MB of writes per row per generate call at the GPT-1 shape.
     """
 
     def __init__(
@@ -24,8 +26,8 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
         # True where the key at that slot is a real token (False for left padding).
         self.key_valid = torch.ones(batch_size, max_len, device=device, dtype=torch.bool)
         self.has_padding = False

@@ -17,6 +17,7 @@ from torch import nn
 from .blocks import Block
 from .cache import KVCache
 from .config import GPTConfig
+from .dropout import Dropout
 from .loss import lm_head_loss
 from .masks import build_attention_mask
 
@@ -37,7 +38,7 @@ class Transformer(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.n_ctx, config.n_embd)
-        self.emb_dropout = nn.Dropout(config.embd_pdrop)
+        self.emb_dropout = Dropout(config.embd_pdrop)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         # GPT-1 has no LayerNorm after the last block; the GPT-2 order adds one.
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon) if config.block_order == "pre_ln" else None

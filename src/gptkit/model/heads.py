@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 
 def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """hidden (B, T, C), positions (B,) -> the state at each row's position (B, C).
@@ -25,7 +27,7 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, n_embd: int, n_outputs: int, pdrop: float = 0.1, init_std: float = 0.02) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(pdrop)
+        self.dropout = Dropout(pdrop)
         self.linear = nn.Linear(n_embd, n_outputs)
         nn.init.normal_(self.linear.weight, std=init_std)
         nn.init.zeros_(self.linear.bias)
@@ -41,7 +43,7 @@ class SimilarityHead(nn.Module):
 
     def __init__(self, n_embd: int, n_outputs: int, pdrop: float = 0.1, init_std: float = 0.02) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(pdrop)
+        self.dropout = Dropout(pdrop)
         self.linear = nn.Linear(n_embd, n_outputs)
         nn.init.normal_(self.linear.weight, std=init_std)
         nn.init.zeros_(self.linear.bias)
@@ -64,7 +66,7 @@ class MultipleChoiceHead(nn.Module):
 
     def __init__(self, n_embd: int, pdrop: float = 0.1, init_std: float = 0.02) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(pdrop)
+        self.dropout = Dropout(pdrop)
         self.linear = nn.Linear(n_embd, 1)
         nn.init.normal_(self.linear.weight, std=init_std)
         nn.init.zeros_(self.linear.bias)

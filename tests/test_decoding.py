@@ -1,0 +1,53 @@
+"""Decoding at the bandwidth limit: the KV cache is allocated once and its unwritten slots are never
+read; bf16 inference weights (`generate --dtype bf16`) decode to nearly the fp32 log-probabilities."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gptkit.cli import main
+from gptkit.generation import GenerationConfig, generate
+from gptkit.model import GPT, KVCache, preset
+from test_generation_cli import make_model_dir
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+def test_unwritten_cache_slots_are_never_read():
+    torch.manual_seed(0)
+    model = GPT(preset("tiny")).eval()
+    ids = torch.randint(0, 512, (2, 12))
+    cache = KVCache.for_model(model.config, 2)
+    cache.keys.fill_(float("nan"))  # what an uninitialised (torch.empty) buffer may hold
+    cache.values.fill_(float("nan"))
+    with torch.no_grad():
+        steps = [model(ids[:, :8], cache=cache)[:, -1]]
+        for t in range(8, 12):
+            steps.append(model(ids[:, t : t + 1], cache=cache)[:, -1])
+        full = model(ids)
+    for i, logits in enumerate(steps):
+        torch.testing.assert_close(logits, full[:, 7 + i], rtol=1e-4, atol=1e-5)
+
+
+def test_generate_in_bf16_weights(tmp_path, capsys):
+    model_dir = make_model_dir(tmp_path / "tiny")
+    args = ["generate", str(model_dir), "the cat", "--max-new-tokens", "6", "--temperature", "0", "--json"]
+    assert main(args) == 0
+    fp32 = json.loads(capsys.readouterr().out)["samples"][0]
+    assert main(args + ["--dtype", "bf16"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)["samples"][0]
+    assert bf16["ids"] and bf16["logprobs"] != fp32["logprobs"]  # it really ran in bf16
+    n = next((i for i, (a, b) in enumerate(zip(fp32["ids"], bf16["ids"])) if a != b), len(bf16["ids"]))
+    assert n >= 1 and bf16["logprobs"][:n] == pytest.approx(fp32["logprobs"][:n], abs=0.1)
+    # the engine on a bf16 model keeps its cache in bf16 and gives the CLI's ids
+    model = GPT.from_pretrained(model_dir).to(torch.bfloat16).eval()
+    cache = KVCache.for_model(model.config, 1, dtype=next(model.parameters()).dtype)
+    assert cache.keys.dtype == torch.bfloat16
+    from gptkit.generation.bundle import load_bundle
+
+    prompt = load_bundle(model_dir, device="cpu").encode_prompt("the cat")
+    out = generate(model, [prompt], GenerationConfig(max_new_tokens=6, temperature=0.0))[0]
+    assert out.ids[: len(bf16["ids"])] == bf16["ids"]
