@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up gptkit in ./.venv. `scripts/setup.sh` installs the package; `scripts/setup.sh test` adds the
-# test tools (pytest, ruff, transformers for parity, the server and plotting extras).
+# test tools (pytest, ruff, transformers for parity, the server, plotting and baseline extras).
 #
 # PyTorch: an already-installed torch is kept. Otherwise, on a machine without an NVIDIA GPU, the CPU
 # build is installed first (a plain `pip install torch` would pull a multi-GB CUDA build); set
@@ -35,6 +35,6 @@ if [ "${1:-}" = "test" ]; then
       || echo "setup: chromium not installed; the browser test will be skipped"
   fi
 else
-  pip install -q -e ".[plot,serve]"
+  pip install -q -e ".[plot,serve,baseline]"
 fi
 echo "setup: done ($(python -c 'import torch; print("torch", torch.__version__)'))"

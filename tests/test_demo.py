@@ -7,10 +7,14 @@ import random
 from collections import Counter
 
 import pytest
+import torch
 
+from gptkit.baseline import BaselineConfig, run_baselines
 from gptkit.builtin_data import fetch_many, local_folder_downloader, read_jsonl
-from gptkit.cli import main
+from gptkit.cli import build_parser, main
 from gptkit.demo.pipeline import _opinion_documents
+from gptkit.demo.settings import PROFILES, get_profile
+from gptkit.model import GPT, GPTConfig
 from test_builtin_data import make_fake_archives
 
 
@@ -33,17 +37,39 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     assert "| movie-review sentiment (2 classes) | accuracy (test) |" in printed
     assert "| Wikipedia topic (3 classes) | accuracy (test) |" in printed
     assert "verdict: pre-training" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("| task |"))
+    assert "| pre-trained | from scratch | TF-IDF + LR | majority class |" in header
+    assert "pre-trained - TF-IDF (95% CI)" in header
+    assert "precision fp32" in printed or "precision bf16" in printed
+    assert "GFLOP/s fp32" in printed and "GFLOP/s bf16" in printed
+    verdict_line = next(line for line in printed.splitlines() if line.startswith("verdict:"))
+    for title in ("movie-review sentiment", "Wikipedia topic"):  # every task, in both judgements
+        assert verdict_line.count(title) == 2
 
     results = json.loads((out / "results.json").read_text())
     for task in ("sentiment", "topics"):
         entry = results["tasks"][task]
-        for init in ("pretrained", "scratch"):
-            assert 0.0 <= entry["test_accuracy"][init] <= 1.0
+        for arm in ("pretrained", "scratch", "tfidf", "majority"):
+            assert 0.0 <= entry["test_accuracy"][arm] <= 1.0
+            assert 0.0 <= entry["val_accuracy"][arm] <= 1.0
         assert entry["examples"]["test"] > 0
+        assert entry["vs_tfidf"] == pytest.approx(entry["test_accuracy"]["pretrained"] - entry["test_accuracy"]["tfidf"])
+        # the baselines saw exactly the labelled examples the GPT arms were fine-tuned on
+        files = out / "data" / "tasks" / task
+        assert entry["baseline_examples"] == entry["examples"]
+        alone = run_baselines(BaselineConfig(task="classification", train=files / "train.jsonl",
+                                             val=files / "validation.jsonl", test=files / "test.jsonl"))
+        assert alone["tfidf"]["test"]["accuracy"] == entry["test_accuracy"]["tfidf"]
+        assert alone["majority"]["test"]["accuracy"] == entry["test_accuracy"]["majority"]
+        assert entry["tfidf"]["C"] == alone["tfidf"]["C"]
         # the numbers in the table are the ones the fine-tuning runs wrote
         summary = json.loads((out / "runs" / f"{task}_pretrained" / "summary.json").read_text())
         assert summary["test"]["accuracy"] == entry["test_accuracy"]["pretrained"]
     assert results["pretrain"]["val_ppl"] > 1 and results["pretrain"]["steps"] == 6
+    host = results["host"]
+    assert host["precision"] in ("fp32", "bf16") and host["requested_precision"] == "auto"
+    assert host["fp32_gflops"] > 0 and host["bf16_gflops"] > 0 and set(host["step_seconds"]) == {"fp32", "bf16"}
+    assert results["pretrain"]["precision"] == host["precision"]  # the probe's choice is what trained
     assert len(results["samples"]) == 2
     for name in ("pretrain_loss.png", "finetune_curves.png", "accuracy_comparison.png"):
         assert (out / "plots" / name).stat().st_size > 1000
@@ -112,3 +138,18 @@ def test_opinion_documents_keep_every_copy_of_a_sentence_in_one_document():
         assert len(lines) == 3 * len(set(lines)) and Counter(lines).most_common(1)[0][1] == 3
     assert sorted({line for d in docs for line in d.split("\n")}) == sorted(sentences)
     assert _opinion_documents(sentences, 1, random.Random(0))[0].split("\n") == sentences[:64]
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_builds_its_model_and_fits_its_inputs(name):
+    """Construction only (the large profile is for a GPU or many cores): the model builds, fine-tuning
+    inputs fit its context, and the CLI selects the profile."""
+    s = get_profile(name)
+    config = GPTConfig(vocab_size=s.vocab_size, **s.model)
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        n = GPT(config).num_parameters()
+    assert max(s.sentiment_max_len, s.topic_max_len) <= config.n_ctx
+    assert s.precision in ("auto", "fp32", "bf16") and s.pretrain_warmup < s.pretrain_steps
+    assert build_parser().parse_args(["demo", "--profile", name]).profile == name
+    if name == "large":
+        assert config.n_embd == 512 and config.n_ctx == 512 and n > 20e6 and s.train_limit is None

