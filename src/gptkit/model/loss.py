@@ -48,7 +48,10 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 # d/dlogits of w * -log softmax[t] = w * (softmax - onehot(t)), made in logp's storage
                 g = logp.exp_().mul_(w).scatter_add_(1, t, -w).to(hidden.dtype)
                 grad_h[start : start + chunk_rows] = g @ weight
-                grad_w += g.t() @ h
+                if g.dtype == grad_w.dtype:
+                    grad_w.addmm_(g.t(), h)  # in place: no (V, C) temporary per chunk
+                else:
+                    grad_w += g.t() @ h  # bf16 product, accumulated in fp32
         if need_grad:
             ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
