@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     previous = None
     if threading.current_thread() is threading.main_thread():  # training installs its own, gentler one
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        # SIGINT too: a shell starts background jobs with SIGINT ignored, and a command started so
+        # would then ignore `kill -INT` where the user (or a script) expects status 130.
+        previous = (signal.signal(signal.SIGTERM, _terminate),
+                    signal.signal(signal.SIGINT, signal.default_int_handler))
     try:
         if "WORLD_SIZE" in os.environ:  # launched by torchrun: join the job (gptkit.training.distributed)
             from ..training.distributed import distributed_session
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     finally:
         if previous is not None:  # main() called in-process (tests, scripts) leaves no handler behind
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 if __name__ == "__main__":
