@@ -1,5 +1,6 @@
 """Table 5's two reference rows without any neural network: the majority class, and TF-IDF features
-with a logistic regression, for every task type of the reproduction.
+with a logistic regression, for every task type of the reproduction. (Interim: the rows are to move onto
+the project's `gptkit baseline` once it lands, keeping a multiple-choice adapter here.)
 
     classification   TF-IDF(text)
     entailment       [TF-IDF(premise), TF-IDF(hypothesis), shared(premise, hypothesis)]
