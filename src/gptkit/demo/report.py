@@ -141,10 +141,10 @@ def verdict(tasks: dict[str, Any]) -> str:
     if beat:
         parts.append(f"the pre-trained GPT matched or beat TF-IDF + LR on the same labelled examples on {'; '.join(beat)}")
     if lost:
-        parts.append(f"it did NOT beat TF-IDF + LR on {'; '.join(lost)}")
+        parts.append(f"the pre-trained GPT did NOT beat TF-IDF + LR on the same labelled examples on {'; '.join(lost)}")
     if not beat and not lost:
         parts.append("no TF-IDF + LR baseline (scikit-learn not installed)")
-    return ". ".join(parts)
+    return ". ".join([parts[0]] + [p[0].upper() + p[1:] for p in parts[1:]])
 
 
 def _fmt_seconds(seconds: float) -> str:
