@@ -367,3 +367,17 @@ def test_partial_output_of_a_killed_run_is_removed_next_time(tmp_path, tok_dir):
     (tmp_path / "a.txt").write_text(words(100, 0), encoding="utf-8")
     prepare_corpus([tmp_path / "a.txt"], tok_dir, tmp_path / "out", opts(val_fraction=0))
     assert not stale.exists() and live.exists()
+
+
+def test_cli_prepare_with_worker_processes_ends_without_tracebacks(tmp_path, tok_dir):
+    """The pool stops its workers with SIGTERM; they must not run the CLI's SIGTERM handler (a forked one
+    turned each worker's stop into a `Terminated` traceback in the middle of the demo's output)."""
+    import subprocess
+    import sys
+
+    make_inputs(tmp_path / "in")
+    proc = subprocess.run([sys.executable, "-m", "gptkit", "prepare", str(tmp_path / "in"), "--tokenizer",
+                           str(tok_dir), "--out", str(tmp_path / "out"), "--workers", "2", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "Terminated" not in proc.stderr, proc.stderr

@@ -173,7 +173,11 @@ def _bounded_map(tok: GPTTokenizer, batches: Iterator[list[str]], workers: int) 
         for texts in batches:
             yield _encode(tok, texts)
         return
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    # Fresh worker processes, not forks: the parent has already run the tokenizers library's own
+    # threads (training, encoding), and a fork taken while one of them holds a lock can hang the child
+    # forever (seen once in the test suite). Spawned workers also start without the CLI's SIGTERM
+    # handler, so the pool's own SIGTERM at the end stops them quietly.
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_worker_init, initargs=(tok.backend.to_str(), tok.style)) as pool:
         pending: deque = deque()
         for texts in batches:
