@@ -202,7 +202,7 @@ def test_baselines_learn_what_bags_of_words_can():
 
 def test_library_runner_runs_gptkit_in_a_fresh_process(tmp_path):
     from gptkit.errors import GptkitError
-    from gptkit.reproduce.pipeline import run_gptkit, subprocess_runner
+    from gptkit.reproduce.commands import run_gptkit, subprocess_runner
 
     code, printed = subprocess_runner(["data", "list", "--cache-dir", str(tmp_path)])
     assert code == 0 and "shakespeare" in printed

@@ -22,8 +22,6 @@ import logging
 import random
 import shlex
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,54 +35,18 @@ from ..demo import Demo, DemoInterrupted
 from ..demo import get_profile as get_demo_profile
 from ..demo.pipeline import SPLITS, cpu_seconds
 from ..errors import GptkitError
+from .commands import (
+    CommandRunner,
+    ReproduceInterrupted,
+    run_gptkit,
+    subprocess_runner,
+    task_type,
+    write_json,
+    write_jsonl,
+)
 from .settings import ARMS, BUILTIN, TITLES, ZEROSHOT, ReproduceSettings
 
 log = logging.getLogger(__name__)
-
-class ReproduceInterrupted(KeyboardInterrupt):
-    """A training stage stopped on a signal after saving a checkpoint; re-running resumes it."""
-
-
-def write_json(path: Path, obj: Any) -> None:
-    from ..atomic import atomic_write_json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, obj)
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    from ..atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def task_type(task: str) -> str:
-    return BUILTIN[task]["type"] if task in BUILTIN else DERIVED_TASKS[task].task_type
-
-
-CommandRunner = Callable[[list[str]], tuple[int, str]]
-"""Runs one `gptkit` command line (without the leading 'gptkit') -> (exit status, printed output)."""
-
-
-def subprocess_runner(argv: list[str]) -> tuple[int, str]:
-    """A fresh `python -m gptkit` per command: for library use. The CLI passes an in-process runner
-    instead (no interpreter start-up per command); either way the recorded command is the same."""
-    done = subprocess.run([sys.executable, "-m", "gptkit", *argv], stdout=subprocess.PIPE, text=True, check=False)
-    return (130 if done.returncode in (-2, -15) else done.returncode), done.stdout
-
-
-def run_gptkit(runner: CommandRunner, argv: list[str], log_file: Path) -> str:
-    """Run one `gptkit` command; its printed output goes to `log_file` and is returned."""
-    code, printed = runner(argv)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.write_text(f"$ {shlex.join(['gptkit', *argv])}\n{printed}", encoding="utf-8")
-    if code == 130:
-        raise ReproduceInterrupted(f"`gptkit {argv[0]}` was interrupted")
-    if code != 0:
-        raise GptkitError(f"`{shlex.join(['gptkit', *argv])}` failed with exit status {code} (its error is above)")
-    return printed
-
 
 class Reproduction:
     """One reproduction in `out`; `run()` executes the stages not finished yet and returns the results."""
