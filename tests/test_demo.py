@@ -62,6 +62,14 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
         assert alone["tfidf"]["test"]["accuracy"] == entry["test_accuracy"]["tfidf"]
         assert alone["majority"]["test"]["accuracy"] == entry["test_accuracy"]["majority"]
         assert entry["tfidf"]["C"] == alone["tfidf"]["C"]
+        # Thresholds a broken baseline would miss: the fake labels are given away by their words
+        # (great/dull, painting/number/river), so TF-IDF must be perfect; the majority class scores
+        # exactly the test share of the commonest training label.
+        assert entry["test_accuracy"]["tfidf"] == 1.0
+        train_labels = Counter(r["label"] for r in read_jsonl(files / "train.jsonl"))
+        test_labels = [r["label"] for r in read_jsonl(files / "test.jsonl")]
+        commonest = max(sorted(train_labels), key=train_labels.__getitem__)
+        assert entry["test_accuracy"]["majority"] == pytest.approx(test_labels.count(commonest) / len(test_labels))
         # the numbers in the table are the ones the fine-tuning runs wrote
         summary = json.loads((out / "runs" / f"{task}_pretrained" / "summary.json").read_text())
         assert summary["test"]["accuracy"] == entry["test_accuracy"]["pretrained"]
