@@ -49,9 +49,6 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     results = json.loads((out / "results.json").read_text())
     for task in ("sentiment", "topics"):
         entry = results["tasks"][task]
-        for arm in ("pretrained", "scratch", "tfidf", "majority"):
-            assert 0.0 <= entry["test_accuracy"][arm] <= 1.0
-            assert 0.0 <= entry["val_accuracy"][arm] <= 1.0
         assert entry["examples"]["test"] > 0
         assert entry["vs_tfidf"] == pytest.approx(entry["test_accuracy"]["pretrained"] - entry["test_accuracy"]["tfidf"])
         # the baselines saw exactly the labelled examples the GPT arms were fine-tuned on
@@ -71,8 +68,10 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
         commonest = max(sorted(train_labels), key=train_labels.__getitem__)
         assert entry["test_accuracy"]["majority"] == pytest.approx(test_labels.count(commonest) / len(test_labels))
         # the numbers in the table are the ones the fine-tuning runs wrote
-        summary = json.loads((out / "runs" / f"{task}_pretrained" / "summary.json").read_text())
-        assert summary["test"]["accuracy"] == entry["test_accuracy"]["pretrained"]
+        # (the GPT arms' 7 updates leave them at chance, so equality with their runs is the check here)
+        for arm in ("pretrained", "scratch"):
+            summary = json.loads((out / "runs" / f"{task}_{arm}" / "summary.json").read_text())
+            assert summary["test"]["accuracy"] == entry["test_accuracy"][arm]
     assert results["pretrain"]["val_ppl"] > 1 and results["pretrain"]["steps"] == 6
     host = results["host"]
     assert host["precision"] in ("fp32", "bf16") and host["requested_precision"] == "auto"
