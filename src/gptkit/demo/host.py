@@ -28,16 +28,19 @@ def _step_seconds(config, batch: int, precision: str, steps: int = 3) -> float:
     AdamW) of a fresh model."""
     from ..model import GPT
     from ..training import build_optimizer
+    from ..training.precision import MixedPrecision
 
     torch.manual_seed(0)
     model = GPT(config).train()
     opt = build_optimizer(model, lr=1e-4, weight_decay=0.01)
     x = torch.randint(0, config.vocab_size, (batch, config.n_ctx))
+    # The training loop's own precision policy and the model's own LM loss: the probe times the step
+    # that pre-training will run, not a look-alike.
+    policy = MixedPrecision(model, precision, "cpu")
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        with policy.forward():
+            loss = model(x[:, :-1], targets=x[:, 1:])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
