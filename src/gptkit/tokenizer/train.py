@@ -6,18 +6,20 @@ than memory costs time proportional to its size and memory proportional to one p
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from ..errors import GptkitError
 from ..textio import iter_file_pieces
 from .specials import APPEND_ORDER, EOT, PAD, UNK
-from .styles import EOW, STYLES, empty_tokenizer
+from .styles import STYLES, empty_tokenizer
 from .tokenizer import GPTTokenizer
+from .wordfinal import WordFinalMarker
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,9 @@ def train_from_texts(
     show_progress: bool = False,
     limit_alphabet: int | None = None,
 ) -> GPTTokenizer:
-    """Learn a BPE from an iterator of (bounded) text pieces."""
+    """Learn a BPE from an iterator of (bounded) text pieces; the same pieces give the same tokenizer in
+    every process. `limit_alphabet` keeps that many of the most frequent base symbols (for `gpt1`, a
+    character and its word-final form count as two)."""
     if style not in STYLES:
         raise GptkitError(f"unknown tokenizer style {style!r} (choose from {', '.join(STYLES)})")
     specials = list(TRAINED_SPECIALS) + ([UNK] if style == "gpt1" else [])
@@ -85,7 +89,7 @@ def train_from_texts(
         what = f"the {len(specials)} special tokens" + (f" and the {len(alphabet)} byte symbols" if alphabet else " and at least one symbol")
         raise GptkitError(f"--vocab-size {vocab_size} is too small: {what} need at least {floor}")
     backend = empty_tokenizer(style)
-    kwargs = {"end_of_word_suffix": EOW} if style == "gpt1" else {"initial_alphabet": alphabet}
+    kwargs = {} if style == "gpt1" else {"initial_alphabet": alphabet}
     if limit_alphabet is not None:
         kwargs["limit_alphabet"] = limit_alphabet
     trainer = trainers.BpeTrainer(
@@ -102,7 +106,16 @@ def train_from_texts(
             seen[0] += len(text)
             yield bound_words(text)
 
-    backend.train_from_iterator(counted(), trainer=trainer)
+    if style == "gpt1":
+        # Not the trainer's own end_of_word_suffix, which numbers the `</w>` symbols in a hash map's
+        # order: run to run, tied merges came out in a different order (tokenizer/wordfinal.py).
+        marker = WordFinalMarker(backend)
+        training = Tokenizer(models.BPE(unk_token=UNK))
+        training.pre_tokenizer = marker.trainer_pre_tokenizer()
+        training.train_from_iterator(marker.texts(counted()), trainer=trainer)
+        backend = _unmarked(training, marker, style)
+    else:
+        backend.train_from_iterator(counted(), trainer=trainer)
     seen = seen[0]
     if seen == 0 or backend.get_vocab_size() <= len(specials):
         raise GptkitError("no training text: the inputs are empty")
@@ -117,3 +130,14 @@ def train_from_texts(
     tok = GPTTokenizer(backend, style)
     log.info("trained %s tokenizer: %d ids (%d specials) from %d characters", style, tok.vocab_size, len(specials), seen)
     return tok
+
+
+def _unmarked(training: Tokenizer, marker: WordFinalMarker, style: str) -> Tokenizer:
+    """The style's tokenizer holding what `training` learned on marked text, in `</w>` form: ids and
+    merge order as trained, the specials as the trainer added them."""
+    trained = json.loads(training.to_str())
+    vocab, merges = marker.unmark_model(trained["model"]["vocab"], trained["model"]["merges"])
+    out = json.loads(empty_tokenizer(style).to_str())
+    out["model"]["vocab"], out["model"]["merges"] = vocab, merges
+    out["added_tokens"] = trained["added_tokens"]
+    return Tokenizer.from_str(json.dumps(out))
