@@ -136,6 +136,36 @@ def test_resume_skips_finished_stages(first_run, caplog):
     assert again["table5"] == results["table5"] and again["figure2_right"] == results["figure2_right"]
 
 
+def test_sigterm_stops_with_143_and_the_same_command_resumes(first_run, fake, monkeypatch, caplog, capsys):
+    """SIGTERM in the middle of a fine-tuning run: the loop saves a checkpoint, `gptkit reproduce` exits
+    143 with the finished stages kept, and the same command resumes the run (`--resume`) to the number
+    an uninterrupted run gives."""
+    from gptkit.training import signals
+
+    out, _, results = first_run
+    root, cache = fake
+    enter = signals.StopRequest.__enter__
+
+    def sigterm_once(self):  # what the handler does when SIGTERM arrives during the first update
+        monkeypatch.setattr(signals.StopRequest, "__enter__", enter)
+        enter(self).request("SIGTERM")
+        return self
+
+    monkeypatch.setattr(signals.StopRequest, "__enter__", sigterm_once)
+    argv = ["reproduce", "--profile", "test", "--init", str(out), "--out", str(root / "sigterm"), "--cache-dir",
+            str(cache), "--quiet"]
+    assert main(argv) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    stages = root / "sigterm" / "stages"
+    assert (stages / "baselines.json").is_file() and not (stages / "finetune_full_sentiment_s1.json").exists()
+    assert (root / "sigterm" / "runs" / "full_sentiment_s1" / "checkpoints").is_dir()
+    log = _logged_run(argv, caplog)
+    assert "baselines: done in an earlier run, skipped" in log
+    again = json.loads((root / "sigterm" / "results.json").read_text())
+    assert again["table5"]["full"]["sentiment"]["seeds"] == results["table5"]["full"]["sentiment"]["seeds"]
+    assert "--resume" in (root / "sigterm" / "logs" / "full_sentiment_s1.txt").read_text().splitlines()[0]
+
+
 def test_refuses_a_folder_with_other_settings(first_run, fake, capsys):
     root, cache = fake
     other = root / "other"

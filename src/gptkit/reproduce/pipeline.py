@@ -192,7 +192,7 @@ class Reproduction:
             try:
                 result = fn()
             except DemoInterrupted as e:
-                raise ReproduceInterrupted(str(e)) from None
+                raise ReproduceInterrupted(str(e), e.signal_name) from None
             result["seconds"] = round(time.perf_counter() - started, 1)
             if cpu_started is not None:
                 result["cpu_seconds"] = round(cpu_seconds() - cpu_started, 1)
@@ -310,7 +310,7 @@ class Reproduction:
                    self.out / "logs" / f"{name}.txt")
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         if summary.get("stopped_by") is not None:
-            raise ReproduceInterrupted(f"fine-tuning {name} stopped by {summary['stopped_by']}")
+            raise ReproduceInterrupted(f"fine-tuning {name} stopped by {summary['stopped_by']}", summary["stopped_by"])
         # Finished: its resume state is no longer needed (best/, metrics.jsonl and summary.json stay).
         # Dozens of runs would otherwise keep gigabytes of optimizer state.
         for leftover in ("checkpoints", "model"):
