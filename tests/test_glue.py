@@ -254,6 +254,15 @@ def test_classlabel_names_survive_parquet_and_save_to_disk(tmp_path):
         assert [x.label for x in load_examples(spec, glue_dev)] == [int(y) for y in BINARY[4:]]
     _mrpc_dataset(datasets, [-1, -1]).to_parquet(str(tmp_path / "test.parquet"))
     assert {x.label for x in load_examples(spec, tmp_path / "test.parquet", need_label=False)} == {None}
+    # multiple choice reads a ClassLabel's id as the candidate index (COPA names them choice1, choice2)
+    copa = datasets.Dataset.from_dict(
+        {"premise": ["The man broke his toe.", "I tipped the bottle."], "choice1": ["He dropped a hammer.", "It froze."],
+         "choice2": ["He got a hole in his sock.", "It spilled."], "label": [0, 1]},
+        features=datasets.Features({**{c: datasets.Value("string") for c in ("premise", "choice1", "choice2")},
+                                    "label": datasets.ClassLabel(names=["choice1", "choice2"])}))
+    copa.to_parquet(str(tmp_path / "copa.parquet"))
+    mc = TaskSpec("multiple_choice", columns={"choices": "choice1,choice2"})
+    assert [x.label for x in load_training_examples(mc, tmp_path / "copa.parquet")[1]] == [0, 1]
 
 
 def test_classlabel_ids_out_of_range_and_to_json(tmp_path):
