@@ -83,8 +83,8 @@ class TaskType:
         if not layout and glue.layout_of(header) and not set(self.text_fields) & set(spec.columns):
             found = glue.layout_of(header)
             raise GptkitError(f"{rows[0].source}: this is GLUE's {found.name} layout ({len(found.texts)} text "
-                              f"column(s): {', '.join(found.texts)}), which a {self.name} task does not read; use "
-                              f"--glue {found.name} (a {found.task} task), or name the columns with --column")
+                              f"column(s): {', '.join(found.texts)}), which a {self.name} task does not read; read it "
+                              f"as task type {found.task} (--glue {found.name}), or name the texts with --column")
         pick = ColumnPicker(rows, {**layout, **spec.columns})
         by_field = self.text_columns(pick)
         by_field["label"] = pick.label(self.label_columns, by_field, need_label)
