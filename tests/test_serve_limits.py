@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
@@ -17,7 +21,7 @@ httpx = pytest.importorskip("httpx")
 from gptkit.cli import main  # noqa: E402
 from gptkit.serve import load_app  # noqa: E402
 from test_generation_cli import make_model_dir  # noqa: E402
-from test_serve import Server, slow_server, start_cli_server, wait_for  # noqa: E402
+from test_serve import Server, free_port, slow_server, start_cli_server, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -146,3 +150,33 @@ def test_stop_signal_mid_generation_exits_within_seconds(model_dir, signum, stat
     assert rc == status and took < 10, (rc, took, proc.stdout.read()[-2000:])
     r = answer["r"]  # the running request is told, not left hanging
     assert isinstance(r, httpx.TransportError) or r.status_code == 503
+
+
+def _serve_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gptkit", "serve", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:7"])
+def test_serve_refuses_a_device_it_cannot_use_in_one_line(model_dir, device):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    r = _serve_cli(str(model_dir), "--device", device, "--port", str(free_port()))
+    # was: a torch RuntimeError / "Torch not compiled with CUDA enabled" traceback, exit 1
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"gptkit serve: error: device {device!r}: must be 'cpu', or "
+                                             "'cuda' / 'cuda:N' naming a GPU this machine has"]
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_the_model_loads(model_dir, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # the model directory does not even exist: the port is refused first, without loading anything
+        r = _serve_cli(str(tmp_path / "absent"), "--device", "cpu", "--port", str(port))
+        assert r.returncode == 2, r.stderr  # was: uvicorn's log lines after the model loaded, then exit 3
+        assert r.stderr.strip().splitlines() == [f"gptkit serve: error: cannot listen on 127.0.0.1 port {port}: "
+                                                 "Address already in use"]
+        r = _serve_cli(str(model_dir), "--device", "cpu", "--port", str(port))
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "Address already in use" in r.stderr

@@ -58,6 +58,26 @@ fraction = Check(lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)")
 boolean = Check(lambda v: isinstance(v, bool), "true or false")
 
 
+def _usable_device(value: Any) -> bool:
+    import torch  # here, not at the top: the options of `gptkit --help` need no torch
+
+    if not isinstance(value, str):
+        return False
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":  # named but absent would fail deep inside the first .to()
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    return False
+
+
+device = Check(_usable_device, "'cpu', or 'cuda' / 'cuda:N' naming a GPU this machine has")
+"""A torch device this machine can use (every `device` option; generation and serving check it too)."""
+
+
 def optional(check: Check) -> Check:
     """`check`, or None."""
     return Check(lambda v: v is None or check(v), f"{check.must} or None")

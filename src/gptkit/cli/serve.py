@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 
 API_KEY_ENV = "GPTKIT_API_KEY"
 # After SIGTERM the server refuses new work and ends running generations at their next token; this
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise GptkitError("serving needs FastAPI and uvicorn: pip install 'gptkit[serve]'") from None
     from ..serve import load_app
@@ -58,8 +59,18 @@ def run(args: argparse.Namespace) -> int:
             "binding %s without --api-key (or $%s): anyone who can reach this address can use it",
             args.host, API_KEY_ENV,
         )
-    app = load_app(args.model_dir, max_queue=args.max_queue, max_batch=args.max_batch, device=args.device,
-                   max_tokens_limit=args.max_tokens_limit, api_key=api_key)
+    # Bound here, before the model loads: a port in use is one line and status 2, at once (uvicorn
+    # would load the model, log the error among its own lines and exit 3).
+    with _listen(args.host, args.port) as listener:
+        app = load_app(args.model_dir, max_queue=args.max_queue, max_batch=args.max_batch, device=args.device,
+                       max_tokens_limit=args.max_tokens_limit, api_key=api_key)
+        return _serve(app, args, listener)
+
+
+def _serve(app, args: argparse.Namespace, listener: socket.socket) -> int:  # noqa: ANN001 (a FastAPI app)
+    """Run uvicorn on `listener` until a signal; the exit status says which (0: a clean stop)."""
+    import uvicorn
+
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
@@ -78,7 +89,28 @@ def run(args: argparse.Namespace) -> int:
     # as usual, which the CLI turns into 130).
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 128 + signal.SIGTERM if received else 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv4 or IPv6, as the name resolves), or a GptkitError."""
+    from ..errors import GptkitError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise GptkitError(f"--host {host}: {e.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # as uvicorn does: a restarted server may rebind while the old connections sit in TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise GptkitError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
+    return sock

@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
+from ..errors import GptkitError
 from ..interop.loading import load_model_and_tokenizer
 from ..model.gpt import GPT
+from ..options import device as usable_device
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,12 @@ class ModelBundle:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`name` as a torch device ('auto': cuda when there is one), refused in one line when this machine
+    has no such device (torch would fail deep inside the first `.to()`, with its own traceback)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not usable_device(name):
+        raise GptkitError(f"device {name!r}: must be {usable_device.must}")
     return torch.device(name)
 
 

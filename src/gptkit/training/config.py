@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..options import (
-    Check,
     boolean,
     check_options,
     non_negative_int,
@@ -22,6 +21,7 @@ from ..options import (
     optional,
     positive_int,
 )
+from ..options import device as device_check
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = Precision.__args__
@@ -29,26 +29,6 @@ PRECISIONS: tuple[str, ...] = Precision.__args__
 Parallel = Literal["ddp", "fsdp"]
 PARALLELS: tuple[str, ...] = Parallel.__args__
 """How several ranks share the work (training.distributed.apply_parallelism)."""
-
-
-def _device_ok(value: Any) -> bool:
-    import torch
-
-    if not isinstance(value, str):
-        return False
-    try:
-        device = torch.device(value)
-    except (RuntimeError, ValueError):
-        return False
-    if device.type == "cpu":
-        return True
-    if device.type == "cuda":  # named but absent would fail deep inside the first .to()
-        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-    return False
-
-
-device_check = Check(_device_ok, "'cpu', or 'cuda' / 'cuda:N' naming a GPU this machine has")
-"""For every `device` option (training, fine-tuning)."""
 
 
 @dataclass(frozen=True)
