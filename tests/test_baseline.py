@@ -134,5 +134,46 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
     assert main(["baseline", "--task", "classification", "--train", str(train)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gptkit baseline: error:") and "train.jsonl, line 2" in err and "\n" not in err
-    with pytest.raises(GptkitError, match="multiple-choice"):
-        BaselineConfig(task="multiple_choice", train=train)
+    with pytest.raises(GptkitError, match="--c"):
+        BaselineConfig(task="classification", train=train, c_grid=(0.0,))
+
+
+def _choice_rows(rng: random.Random, n: int, *, base: int = 0):
+    """4 candidates, the right one holds a GOOD cue word, the others a BAD one; the right answer sits at
+    position 2 in 40% of the rows (the majority), else at 0, 1 or 3."""
+    rows = []
+    for i in range(n):
+        answer = 2 if i % 5 < 2 else (0, 1, 3)[i % 3]
+        choices = [_sentence(rng, k == answer) for k in range(4)]
+        rows.append({"context": " ".join(rng.choice(FILLER) for _ in range(5)), "choices": choices,
+                     "label": answer + base})
+    return rows
+
+
+def test_multiple_choice_scores_each_candidate_and_takes_the_best(tmp_path, capsys):
+    rng = random.Random(4)
+    files = {s: _write_jsonl(tmp_path / f"{s}.jsonl", _choice_rows(rng, n)) for s, n in
+             (("train", 100), ("val", 30), ("test", 40))}
+    test_rows = [json.loads(line) for line in files["test"].read_text().splitlines()]
+    share = sum(r["label"] == 2 for r in test_rows) / len(test_rows)
+    argv = ["baseline", "--task", "multiple_choice", "--train", str(files["train"]), "--val", str(files["val"]),
+            "--test", str(files["test"])]
+    assert main(argv + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["majority"]["label"] == "2"  # the commonest training position
+    assert result["majority"]["test"] == {"accuracy": pytest.approx(share)}
+    assert result["tfidf"]["test"]["accuracy"] >= 0.95  # the cue words pick the right candidate
+    assert result["tfidf"]["chosen_on"] == "validation"
+    assert main(argv) == 0
+    assert "majority class (always candidate 2):" in capsys.readouterr().out
+
+    # 1-based labels and no validation file: C by cross-validation, the same answers
+    rng = random.Random(4)
+    for s, n in (("train", 100), ("val", 30), ("test", 40)):
+        _write_jsonl(tmp_path / f"{s}1.jsonl", _choice_rows(rng, n, base=1))
+    one = run_baselines(BaselineConfig(task="multiple_choice", train=tmp_path / "train1.jsonl",
+                                       test=tmp_path / "test1.jsonl", label_base=1))
+    assert one["majority"]["label"] == "3"
+    assert one["majority"]["test"]["accuracy"] == pytest.approx(share)
+    assert one["tfidf"]["chosen_on"] == "5-fold cross-validation of train"
+    assert one["tfidf"]["test"]["accuracy"] >= 0.95

@@ -85,10 +85,11 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     assert (out / "runs" / "pretrain" / "model" / "tokenizer.json").is_file()
     assert (out / "runs" / "topics_pretrained" / "best" / "task.json").is_file()
 
-    # the topic task's test articles are held out of the pre-training text
+    # the topic task's validation and test articles are held out of the pre-training text
     pretrain_text = {r["text"] for r in read_jsonl(out / "data" / "pretrain" / "wikipedia.jsonl")}
-    test_text = {r["text"] for r in read_jsonl(out / "data" / "tasks" / "topics" / "test.jsonl")}
-    assert test_text and not (test_text & pretrain_text)
+    for split in ("validation", "test"):
+        unseen = {r["text"] for r in read_jsonl(out / "data" / "tasks" / "topics" / f"{split}.jsonl")}
+        assert unseen and not (unseen & pretrain_text), split
     # in-domain unlabelled text: the review TRAIN sentences and the opinion snippets are pre-training text,
     # the validation and test review sentences never are (nor are any labels)
     pretrain_files = sorted(p.name for p in (out / "data" / "pretrain").glob("*.jsonl"))

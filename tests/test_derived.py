@@ -82,8 +82,9 @@ def test_deterministic_and_independent_of_document_order(built, documents):
 
 
 def test_test_text_is_never_pretraining_text(built, documents):
-    """The demo pre-trains on every Wikipedia lead except the topic task's test articles: the derived
-    test rows come from exactly those held-out articles, and an `exclude` sentence removes a test row."""
+    """Even a pre-training text of every Wikipedia lead but the test articles (the demo also withholds
+    the validation ones) shares no sentence with a derived test row, and an `exclude` sentence removes
+    a test row."""
     tasks, _ = built
     pretraining = [d["text"] for d in documents if d.get("topic_split") != "test"]
     for name, splits in tasks.items():

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import shlex
+from collections import Counter
 
 import pytest
 
@@ -15,7 +16,6 @@ from gptkit.builtin_data.derived import DERIVED_TASKS, example_sentences
 from gptkit.cli import main
 from gptkit.cli.reproduce import in_process_runner
 from gptkit.reproduce import Reproduction, get_profile
-from gptkit.reproduce.baselines import majority_accuracy, tfidf_accuracy
 from gptkit.reproduce.report import average, cell
 from test_builtin_data import make_fake_archives
 
@@ -136,6 +136,36 @@ def test_resume_skips_finished_stages(first_run, caplog):
     assert again["table5"] == results["table5"] and again["figure2_right"] == results["figure2_right"]
 
 
+def test_sigterm_stops_with_143_and_the_same_command_resumes(first_run, fake, monkeypatch, caplog, capsys):
+    """SIGTERM in the middle of a fine-tuning run: the loop saves a checkpoint, `gptkit reproduce` exits
+    143 with the finished stages kept, and the same command resumes the run (`--resume`) to the number
+    an uninterrupted run gives."""
+    from gptkit.training import signals
+
+    out, _, results = first_run
+    root, cache = fake
+    enter = signals.StopRequest.__enter__
+
+    def sigterm_once(self):  # what the handler does when SIGTERM arrives during the first update
+        monkeypatch.setattr(signals.StopRequest, "__enter__", enter)
+        enter(self).request("SIGTERM")
+        return self
+
+    monkeypatch.setattr(signals.StopRequest, "__enter__", sigterm_once)
+    argv = ["reproduce", "--profile", "test", "--init", str(out), "--out", str(root / "sigterm"), "--cache-dir",
+            str(cache), "--quiet"]
+    assert main(argv) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    stages = root / "sigterm" / "stages"
+    assert (stages / "baselines.json").is_file() and not (stages / "finetune_full_sentiment_s1.json").exists()
+    assert (root / "sigterm" / "runs" / "full_sentiment_s1" / "checkpoints").is_dir()
+    log = _logged_run(argv, caplog)
+    assert "baselines: done in an earlier run, skipped" in log
+    again = json.loads((root / "sigterm" / "results.json").read_text())
+    assert again["table5"]["full"]["sentiment"]["seeds"] == results["table5"]["full"]["sentiment"]["seeds"]
+    assert "--resume" in (root / "sigterm" / "logs" / "full_sentiment_s1.txt").read_text().splitlines()[0]
+
+
 def test_refuses_a_folder_with_other_settings(first_run, fake, capsys):
     root, cache = fake
     other = root / "other"
@@ -177,27 +207,32 @@ def test_cells_and_average_intervals():
     assert avg["ci95"] == pytest.approx(1.96 * math.sqrt(c["var"] + one["var"]) / 2)
 
 
-def test_baselines_learn_what_bags_of_words_can():
-    good, bad = "great fine lovely superb", "awful dull poor boring"
-    train = [{"text": f"{w} movie {i}", "label": "pos" if k else "neg"}
-             for i in range(30) for k, words in enumerate((bad, good)) for w in words.split()]
-    test = [{"text": "a superb movie", "label": "pos"}, {"text": "so dull", "label": "neg"}]
-    assert tfidf_accuracy("classification", train, test) == 1.0
-    assert majority_accuracy("classification", train, test) == 0.5
-    # pair tasks: the label is whether the two texts share their topic word, visible only through the
-    # shared-term features
-    topics = "river mountain city forest desert island valley lake".split()
-    pairs = [{"premise": f"the {a} is here", "hypothesis": f"a {b} there", "label": "same" if a == b else "other"}
-             for a in topics for b in topics]
-    pairs = [p for p in pairs if p["label"] == "same"] * 7 + [p for p in pairs if p["label"] == "other"]
-    assert tfidf_accuracy("entailment", pairs, pairs[:8] + pairs[-8:]) == 1.0
-    sims = [{"sentence1": p["premise"], "sentence2": p["hypothesis"], "label": p["label"]} for p in pairs]
-    assert tfidf_accuracy("similarity", sims, sims[:8] + sims[-8:]) == 1.0
-    mc = [{"context": f"the {a} is here", "choices": [f"a {b} there" for b in (a, *[t for t in topics if t != a][:3])][::-1],
-           "label": 3} for a in topics] * 3
-    test_mc = [{**r, "choices": r["choices"][::-1], "label": 0} for r in mc[:8]]
-    assert tfidf_accuracy("multiple_choice", mc, test_mc) == 1.0
-    assert majority_accuracy("multiple_choice", mc, test_mc) == 0.0
+def test_baseline_rows_are_gptkit_baseline_on_the_task_files(first_run, capsys):
+    """Both baseline rows come from the recorded `gptkit baseline` command, for every task type, with
+    values a broken baseline would miss: the fake built-in tasks give their labels away by their words
+    (TF-IDF perfect), and the majority class scores exactly the test share of the commonest training
+    label (multiple choice: answer position)."""
+    out, _, results = first_run
+    table = results["table5"]
+    for task in get_profile("test").tasks:
+        command = table["tfidf"][task]["commands"][0]
+        assert command == table["majority"][task]["commands"][0]
+        argv = shlex.split(command)[1:]
+        assert argv[:3] == ["baseline", "--task", results["tasks"][task]["type"]]
+        assert f"--train {out / 'tasks' / task / 'train.jsonl'}" in command
+        assert main(argv) == 0
+        alone = json.loads(capsys.readouterr().out)
+        assert table["tfidf"][task]["mean"] == alone["tfidf"]["test"]["accuracy"]
+        assert table["majority"][task]["mean"] == alone["majority"]["test"]["accuracy"]
+        assert alone["tfidf"]["chosen_on"] == "validation"
+        train = Counter(str(r["label"]) for r in read_jsonl(out / "tasks" / task / "train.jsonl"))
+        test = [str(r["label"]) for r in read_jsonl(out / "tasks" / task / "test.jsonl")]
+        commonest = max(sorted(train), key=train.__getitem__)
+        assert table["majority"][task]["mean"] == pytest.approx(test.count(commonest) / len(test)), task
+    for task in ("sentiment", "topics"):
+        assert table["tfidf"][task]["mean"] == 1.0, task
+    commands = (out / "commands.sh").read_text()
+    assert commands.count("\ngptkit baseline ") == len(get_profile("test").tasks)
 
 
 def test_library_runner_runs_gptkit_in_a_fresh_process(tmp_path):

@@ -24,8 +24,8 @@ builders.SPLIT_RULE); distractors come from articles of the same split, so no te
 which article gives a distractor, where the right answer sits) is a function of sha256 of the article
 titles, so the files do not depend on the order of the source or on the Python hash seed.
 
-Test passages and pre-training text: the demo withholds the topic task's test articles from
-pre-training, so a test example is built from held-out articles only. `build_derived` also drops every
+Test passages and pre-training text: the demo withholds the topic task's validation and test
+articles from pre-training, so a test example is built from held-out articles only. `build_derived` also drops every
 validation or test example that contains a sentence found in another split's articles, and every test
 example with a sentence of the `exclude` set (the caller passes the sentences of the real pre-training text), so a test sentence the LM
 has read verbatim (a sentence shared by two articles, say) never enters a test set.
@@ -224,7 +224,7 @@ def build_derived(documents: Iterable[dict[str, Any]], names: Iterable[str] | No
     """The derived tasks' rows, {task: {split: [row, ...]}}, and statistics for meta.json.
 
     `exclude`: sentences (any case or spacing) a test example must not contain, e.g. the sentences of
-    the pre-training text (validation articles are pre-training text in the demo; test articles never). For a scrambled word-order example, the sentence it was made
+    the pre-training text (the demo withholds validation and test articles). For a scrambled word-order example, the sentence it was made
     from is what is checked."""
     articles = articles_from_documents(documents)
     by_split: dict[str, list[Article]] = defaultdict(list)

@@ -15,13 +15,17 @@ def register(subparsers) -> None:
         "baseline", help="majority-class and TF-IDF + logistic-regression baselines for a task (no GPT)",
         description="What a fine-tuned GPT has to beat: the majority class, and TF-IDF (word 1-2 grams, "
                     "sublinear tf) + logistic regression (ridge for real-valued labels) with C chosen on --val "
-                    "(5-fold cross-validation of --train without it). Pair tasks: the two texts joined. "
+                    "(5-fold cross-validation of --train without it). Pair tasks: the two texts joined. Multiple "
+                    "choice: a right/wrong regression on context + each candidate joined; the best-scoring wins. "
                     "Needs scikit-learn (pip install 'gptkit[baseline]'). See docs/finetuning.md.")
-    p.add_argument("--task", required=True, choices=("classification", "entailment", "similarity"), help="task type")
+    p.add_argument("--task", required=True, choices=("classification", "entailment", "similarity", "multiple_choice"),
+                   help="task type")
     p.add_argument("--train", required=True, type=Path, help="training file (.jsonl, .csv, .tsv, .parquet, or a saved dataset)")
     p.add_argument("--val", type=Path, help="validation file: chooses C")
     p.add_argument("--test", type=Path, help="test file, scored once with the chosen C")
     add_column_args(p)
+    p.add_argument("--label-base", type=int, default=0,
+                   help="multiple choice: index of the first candidate in the label column (Story Cloze: 1)")
     p.add_argument("--regression", action="store_true", help="real-valued labels (inferred from non-integer labels)")
     p.add_argument("--metric", help="validation metric that chooses C (accuracy; pearson for regression; also f1, "
                                     "matthews, spearman, mse)")
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = BaselineConfig(task=args.task, train=args.train, val=args.val, test=args.test,
                          columns=parse_column_overrides(args.column), regression=args.regression,
-                         metric=args.metric, c_grid=tuple(args.c) if args.c else C_GRID)
+                         label_base=args.label_base, metric=args.metric, c_grid=tuple(args.c) if args.c else C_GRID)
     result = run_baselines(cfg)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -47,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     if result.get("labels"):
         print(f"labels: {', '.join(result['labels'])}")
     majority, tfidf = result["majority"], result["tfidf"]
-    what = (f"always {majority['label']!r}" if "label" in majority else f"always {majority['prediction']:.4g}")
+    if "label" not in majority:
+        what = f"always {majority['prediction']:.4g}"
+    elif result["task"] == "multiple_choice":
+        what = f"always candidate {majority['label']}"
+    else:
+        what = f"always {majority['label']!r}"
     print(f"majority class ({what}):")
     for split in ("val", "test"):
         if split in majority:

@@ -1,5 +1,5 @@
-"""`gptkit finetune --task TYPE --train F --val F --init DIR --out RUN_DIR`: supervised fine-tuning
-with the paper's input transformations and auxiliary LM loss (SPEC section 4)."""
+"""`gptkit finetune --task TYPE (or --glue NAME) --train F --val F --init DIR --out RUN_DIR`: supervised
+fine-tuning with the paper's input transformations and auxiliary LM loss (SPEC section 4)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from .options import add_options, build
 
 # FinetuneConfig's fields with a flag (their defaults, checks and help are declared there).
-FIELDS = ("task", "train", "val", "test", "out", "init", "no_pretrain", "preset", "tokenizer", "regression",
+FIELDS = ("task", "glue", "train", "val", "test", "out", "init", "no_pretrain", "preset", "tokenizer", "regression",
           "label_base", "lm_coef", "transfer_layers", "epochs", "max_steps", "batch_size", "lr", "warmup",
           "weight_decay", "grad_clip", "clf_pdrop", "max_len", "metric", "evals_per_epoch", "log_every", "seed",
           "device", "precision", "parallel", "threads")
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     ex, cut = summary["examples"], summary["truncated"]
-    print(f"task {summary['task']}: {summary['steps']} updates on {ex['train']} examples "
+    glue = f" (GLUE {summary['glue']})" if summary.get("glue") else ""
+    print(f"task {summary['task']}{glue}: {summary['steps']} updates on {ex['train']} examples "
           f"({summary['seconds']:.1f} s); truncated: " + ", ".join(f"{k} {v}" for k, v in cut.items()))
     if summary.get("labels"):
         print(f"labels: {', '.join(summary['labels'])}")

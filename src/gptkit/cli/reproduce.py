@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = repro.run()
     except ReproduceInterrupted as e:
-        print(f"gptkit reproduce: {e}; the checkpoint is saved: run the same command again to resume", file=sys.stderr)
-        return 130
+        from ..training.signals import exit_status
+
+        print(f"gptkit reproduce: {e}; what it finished is saved: run the same command again to resume",
+              file=sys.stderr)
+        return exit_status(e.signal_name) if e.signal_name else 130
     print(results["table"])
     print(f"\nresults: {args.out / 'results.json'}  table: {args.out / 'results.md'}  figures: {args.out / 'figures'}  "
           f"commands: {args.out / 'commands.sh'}")

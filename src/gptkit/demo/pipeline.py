@@ -192,9 +192,10 @@ class Demo:
         rng = random.Random(s.seed)
         plays = read_jsonl(dirs["shakespeare"] / "documents.jsonl")
         articles = read_jsonl(dirs["wikipedia"] / "documents.jsonl")
-        # The topic task's test articles never enter pre-training: the LM must not have read them.
-        held_out = [a for a in articles if a.get("topic_split") == "test"]
-        articles = [a for a in articles if a.get("topic_split") != "test"]
+        # The topic task's validation and test articles never enter pre-training: the LM must not have
+        # read the texts the best checkpoint is chosen on or scored on (the same rule as for the reviews).
+        held_out = [a for a in articles if a.get("topic_split") in ("validation", "test")]
+        articles = [a for a in articles if a.get("topic_split") not in ("validation", "test")]
         # In-domain unlabelled text for the sentiment task, as the paper's recipe allows: the review
         # sentences of the TRAIN split only (their labels dropped), plus the study's other opinion
         # snippets. Validation and test review sentences never enter pre-training.
@@ -227,7 +228,7 @@ class Demo:
         return {
             "pretrain_documents": {name: len(docs) for name, docs in sources.items()},
             "pretrain_words": sum(len(d["text"].split()) for docs in sources.values() for d in docs),
-            "held_out_test_articles": len(held_out),
+            "held_out_articles": len(held_out),
             "held_out_review_sentences": len(unseen),
             "tasks": tasks,
             "sources": {name: str(path) for name, path in dirs.items()},

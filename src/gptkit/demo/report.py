@@ -170,7 +170,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"{cfg['n_head']} heads, n_ctx {cfg['n_ctx']}, {pre['parameters'] / 1e6:.2f}M parameters; "
         f"BPE vocabulary {results['tokenizer']['vocab_size']:,} ({results['tokenizer']['style']} style)",
         f"pre-training text: Shakespeare ({docs['shakespeare']} works) + Wikipedia leads "
-        f"({docs['wikipedia']:,} articles; the {data['held_out_test_articles']:,} topic-task test articles held out)"
+        f"({docs['wikipedia']:,} articles; the {data['held_out_articles']:,} topic-task validation/test articles held out)"
         + (f" + unlabelled opinion text ({docs['reviews']:,} movie-review TRAIN sentences without labels, the "
            f"{data.get('held_out_review_sentences', 0):,} validation/test ones held out; {docs['opinion']:,} tweets, "
            "product-review and editorial snippets)" if "reviews" in docs else "")

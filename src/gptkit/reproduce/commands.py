@@ -18,7 +18,16 @@ from .settings import BUILTIN
 
 
 class ReproduceInterrupted(KeyboardInterrupt):
-    """A training stage stopped on a signal after saving a checkpoint; re-running resumes it."""
+    """A stage stopped on a signal (a training stage after saving a checkpoint); re-running resumes it.
+    `signal_name` ('SIGTERM', 'SIGINT') gives the exit status a script expects (143, 130)."""
+
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+SIGNAL_EXITS = {130: "SIGINT", 143: "SIGTERM"}
+"""The exit statuses of a `gptkit` command that stopped on a signal (and saved what it had)."""
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -43,7 +52,7 @@ def subprocess_runner(argv: list[str]) -> tuple[int, str]:
     """A fresh `python -m gptkit` per command: for library use. The CLI passes an in-process runner
     instead (no interpreter start-up per command); either way the recorded command is the same."""
     done = subprocess.run([sys.executable, "-m", "gptkit", *argv], stdout=subprocess.PIPE, text=True, check=False)
-    return (130 if done.returncode in (-2, -15) else done.returncode), done.stdout
+    return {-2: 130, -15: 143}.get(done.returncode, done.returncode), done.stdout
 
 
 def run_gptkit(runner: CommandRunner, argv: list[str], log_file: Path) -> str:
@@ -51,8 +60,8 @@ def run_gptkit(runner: CommandRunner, argv: list[str], log_file: Path) -> str:
     code, printed = runner(argv)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.write_text(f"$ {shlex.join(['gptkit', *argv])}\n{printed}", encoding="utf-8")
-    if code == 130:
-        raise ReproduceInterrupted(f"`gptkit {argv[0]}` was interrupted")
+    if code in SIGNAL_EXITS:
+        raise ReproduceInterrupted(f"`gptkit {argv[0]}` was stopped by {SIGNAL_EXITS[code]}", SIGNAL_EXITS[code])
     if code != 0:
         raise GptkitError(f"`{shlex.join(['gptkit', *argv])}` failed with exit status {code} (its error is above)")
     return printed

@@ -2,7 +2,7 @@
 
     data -> [tokenizer -> prepare -> pretrain]   the demo's own stages (skipped with --init)
     tasks        the two built-in tasks and the derived ones, subsampled, checked against pre-training text
-    baselines    majority class, TF-IDF + logistic regression
+    baselines    majority class, TF-IDF + logistic regression (`gptkit baseline`)
     finetune_*   Table 5 rows (full model, w/o pre-training, w/o aux LM) x tasks x seeds
     transfer_*   Figure 2 left: 0 .. n_layer-1 transferred blocks (n_layer is the full model's run)
     zeroshot_*   Figure 2 right: the section-5 heuristics on every kept pre-training checkpoint
@@ -160,8 +160,11 @@ class Reproduction:
         return len(ARMS) * len(s.tasks) * len(s.seeds) + len(s.transfer_tasks) * n_layer + s.pretrain_checkpoints + 1
 
     def run(self) -> dict[str, Any]:
+        from ..baseline import MISSING_SKLEARN, have_sklearn
         from .report import write_report
 
+        if not have_sklearn():  # Table 5's TF-IDF row: say so before an hour of pre-training, not after
+            raise GptkitError(MISSING_SKLEARN)
         self.out.mkdir(parents=True, exist_ok=True)
         self.check_settings()
         if self.threads is not None:
@@ -189,7 +192,7 @@ class Reproduction:
             try:
                 result = fn()
             except DemoInterrupted as e:
-                raise ReproduceInterrupted(str(e)) from None
+                raise ReproduceInterrupted(str(e), e.signal_name) from None
             result["seconds"] = round(time.perf_counter() - started, 1)
             if cpu_started is not None:
                 result["cpu_seconds"] = round(cpu_seconds() - cpu_started, 1)
@@ -258,16 +261,23 @@ class Reproduction:
             return 0  # scrambled sentences are new text; their originals were checked by build_derived
         return sum(any(normalize(t) in pretrain_text for t in ts) for ts in texts)
 
-    def stage_baselines(self) -> dict[str, Any]:
-        from .baselines import majority_accuracy, tfidf_accuracy
+    def baseline_argv(self, task: str) -> list[str]:
+        d = self.task_dir(task)
+        return ["baseline", "--task", task_type(task), "--train", str(d / "train.jsonl"),
+                "--val", str(d / "validation.jsonl"), "--test", str(d / "test.jsonl"), "--json"]
 
+    def stage_baselines(self) -> dict[str, Any]:
+        """`gptkit baseline` on each task's files: the same training subset, validation (which picks C)
+        and test split as the fine-tuned rows."""
         out = {}
         for task in self.settings.tasks:
-            train, test = (read_jsonl(self.task_dir(task) / f"{split}.jsonl") for split in ("train", "test"))
-            kind = task_type(task)
-            out[task] = {"majority": majority_accuracy(kind, train, test), "tfidf": tfidf_accuracy(kind, train, test),
-                         "test_examples": len(test),
-                         "how": f"gptkit.reproduce.baselines on {self.task_dir(task)}/train.jsonl -> test.jsonl"}
+            argv = self.baseline_argv(task)
+            result = json.loads(run_gptkit(self.runner, argv, self.out / "logs" / f"baseline_{task}.txt"))
+            tfidf, majority = result["tfidf"], result["majority"]
+            out[task] = {"majority": majority["test"]["accuracy"], "tfidf": tfidf["test"]["accuracy"],
+                         "majority_label": majority["label"], "C": tfidf["C"], "search": tfidf["search"],
+                         "val": {"majority": majority["val"]["accuracy"], "tfidf": tfidf["val"]["accuracy"]},
+                         "test_examples": result["examples"]["test"], "command": shlex.join(["gptkit", *argv])}
         return out
 
     # --- fine-tuning ---------------------------------------------------------------------------------
@@ -300,7 +310,7 @@ class Reproduction:
                    self.out / "logs" / f"{name}.txt")
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         if summary.get("stopped_by") is not None:
-            raise ReproduceInterrupted(f"fine-tuning {name} stopped by {summary['stopped_by']}")
+            raise ReproduceInterrupted(f"fine-tuning {name} stopped by {summary['stopped_by']}", summary["stopped_by"])
         # Finished: its resume state is no longer needed (best/, metrics.jsonl and summary.json stay).
         # Dozens of runs would otherwise keep gigabytes of optimizer state.
         for leftover in ("checkpoints", "model"):

@@ -61,7 +61,7 @@ def build_results(repro: Reproduction, outputs: dict[str, dict[str, Any]]) -> di
         row = {}
         for task in s.tasks:
             b = outputs["baselines"][task]
-            row[task] = {**cell([b[name]], b["test_examples"]), "commands": [b["how"]]}
+            row[task] = {**cell([b[name]], b["test_examples"]), "commands": [b["command"]]}
         row["average"] = average([row[t] for t in s.tasks])
         table[name] = row
 
@@ -223,9 +223,10 @@ def write_commands(repro: Reproduction, results: dict[str, Any]) -> Path:
     for arm, row in results["table5"].items():
         for task in repro.settings.tasks:
             for i, command in enumerate(row[task]["commands"]):
-                prefix = "" if arm in ARMS else "# "
-                lines.append(f"# Table 5, {arm}, {task}, seed {repro.settings.seeds[i] if arm in ARMS else '-'}")
-                lines.append(prefix + command)
+                if arm in ARMS:
+                    lines += [f"# Table 5, {arm}, {task}, seed {repro.settings.seeds[i]}", command]
+                elif arm == "tfidf":  # one `gptkit baseline` command prints both baseline rows
+                    lines += [f"# Table 5, TF-IDF + logistic regression and majority class, {task}", command]
     for entry in results["figure2_left"].values():
         for p in entry["points"][:-1]:
             lines += [f"# Figure 2 left, {entry['title']}, {p['layers']} blocks", p["command"]]

@@ -158,7 +158,11 @@ class MultipleChoice(TaskType):
         label_cols = columns.by_field["label"]
         label = None
         if label_cols:
-            label = candidate_index(row, label_cols[0], row_label(row, label_cols[0]), len(choices), spec.label_base)
+            value = row_label(row, label_cols[0])
+            names = (row.class_names or {}).get(label_cols[0])
+            if names and value in names:  # a ClassLabel (COPA's choice1, choice2): its id is the candidate
+                value = names.index(value)
+            label = candidate_index(row, label_cols[0], value, len(choices), spec.label_base)
         return Example(self.texts(row, columns), label, row.where(), choices)
 
     def parse(self, spec, rows, *, need_label):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import GptkitError
+from .examples import label_key
 from .readers import Row
 
 
@@ -100,4 +101,6 @@ class ColumnPicker:
             label = next(([c] for c in candidates if c in self.present and c not in used), None)
         if label is None and need_label:
             raise missing(self.rows, "label", candidates)
+        if label and not need_label and all(label_key(r.fields.get(label[0])) is None for r in self.rows):
+            return []  # a label column with no label in it (a datasets test split's -1s): unlabelled data
         return label or []

@@ -21,6 +21,7 @@ from ..options import (
     positive_real,
 )
 from ..training.config import TrainConfig
+from .glue import TASKS as GLUE
 from .tasktype import task_type_names
 
 
@@ -29,9 +30,12 @@ class FinetuneConfig:
     """One fine-tuning run. Defaults are the paper's (SPEC section 4); each field is declared once
     here (or, for the loop's knobs, in TrainConfig) with its check and help; the CLI reads them."""
 
-    task: str = option(help="task type: classification, entailment, similarity, multiple_choice, or any type "
-                            "registered with gptkit.tasks.register")
     train: str | Path = option(help="training file (.jsonl, .csv, .tsv, .parquet, or a saved dataset)")
+    task: str | None = option(None, help="task type: classification, entailment, similarity, multiple_choice, or "
+                                         "any type registered with gptkit.tasks.register (implied by glue)")
+    glue: str | None = option(None, help="GLUE task preset: its task type, label set and metrics as GLUE reports "
+                                         "them (the paper's hyper-parameters are the defaults)",
+                              choices=(*GLUE, None))
     val: str | Path | None = option(None, help="validation file: metrics each epoch, best checkpoint kept by the metric")
     test: str | Path | None = option(None, help="test file, scored once with the best checkpoint")
     out: str | Path = option("runs/finetune", help="run directory (checkpoints, metrics, best/, summary.json)")
@@ -81,6 +85,17 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         """Contradictory or out-of-range options fail here, before any file is read."""
         check_options(self)
+        if self.glue is not None:
+            preset = GLUE[self.glue]
+            if self.task not in (None, preset.task):
+                raise OptionError("FinetuneConfig", "task", f"{self.task} contradicts glue {self.glue} (a "
+                                                            f"{preset.task} task)")
+            if self.regression and preset.labels:
+                raise OptionError("FinetuneConfig", "regression", f"contradicts glue {self.glue} (classes "
+                                                                  f"{', '.join(preset.labels)})")
+            self.task = preset.task
+        if self.task is None:
+            raise OptionError("FinetuneConfig", "task", f"is needed (one of {', '.join(task_type_names())}), or glue")
         if self.task not in task_type_names():
             raise OptionError("FinetuneConfig", "task", f"must be one of {', '.join(task_type_names())}, got {self.task!r}")
         if self.no_pretrain and self.transfer_layers is not None:

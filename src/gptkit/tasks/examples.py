@@ -98,8 +98,10 @@ def label_keys(rows: list[Row], col: str) -> set[str]:
     return keys
 
 
-def class_or_value(row: Row, col: str, value: Any, labels: list[str] | None, regression: bool) -> int | float:
-    """A class index in `labels`, or a real value for a regression task."""
+def class_or_value(row: Row, col: str, value: Any, labels: list[str] | None, regression: bool,
+                   aliases: dict[str, str] | None = None) -> int | float:
+    """A class index in `labels` (a label that is not a name may be an alias of one: a ClassLabel
+    id), or a real value for a regression task."""
     key = label_key(value)
     if key is None:
         raise GptkitError(f"{row.where()}: empty label in field {col!r}")
@@ -109,6 +111,8 @@ def class_or_value(row: Row, col: str, value: Any, labels: list[str] | None, reg
             raise GptkitError(f"{row.where()}: label {key!r} in field {col!r} is not a number")
         return x
     index = {name: i for i, name in enumerate(labels or [])}
+    if key not in index:
+        key = (aliases or {}).get(key, key)
     if key not in index:
         raise GptkitError(
             f"{row.where()}: label {key!r} in field {col!r} is not in the label set "

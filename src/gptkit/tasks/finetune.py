@@ -38,6 +38,7 @@ from ..training.sharded import export_view
 from .build import build_trunk
 from .config import FinetuneConfig
 from .epochs import EpochBatches
+from .glue import TASKS as GLUE
 from .inference import score
 from .model import TaskModel, load_head, load_task_model, write_task_model
 from .objective import FinetuneObjective
@@ -68,7 +69,8 @@ class TaskData:
 
 def load_data(cfg: FinetuneConfig) -> tuple[TaskData, TaskModel, Any, dict[str, Any]]:
     """Read the task files (the spec learned from the training file), build the model, encode."""
-    spec = TaskSpec(cfg.task, columns=dict(cfg.columns), regression=cfg.regression, label_base=cfg.label_base)
+    preset = GLUE[cfg.glue].spec_fields() if cfg.glue else {"regression": cfg.regression}
+    spec = TaskSpec(cfg.task, columns=dict(cfg.columns), label_base=cfg.label_base, **preset)
     spec, train_x = load_training_examples(spec, cfg.train)
     val_x = load_examples(spec, cfg.val) if cfg.val is not None else None
     test_x = load_examples(spec, cfg.test) if cfg.test is not None else None
@@ -178,6 +180,7 @@ def summarize(cfg: FinetuneConfig, data: TaskData, model: TaskModel, tok: Any, r
         export_dir(best_ckpt, best_dir, skip=TRAINING_FILES)
     summary: dict[str, Any] = {
         "task": spec.task,
+        "glue": cfg.glue,
         "labels": spec.labels,
         "regression": spec.regression,
         "metric": spec.metric,

@@ -1,7 +1,8 @@
-"""Read task files into rows: JSONL, CSV, TSV, and (when `datasets` is installed) parquet or a
-dataset saved with `save_to_disk`.
+"""Read task files into rows: JSONL, CSV, TSV (also GLUE's headerless CoLA files and MRPC's `.txt`),
+and (when `datasets` is installed) parquet or a dataset saved with `save_to_disk`.
 
-A row remembers where it came from (file and line), so every later error can name them.
+A row remembers where it came from (file and line), so every later error can name them. Labels that
+`datasets` stored as a ClassLabel are read as their names, and the row keeps the names in id order.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import csv
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
+from . import glue
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class Row:
     fields: dict[str, Any]
     source: str
     line: int
+    class_names: dict[str, tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
+    """For each column `datasets` declared a ClassLabel: its names in id order (one dict per file)."""
 
     def where(self) -> str:
         return f"{self.source}, line {self.line}"
@@ -43,10 +47,16 @@ def file_format(path: Path) -> str:
         return "csv"
     if suffix in (".tsv", ".tab"):
         return "tsv"
+    if suffix == ".txt":
+        return "txt"  # tab-separated when it has a GLUE header (MRPC's msr_paraphrase_*.txt)
     if suffix == ".parquet":
         return "parquet"
-    raise GptkitError(
-        f"{path}: unknown task file type {suffix or '(no suffix)'!r}; expected .jsonl, .csv, .tsv, .parquet "
+    raise unknown_type(path)
+
+
+def unknown_type(path: Path) -> GptkitError:
+    return GptkitError(
+        f"{path}: unknown task file type {path.suffix or '(no suffix)'!r}; expected .jsonl, .csv, .tsv, .parquet "
         "or a directory written by datasets' save_to_disk"
     )
 
@@ -59,8 +69,8 @@ def read_rows(path: str | Path) -> list[Row]:
     kind = file_format(path)
     if kind == "jsonl":
         rows = list(_read_jsonl(path))
-    elif kind in ("csv", "tsv"):
-        rows = list(_read_delimited(path, "," if kind == "csv" else "\t"))
+    elif kind in ("csv", "tsv", "txt"):
+        rows = list(_read_delimited(path, "," if kind == "csv" else "\t", glue_only=kind == "txt"))
     else:
         rows = list(_read_with_datasets(path, kind))
     if not rows:
@@ -139,7 +149,9 @@ def is_valid_text(text: str) -> bool:
     return True
 
 
-def _read_delimited(path: Path, delimiter: str) -> Iterator[Row]:
+def _read_delimited(path: Path, delimiter: str, *, glue_only: bool = False) -> Iterator[Row]:
+    """CSV or TSV with a header line; a TSV whose first line is a CoLA record is CoLA's headerless
+    layout (every line is then held to it); `glue_only` (a `.txt`) accepts only a GLUE header."""
     with _open_text(path) as f:
         # QUOTE_NONE for TSV: GLUE's TSV files contain bare quote characters inside sentences.
         quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
@@ -148,7 +160,13 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Row]:
             header = next(reader, None)
             if header is None:
                 return
+            cola = delimiter == "\t" and glue.is_cola_record(header)
+            if cola:
+                yield Row(dict(zip(glue.COLA_COLUMNS, header)), str(path), reader.line_num)
+                header = list(glue.COLA_COLUMNS)
             header = [h.strip() for h in header]
+            if glue_only and glue.layout_of(header) is None:
+                raise unknown_type(path)
             if len(set(header)) != len(header):
                 dupes = sorted({h for h in header if header.count(h) > 1})
                 raise GptkitError(f"{path}, line 1: duplicate column name(s) {dupes}")
@@ -162,6 +180,9 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Row]:
                     # a quote that never closes swallows the following lines into one field
                     raise GptkitError(f"{path}, line {start}: unbalanced quote: a quoted field opened on this "
                                       f"line runs on to line {reader.line_num}")
+                if cola and not glue.is_cola_record(record):
+                    raise GptkitError(f"{path}, line {start}: not a CoLA record (source, label 0 or 1, author's "
+                                      "mark, sentence), but line 1 is: a headerless file must be CoLA's throughout")
                 if len(record) != len(header):
                     raise GptkitError(
                         f"{path}, line {start}: ragged row: {len(record)} fields but the header has {len(header)}"
@@ -191,8 +212,8 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[Row]:
         raise GptkitError(f"{path}: not readable as a saved dataset ({' '.join(str(e).split())[:200]})") from None
     if isinstance(ds, datasets.DatasetDict):
         raise GptkitError(f"{path}: holds several splits {sorted(ds)}; pass the directory of one split")
-    for i, record in enumerate(ds):
-        yield Row(dict(record), str(path), i + 1)
+    names = {col: tuple(f.names) for col, f in ds.features.items() if isinstance(f, datasets.ClassLabel)}
+    yield from _with_class_names(path, ds, names)
 
 
 def _read_parquet(path: Path) -> Iterator[Row]:
@@ -207,5 +228,33 @@ def _read_parquet(path: Path) -> Iterator[Row]:
         table = pq.read_table(str(path))
     except Exception as e:  # pyarrow's errors vary by failure; all mean "not a readable parquet file"
         raise GptkitError(f"{path}: not a readable parquet file ({' '.join(str(e).split())[:200]})") from None
-    for i, record in enumerate(table.to_pylist()):
-        yield Row(record, str(path), i + 1)
+    yield from _with_class_names(path, table.to_pylist(), _parquet_class_names(table.schema.metadata))
+
+
+def _parquet_class_names(metadata: dict[bytes, bytes] | None) -> dict[str, tuple[str, ...]]:
+    """ClassLabel names from the features `datasets` writes into a parquet file's schema metadata
+    (`Dataset.to_parquet`, and the Hub's parquet files); {} for any other parquet file."""
+    try:
+        features = json.loads((metadata or {})[b"huggingface"])["info"]["features"]
+        return {col: tuple(str(n) for n in f["names"]) for col, f in features.items()
+                if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
+    except (KeyError, TypeError, ValueError, RecursionError):  # absent or not datasets' metadata
+        return {}
+
+
+def _with_class_names(path: Path, records, names: dict[str, tuple[str, ...]]) -> Iterator[Row]:
+    """Rows with each ClassLabel id replaced by its name (-1, datasets' "no label" of test splits, by
+    None); the names travel with the rows so the label set keeps their order."""
+    for i, record in enumerate(records):
+        record = dict(record)
+        for col, labels in names.items():
+            value = record.get(col)
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value == -1:
+                    record[col] = None
+                elif 0 <= value < len(labels):
+                    record[col] = labels[value]
+                else:
+                    raise GptkitError(f"{path}, line {i + 1}: label {value} in field {col!r} is not an id of its "
+                                      f"ClassLabel {list(labels)}")
+        yield Row(record, str(path), i + 1, names or None)

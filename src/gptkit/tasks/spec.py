@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
+from .metrics import METRICS
 from .readers import parse_json
 from .tasktype import TaskType, task_type
 
@@ -33,6 +34,10 @@ class TaskSpec:
     """Sequence budget used in training (the model's n_ctx when None)."""
     metric: str | None = None
     """The validation metric the best checkpoint was chosen by."""
+    metrics: list[str] | None = None
+    """The metrics reported (a GLUE preset's, as GLUE reports them); None: the task type's."""
+    label_aliases: dict[str, str] = field(default_factory=dict)
+    """Other spellings of a label in files -> its name: a ClassLabel's integer id, GLUE's `0`/`1`."""
 
     def __post_init__(self) -> None:
         fields = self.type.fields
@@ -41,6 +46,12 @@ class TaskSpec:
             raise GptkitError(
                 f"column override(s) for unknown field(s) {unknown}; a {self.task} task has {list(fields)}"
             )
+        bad = sorted(set(self.metrics or []) - set(METRICS))
+        if bad:
+            raise GptkitError(f"unknown metric(s) {bad}; known: {', '.join(METRICS)}")
+        stray = sorted(v for v in self.label_aliases.values() if v not in (self.labels or []))
+        if stray:
+            raise GptkitError(f"label alias(es) for {stray}, which are not in the label set {self.labels}")
 
     @property
     def type(self) -> TaskType:

@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import GptkitError
 from ..interop.heads import sequence_classification
 from ..model import ClassifierHead, GPTConfig
+from . import glue
 from . import metrics as M
 from .columns import ColumnPicker, ResolvedColumns
 from .examples import (
@@ -75,15 +76,32 @@ class TaskType:
         raise NotImplementedError
 
     def resolve(self, spec: TaskSpec, rows: list[Row], *, need_label: bool) -> ResolvedColumns:
-        pick = ColumnPicker(rows, spec.columns)
+        # A file in one of GLUE's layouts (recognised by its exact header) names its own columns;
+        # the user's --column still wins.
+        header = tuple(rows[0].fields)
+        layout = glue.layout_columns(header, self.text_fields)
+        if not layout and glue.layout_of(header) and not set(self.text_fields) & set(spec.columns):
+            found = glue.layout_of(header)
+            raise GptkitError(f"{rows[0].source}: this is GLUE's {found.name} layout ({len(found.texts)} text "
+                              f"column(s): {', '.join(found.texts)}), which a {self.name} task does not read; read it "
+                              f"as task type {found.task} (--glue {found.name}), or name the texts with --column")
+        pick = ColumnPicker(rows, {**layout, **spec.columns})
         by_field = self.text_columns(pick)
         by_field["label"] = pick.label(self.label_columns, by_field, need_label)
         return ResolvedColumns(by_field)
 
     def learn(self, spec: TaskSpec, rows: list[Row], columns: ResolvedColumns) -> TaskSpec:
         """What a training file teaches the spec (a new spec; the given one is not changed): the
-        sorted label set, or regression when asked or inferred."""
+        sorted label set (a ClassLabel's names, in their id order), or regression when asked or
+        inferred. A label set fixed in advance (a GLUE preset) is kept: `parse` holds the file to it."""
+        if spec.labels is not None:
+            return spec
         col = columns.by_field["label"][0]
+        names = (rows[0].class_names or {}).get(col)
+        if names and not spec.regression:
+            ids = {str(i): name for i, name in enumerate(names)}
+            return dataclasses.replace(spec, labels=list(names),
+                                       label_aliases={} if set(ids) & set(names) else ids)
         keys = label_keys(rows, col)
         numbers = [as_float(k) for k in keys]
         regression = spec.regression
@@ -108,7 +126,8 @@ class TaskType:
         label_cols = columns.by_field["label"]
         label = None
         if label_cols:
-            label = class_or_value(row, label_cols[0], row_label(row, label_cols[0]), spec.labels, spec.regression)
+            label = class_or_value(row, label_cols[0], row_label(row, label_cols[0]), spec.labels, spec.regression,
+                                   spec.label_aliases)
         return Example(self.texts(row, columns), label, row.where())
 
     def parse(self, spec: TaskSpec, rows: list[Row], *, need_label: bool) -> list[Example]:
@@ -172,7 +191,10 @@ class TaskType:
     # --- results --------------------------------------------------------------------------------
 
     def metric_names(self, spec: TaskSpec) -> tuple[str, ...]:
-        """Every metric the task reports; the first picks the best checkpoint by default."""
+        """Every metric the task reports (the spec's, when a preset fixed them); the first picks the
+        best checkpoint by default."""
+        if spec.metrics:
+            return tuple(spec.metrics)
         return REGRESSION_METRICS if spec.regression else CLASS_METRICS
 
     def metrics(self, spec: TaskSpec, pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
