@@ -12,6 +12,7 @@ import pytest
 from gptkit.errors import GptkitError
 from gptkit.tokenizer import GPTTokenizer, original, train_from_texts
 from gptkit.tokenizer.original import standardize
+from gptkit.tokenizer.styles import empty_tokenizer
 
 WIKIPEDIA = Path.home() / ".cache" / "gptkit" / "datasets" / "wikipedia" / "documents.jsonl"
 # Mixed text written here, used when the built-in Wikipedia leads are not in the cache: accents,
@@ -170,3 +171,15 @@ def test_original_style_without_its_dependencies_says_what_to_install(pair, monk
     monkeypatch.setitem(sys.modules, "spacy", None)  # import spacy -> ImportError
     with pytest.raises(GptkitError, match=r"pip install 'gptkit\[original\]'"):
         GPTTokenizer.load(pair, style="gpt1-original")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("a father--o, that", ["a", "father", "--", "o", ",", "that"]),  # the typewriter dash: one word
+    ("no!!! really?? wait... what?!", ["no", "!!!", "really", "??", "wait", "...", "what", "?", "!"]),
+    ("(x) [y] «z»", ["(", "x", ")", "[", "y", "]", "«", "z", "»"]),
+])
+def test_gpt1_style_keeps_a_run_of_one_punctuation_character_together(text, words):
+    # as the released standardisation grouped `-+`, `!+`, ...: a small LM trained on `--` split into
+    # two `-` words sampled runs of `- - - -`
+    pre = empty_tokenizer("gpt1").pre_tokenizer
+    assert [w for w, _ in pre.pre_tokenize_str(text)] == words
