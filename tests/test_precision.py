@@ -124,12 +124,12 @@ def test_a_large_batch_is_timed_on_fewer_rows_and_scaled(monkeypatch):
     assert P.probe_shape(config, 2, 64) == (2, 64)  # fits: the run's own micro-batch
     assert P.probe_shape(config, 10, 64) == (3, 64)
     monkeypatch.setattr(P, "PROBE_FLOPS", per_token * 20)
-    assert P.probe_shape(config, 10, 64) == (1, 20)  # not even one row: fewer tokens
+    assert P.probe_shape(config, 10, 64) == (1, 64)  # not even one row fits: one whole row, never a cut one
     calls: list = []
     monkeypatch.setattr(P, "_timed_parts", fake_parts(0.2, 0.1, 0.05, calls))
     costs = P.measure_step_costs(config, 8, 64, accum=2)
-    assert calls == [(config, 1, 20)] and costs.scaled
-    scale = 2 * 8 * 64 / 20  # forward/backward per token, per micro-batch; the optimizer once per update
+    assert calls == [(config, 1, 64)] and costs.scaled
+    scale = 2 * 8  # forward/backward per row, per micro-batch; the optimizer once per update
     assert costs.fp32 == pytest.approx(0.2 * scale + 0.05) and costs.bf16 == pytest.approx(0.1 * scale + 0.05)
 
 

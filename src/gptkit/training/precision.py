@@ -21,8 +21,8 @@ AVX512-BF16: ~2x) a large matmul gains several times, but at small widths the ca
 rest of a step can eat the gain. Steps are timed in CPU time of this process (all its threads), not
 wall time: on a machine busy with other programs the wall time of a step says more about the others
 than about bf16 (measured on a shared 2-core host: wall clock timed fp32 faster while bf16 took 0.58x
-its CPU time). A step larger than `PROBE_FLOPS` is timed on fewer rows (then fewer tokens) and its
-forward/backward part scaled up to the real batch and accumulation; the optimizer step is timed as it
+its CPU time). A step larger than `PROBE_FLOPS` is timed on fewer rows (never less than one whole row,
+whose length decides the attention cost and the matmuls' efficiency) and its forward/backward part scaled up to the real batch and accumulation; the optimizer step is timed as it
 is. The probe draws nothing from the run's random stream, and its result is cached per model shape,
 batch shape and thread count for the life of the process.
 """
@@ -76,7 +76,7 @@ class StepCosts:
     bf16: float
     rows: int
     seq_len: int
-    """The micro-batch timed (fewer rows or tokens than the run's when the run's is over PROBE_FLOPS)."""
+    """The micro-batch timed (fewer rows than the run's when the run's is over PROBE_FLOPS)."""
     scaled: bool
     """True when the forward/backward times were scaled up to the run's batch."""
 
@@ -92,14 +92,11 @@ def bf16_pays(costs: StepCosts) -> bool:
 
 
 def probe_shape(config: GPTConfig, rows: int, seq_len: int) -> tuple[int, int]:
-    """The (rows, seq_len) to time: the run's micro-batch, cut to PROBE_FLOPS (rows first)."""
-    per_token = training_flops_per_token(config.replace(n_ctx=seq_len))
-    tokens = max(1, int(PROBE_FLOPS // per_token))
-    if rows * seq_len <= tokens:
-        return rows, seq_len
-    if tokens >= seq_len:
-        return tokens // seq_len, seq_len
-    return 1, max(2, tokens)
+    """The (rows, seq_len) to time: the run's micro-batch, cut to PROBE_FLOPS by rows, down to one row
+    (at the gpt1 shape one 512-token row is ~4e11 FLOPs, a few seconds: a small price at the start of
+    a run of hours, and a step of a few dozen tokens would time other kernels than the run's)."""
+    per_row = training_flops_per_token(config.replace(n_ctx=seq_len)) * seq_len
+    return max(1, min(rows, int(PROBE_FLOPS // per_row))), seq_len
 
 
 def measure_step_costs(config: GPTConfig, rows: int, seq_len: int, accum: int = 1) -> StepCosts:
