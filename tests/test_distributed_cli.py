@@ -68,7 +68,8 @@ def test_torchrun_pretrain_runs_unchanged_and_a_single_process_continues_it(corp
     assert state["tokens_seen"] == 6 * 2 * 2 * 32
 
 
-def test_torchrun_finetune_runs_unchanged(corpus: Path, tmp_path: Path) -> None:
+def test_torchrun_finetune_runs_unchanged_and_refuses_another_world_size(corpus: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
     # a tiny random model with the corpus's tokenizer, fine-tuned on 2 ranks
     train = write_sentences(tmp_path / "train.jsonl", 21)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTKIT_DIST_TIMEOUT": "60"}
@@ -85,3 +86,14 @@ def test_torchrun_finetune_runs_unchanged(corpus: Path, tmp_path: Path) -> None:
     assert (run / "best" / "task.json").is_file()
     state = json.loads((run / "checkpoints" / "step_000006" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
+
+    # resumed by one process, it is refused (its epochs and schedule were planned for 2), nothing changed
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    cmd = ["finetune", "--task", "classification", "--train", str(train), "--val", str(train), "--no-pretrain",
+           "--preset", "tiny", "--tokenizer", str(corpus.parent / "tok"), "--out", str(run), "--epochs", "2",
+           "--batch-size", "4", "--quiet", "--resume"]
+    assert main(cmd) == 2  # was: re-planned 2x the updates with accumulation 2, and trained 2x the epochs
+    err = capsys.readouterr().err
+    assert "step_000006: written by 2 process(es), resumed by 1; fine-tuning" in err
+    assert "resumes only under torchrun --nproc-per-node 2" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before

@@ -3,6 +3,7 @@ weights, `auto` decides by measuring without touching the run's random stream, r
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -85,32 +86,100 @@ def test_bf16_casts_each_weight_once_per_forward():
     assert model.transformer.tok_emb.weight.grad.dtype == torch.float32
 
 
-def test_auto_chooses_by_measuring(monkeypatch):
-    model = tiny_gpt()
-    monkeypatch.setattr(P, "probe_matmul_rates", lambda device, k, n: (100e9, 600e9))
-    choice = P.choose_precision("auto", model, "cpu")
-    assert choice.precision == "bf16" and "6.0x" in choice.reason
-    monkeypatch.setattr(P, "probe_matmul_rates", lambda device, k, n: (100e9, 120e9))
-    assert P.choose_precision("auto", model, "cpu").precision == "fp32"
-    assert P.choose_precision("fp32", model, "cpu").precision == "fp32"
+def fake_parts(fb32: float, fb16: float, opt: float, calls: list | None = None):
+    """Stands in for the timed probe: CPU seconds of forward+backward in each precision, and the optimizer."""
+
+    def parts(config, rows, seq_len, threads):
+        if calls is not None:
+            calls.append((config, rows, seq_len))
+        return fb32, fb16, opt
+
+    return parts
+
+
+def test_auto_takes_bf16_only_when_its_measured_step_beats_the_margin(monkeypatch):
+    config = tiny_gpt().config
+    monkeypatch.setattr(P, "_timed_parts", fake_parts(1.0, 0.5, 0.1))
+    choice = P.choose_precision("auto", "cpu", config, (2, 16))
+    assert choice.precision == "bf16" and "0.55x the CPU time in bf16" in choice.reason
+    assert choice.measured["step_cpu_seconds"] == {"fp32": 1.1, "bf16": 0.6}
+    monkeypatch.setattr(P, "_timed_parts", fake_parts(1.0, 0.95, 0.1))  # 1.05 / 1.1: within the margin
+    choice = P.choose_precision("auto", "cpu", config, (2, 16))
+    assert choice.precision == "fp32" and "0.95x" in choice.reason
+    # exactly at the margin bf16 pays; a hair above it does not
+    at = P.StepCosts(fp32=P.BF16_MARGIN, bf16=1.0, rows=1, seq_len=1, scaled=False)
+    assert P.bf16_pays(at) and not P.bf16_pays(P.StepCosts(P.BF16_MARGIN * 0.999, 1.0, 1, 1, False))
+    assert P.choose_precision("fp32", "cpu", config).precision == "fp32"
+    assert P.choose_precision("bf16", "cpu").precision == "bf16"
     # a resumed auto run keeps what its checkpoint used, whatever the probe says now
-    assert P.resolve_precision("auto", model, "cpu", "ckpt", saved="bf16").precision == "bf16"
+    assert P.resolve_precision("auto", tiny_gpt(), "cpu", "ckpt", saved="bf16").precision == "bf16"
     with pytest.raises(GptkitError, match="precision"):
-        P.choose_precision("fp16", model, "cpu")
+        P.choose_precision("fp16", "cpu", config)
 
 
-def test_the_probe_leaves_the_global_random_stream_alone():
-    P._probe.cache_clear()
+def test_a_large_batch_is_timed_on_fewer_rows_and_scaled(monkeypatch):
+    config = tiny_gpt().config.replace(n_ctx=64)
+    per_token = P.training_flops_per_token(config)
+    monkeypatch.setattr(P, "PROBE_FLOPS", per_token * 64 * 3)  # room for 3 rows of 64 tokens
+    assert P.probe_shape(config, 2, 64) == (2, 64)  # fits: the run's own micro-batch
+    assert P.probe_shape(config, 10, 64) == (3, 64)
+    monkeypatch.setattr(P, "PROBE_FLOPS", per_token * 20)
+    assert P.probe_shape(config, 10, 64) == (1, 64)  # not even one row fits: one whole row, never a cut one
+    calls: list = []
+    monkeypatch.setattr(P, "_timed_parts", fake_parts(0.2, 0.1, 0.05, calls))
+    costs = P.measure_step_costs(config, 8, 64, accum=2)
+    assert calls == [(config, 1, 64)] and costs.scaled
+    scale = 2 * 8  # forward/backward per row, per micro-batch; the optimizer once per update
+    assert costs.fp32 == pytest.approx(0.2 * scale + 0.05) and costs.bf16 == pytest.approx(0.1 * scale + 0.05)
+
+
+def test_the_probe_times_real_steps_and_leaves_the_global_random_stream_alone():
+    P._timed_parts.cache_clear()
     before = torch.get_rng_state()
-    fp32, bf16 = P.probe_matmul_rates("cpu", 64, 128)
-    assert fp32 > 0 and bf16 > 0
+    config = tiny_gpt().config
+    costs = P.measure_step_costs(config, 2, 16)
+    assert costs.fp32 > 0 and costs.bf16 > 0 and not costs.scaled and (costs.rows, costs.seq_len) == (2, 16)
     assert torch.equal(torch.get_rng_state(), before)
+    assert P.measure_step_costs(config, 2, 16) == costs  # measured once per shape and thread count
 
 
 def test_auto_is_the_default_and_says_what_it_chose(caplog, monkeypatch):
     assert TrainConfig(max_steps=1).precision == "auto"
-    monkeypatch.setattr(P, "probe_matmul_rates", lambda device, k, n: (100e9, 100e9))
+    calls: list = []
+    monkeypatch.setattr(P, "_timed_parts", fake_parts(1.0, 1.0, 0.0, calls))
     with caplog.at_level("INFO", logger="gptkit.training.precision"):
         _, _, seen, _ = _run("auto", steps=1)
     assert seen["fc"] == {torch.float32}
-    assert "precision: fp32 (auto: bf16 matmul measured 1.0x fp32" in caplog.text
+    assert calls == [(tiny_gpt().config, 2, 16)]  # the sampler's micro-batch: 2 windows of 16 tokens
+    assert "precision: fp32 (auto: a training step of this model took 1.00x the CPU time in bf16" in caplog.text
+
+
+def test_demo_and_pretrain_decide_with_the_same_function(monkeypatch, tmp_path):
+    """One decider: the demo's host stage and `gptkit pretrain --precision auto` both reach
+    choose_precision -> measure_step_costs, with their own model and micro-batch."""
+    from gptkit.cli import main
+    from gptkit.demo.host import probe_host
+    from test_pretrain import args, make_corpus
+
+    calls: list = []
+    monkeypatch.setattr(P, "_timed_parts", fake_parts(1.0, 0.5, 0.0, calls))
+    monkeypatch.setattr("gptkit.training.perf.measure_matmul_flops", lambda device, dtype: 1e9)
+    config = tiny_gpt().config
+    host = probe_host("auto", config, 3)
+    assert host["precision"] == "bf16" and calls == [(config, 3, config.n_ctx)]
+    assert host["step_cpu_seconds"] == {"fp32": 1.0, "bf16": 0.5} and host["ratio"] == 0.5
+    corpus = make_corpus(tmp_path / "data", 30)
+    assert main([*args(corpus, tmp_path / "run"), "--steps", "1", "--precision", "auto"]) == 0
+    assert [c[1:] for c in calls[1:]] == [(4, 32)]  # --batch-size 4 --seq-len 32
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert calls[1][0].n_embd == saved["n_embd"]
+    assert probe_host("fp32", config, 3)["reason"] == "set by the profile" and len(calls) == 2
+
+
+def test_fine_tuning_batches_tell_the_probe_their_padded_shape():
+    from gptkit.tasks.epochs import EpochBatches
+    from gptkit.tasks.transforms import EncodedExample
+
+    # multiple choice: 3 sequences per example, so a batch of 4 examples is 12 rows, padded to the longest
+    examples = [EncodedExample([[1] * n, [2] * (n + 1), [3]], label=0, truncated=False) for n in (5, 9, 7)]
+    assert EpochBatches(examples, 4, 0, spec=None, seed=0).step_shape == (12, 10)

@@ -57,6 +57,11 @@ class WindowSampler:
         self.num_windows = int(self._ends[-1])
         self.draws = 0  # micro-batches this rank has taken
 
+    @property
+    def step_shape(self) -> tuple[int, int]:
+        """(rows, tokens) of every micro-batch: what the training loop's precision probe times."""
+        return self.batch_size, self.seq_len
+
     def next_batch(self) -> dict[str, torch.Tensor]:
         c = self.draws * self.world_size + self.rank
         rng = np.random.default_rng([self.seed, c])

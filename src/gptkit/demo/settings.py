@@ -70,8 +70,9 @@ class DemoSettings:
     evals_per_epoch: int = 2
     # --- everything ---
     precision: str = "auto"
-    """'auto': a few timed training steps of this model at the start choose bf16 autocast where it is
-    faster (CPUs with AMX or AVX512-BF16 units), else fp32 (gptkit.demo.host); or 'fp32' / 'bf16'."""
+    """'auto': a few timed training steps of this model at the start choose bf16 where it is faster
+    (CPUs with AMX or AVX512-BF16 units), else fp32 (the training loop's decider, through
+    gptkit.demo.host); or 'fp32' / 'bf16'."""
     seed: int = 1234
     pretrain_doc_limit: int | None = None
     """Use at most this many documents of each pre-training source (None: all)."""

@@ -26,10 +26,17 @@ def columns_of(rows: list[Row]) -> list[str]:
     return list(seen)
 
 
+def _shown(name: str) -> str:
+    """A column name as an error line can show it: quoted when it holds a newline or another control
+    character, which would break the one-line message."""
+    return name if name.isprintable() else repr(name)
+
+
 def missing(rows: list[Row], what: str, candidates: tuple[str, ...] | list[str]) -> GptkitError:
     return GptkitError(
         f"{rows[0].source}: missing column for {what} (looked for {', '.join(candidates)}; "
-        f"columns found: {', '.join(columns_of(rows)) or 'none'}); name it with --column {what.split()[0]}=NAME"
+        f"columns found: {', '.join(map(_shown, columns_of(rows))) or 'none'}); name it with --column "
+        f"{what.split()[0]}=NAME"
     )
 
 

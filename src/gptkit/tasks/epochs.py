@@ -37,6 +37,13 @@ class EpochBatches:
     def batches_per_epoch(self) -> int:
         return math.ceil(len(self.examples) / (self.batch_size * self.world_size))
 
+    @property
+    def step_shape(self) -> tuple[int, int]:
+        """(rows, tokens) of a full micro-batch padded to the longest sequence of the training set: what
+        the training loop's precision probe times (a batch pads to its own longest, rarely far shorter)."""
+        rows = self.batch_size * max((len(x.sequences) for x in self.examples[:1]), default=1)
+        return rows, max((len(s) for x in self.examples for s in x.sequences), default=1)
+
     def _order(self) -> np.ndarray:
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.examples))
 

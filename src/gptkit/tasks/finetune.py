@@ -119,6 +119,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     resume_from = prepare_run_dir(out, resume=cfg.resume, overwrite=cfg.overwrite, kind="finetune",
                                   info={"task": spec.task})
+    checkpoint = _same_world_checkpoint(resume_from, ranks.world_size, out) if resume_from is not None else None
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     record.update(origin)
 
@@ -152,7 +153,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = train(
         model, FinetuneObjective(cfg.lm_coef), batches, optimizer, warmup_linear(cfg.lr, warmup, steps), train_config,
-        run_dir=out, resume_from=resume_from, save_model=save_model, load_model=load_model,
+        run_dir=out, resume_from=checkpoint, save_model=save_model, load_model=load_model,
         evaluate=evaluate if val_e is not None else None,
     )
     if not ranks.is_main:  # rank 0 alone exports best/ and writes the summary
@@ -168,6 +169,23 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     atomic_write_json(out / "summary.json", summary)
     RunLock.release_dir(out)
     return summary
+
+
+def _same_world_checkpoint(path: Path, world_size: int, out: Path):  # noqa: ANN202 (a Checkpoint)
+    """The checkpoint to resume, refused when another number of processes wrote it. Pre-training
+    continues at any world size (same global batch, same windows), but fine-tuning plans its updates
+    per epoch, its warmup and its evaluations from the process count, and tops up an epoch's last
+    batch per rank: resumed by another count it would silently train other epochs on another schedule
+    (measured: a 20-epoch run stopped at update 27 of 60 on 2 ranks re-planned 120 updates in one
+    process and ran 40 epochs)."""
+    checkpoint = read_checkpoint(path)
+    saved = int(checkpoint.state.get("world_size", 1))
+    if saved != world_size:
+        RunLock.release_dir(out)
+        how = "in one process (without torchrun)" if saved == 1 else f"under torchrun --nproc-per-node {saved}"
+        raise GptkitError(f"{path}: written by {saved} process(es), resumed by {world_size}; fine-tuning plans its "
+                          f"epochs, warmup and evaluations per process count, so it resumes only {how}")
+    return checkpoint
 
 
 def summarize(cfg: FinetuneConfig, data: TaskData, model: TaskModel, tok: Any, result: Any, out: Path,

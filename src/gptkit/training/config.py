@@ -51,8 +51,9 @@ class TrainConfig:
     keep_last: int = option(3, help="most recent checkpoints kept (the best one is kept in addition)",
                             check=positive_int)
     precision: Precision = option("auto", help="bf16: forward and loss on bf16 casts of the fp32 master weights "
-                                               "(optimizer fp32); auto: bf16 where this device's bf16 matmuls "
-                                               "measure >= 1.5x fp32, else fp32 (the choice is printed; "
+                                               "(optimizer fp32); auto: bf16 where a timed training step of "
+                                               "this model costs fp32 >= 1.1x the CPU time of bf16 (or a "
+                                               "bf16 GPU), else fp32 (the choice is printed; "
                                                "training/precision.py)", choices=PRECISIONS)
     compile: bool = option(False, help="run the model under torch.compile", check=boolean)
     parallel: Parallel = option("ddp", help="under torchrun: ddp (a model replica per rank, gradients all-reduced) "

@@ -132,7 +132,8 @@ def train(
         # another world size: the accumulation that keeps the checkpoint's global batch
         config = fit_world_size(checkpoint.state, config, rank_info(), checkpoint.path)
     saved = checkpoint.state.get("config", {}).get("precision") if checkpoint is not None else None
-    config, precision = precision_for_run(config, module, saved)  # "auto" resolved, and said
+    # "auto" resolved (timing a step of the batch source's micro-batch shape, when it says one), and said
+    config, precision = precision_for_run(config, module, saved, getattr(batches, "step_shape", None))
     trainer = _Trainer(module, objective, batches, optimizer, schedule, config, run_dir=run_dir,
                        save_model=save_model, evaluate=evaluate, extra_state=extra_state or {}, on_step=on_step)
     if checkpoint is not None:

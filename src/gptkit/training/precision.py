@@ -12,10 +12,19 @@ Accuracy-sensitive reductions stay fp32: LayerNorm keeps fp32 gains and biases a
 accumulates in fp32, softmax accumulates in fp32, and the LM loss (model/loss.py) computes its
 log-softmax and sums in fp32.
 
-`auto` (the default) picks bf16 on CUDA devices that support it, and on a CPU when a quick probe
-measures bf16 matmuls at least `AUTO_MARGIN` times as fast as fp32 at the module's own matmul shape
-(AMX Xeons: ~6x; AMD Zen 4 with AVX512-BF16: ~2x; CPUs without bf16 units: below 1x). The probe uses
-its own random generator, so choosing does not change the run's random stream.
+`auto` (the default) picks bf16 on CUDA devices that support it, and on a CPU when it measures so:
+`choose_precision` times the step that will run, on a fresh copy of the model's shape (the model's
+own LM loss, forward and backward under this module's `MixedPrecision`, then the fused AdamW step) in
+both precisions, and takes bf16 when an fp32 step costs at least `BF16_MARGIN` times as much. The
+matmul ceilings alone do not decide it: on CPUs with bf16 units (AMX Xeons: ~6x fp32; Zen 4 with
+AVX512-BF16: ~2x) a large matmul gains several times, but at small widths the casts and the memory-bound
+rest of a step can eat the gain. Steps are timed in CPU time of this process (all its threads), not
+wall time: on a machine busy with other programs the wall time of a step says more about the others
+than about bf16 (measured on a shared 2-core host: wall clock timed fp32 faster while bf16 took 0.58x
+its CPU time). A step larger than `PROBE_FLOPS` is timed on fewer rows (never less than one whole row,
+whose length decides the attention cost and the matmuls' efficiency) and its forward/backward part scaled up to the real batch and accumulation; the optimizer step is timed as it
+is. The probe draws nothing from the run's random stream, and its result is cached per model shape,
+batch shape and thread count for the life of the process.
 """
 
 from __future__ import annotations
@@ -27,19 +36,25 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import GptkitError
+from ..model import GPT, GPTConfig, training_flops_per_token
+from .optimizer import build_optimizer
 from .ranks import any_across_ranks
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
-AUTO_MARGIN = 1.5
-"""bf16 must measure this many times fp32's matmul rate for `auto` to pick it: below that, the
-memory-bound part of a step (which bf16 speeds up by at most 2x) and the rounding are not worth it."""
+BF16_MARGIN = 1.1
+"""`auto` takes bf16 only when an fp32 training step costs at least this many times the CPU time of a
+bf16 one: a smaller gain is within the noise of a shared machine and not worth bf16's rounding."""
+PROBE_FLOPS = 2.5e10
+"""Training FLOPs of one timed probe step at most (the demo's model, 11 of its 32 rows: ~0.2 s of CPU
+on 2 cores); a larger batch is timed on fewer rows and scaled."""
 
 
 @dataclass(frozen=True)
@@ -48,53 +63,87 @@ class PrecisionChoice:
     """'fp32' or 'bf16': what the run uses."""
     reason: str
     """Why, in words (printed at the start of a run)."""
+    measured: dict[str, Any] | None = None
+    """What the CPU probe measured, when it ran: `step_cpu_seconds` in each precision, their `ratio`
+    (bf16 / fp32), the micro-batch timed (`probe_rows` x `probe_seq_len`) and whether it was `scaled`."""
 
 
-def probe_matmul_rates(device: torch.device | str, k: int, n: int, rows: int = 1024,
-                       rounds: int = 5) -> tuple[float, float]:
-    """(fp32, bf16) FLOP/s of a (rows, k) @ (k, n) matmul here: the best of `rounds` alternating
-    timings of each, so that a neighbour's burst of load falls on both alike."""
-    return _probe(str(torch.device(device)), k, n, rows, rounds)
+@dataclass(frozen=True)
+class StepCosts:
+    """CPU seconds (all threads of this process) of one training update, as `measure_step_costs` times it."""
+
+    fp32: float
+    bf16: float
+    rows: int
+    seq_len: int
+    """The micro-batch timed (fewer rows than the run's when the run's is over PROBE_FLOPS)."""
+    scaled: bool
+    """True when the forward/backward times were scaled up to the run's batch."""
+
+    @property
+    def ratio(self) -> float:
+        """bf16's cost as a fraction of fp32's."""
+        return self.bf16 / self.fp32 if self.fp32 > 0 else float("inf")
+
+
+def bf16_pays(costs: StepCosts) -> bool:
+    """The decision itself: an fp32 update costs at least BF16_MARGIN times a bf16 one."""
+    return costs.fp32 >= BF16_MARGIN * costs.bf16
+
+
+def probe_shape(config: GPTConfig, rows: int, seq_len: int) -> tuple[int, int]:
+    """The (rows, seq_len) to time: the run's micro-batch, cut to PROBE_FLOPS by rows, down to one row
+    (at the gpt1 shape one 512-token row is ~4e11 FLOPs, a few seconds: a small price at the start of
+    a run of hours, and a step of a few dozen tokens would time other kernels than the run's)."""
+    per_row = training_flops_per_token(config.replace(n_ctx=seq_len)) * seq_len
+    return max(1, min(rows, int(PROBE_FLOPS // per_row))), seq_len
+
+
+def measure_step_costs(config: GPTConfig, rows: int, seq_len: int, accum: int = 1) -> StepCosts:
+    """Time one update of a fresh model of `config` on a (rows, seq_len) micro-batch with `accum`
+    accumulation, in fp32 and in bf16 (cached: see the module docstring)."""
+    prows, pseq = probe_shape(config, rows, seq_len)
+    fb32, fb16, opt = _timed_parts(config, prows, pseq, torch.get_num_threads())
+    scale = accum * rows * seq_len / (prows * pseq)
+    return StepCosts(fb32 * scale + opt, fb16 * scale + opt, prows, pseq, scaled=scale != 1)
 
 
 @functools.cache
-def _probe(device: str, k: int, n: int, rows: int, rounds: int) -> tuple[float, float]:
-    dev = torch.device(device)
-    gen = torch.Generator(device="cpu").manual_seed(0)  # never the global generator: resume exactness
-    a32 = torch.randn(rows, k, generator=gen).to(dev)
-    b32 = torch.randn(k, n, generator=gen).to(dev)
-    pairs = ((a32, b32), (a32.bfloat16(), b32.bfloat16()))
-    for a, b in pairs:
-        a @ b  # the first call pays for kernel selection (oneDNN builds its AMX kernels on first use)
-    best = [0.0, 0.0]
-    for _ in range(rounds):
-        for i, (a, b) in enumerate(pairs):
-            best[i] = max(best[i], _rate(a, b))
-    return best[0], best[1]
+def _timed_parts(config: GPTConfig, rows: int, seq_len: int, threads: int, rounds: int = 2) -> tuple[float, float, float]:
+    """(fp32 forward+backward, bf16 forward+backward, optimizer step): the least CPU seconds of each
+    over `rounds` alternating timings, after one untimed step in each precision (kernel selection,
+    the allocator's first blocks)."""
+    with torch.random.fork_rng(devices=[]):  # the run's random stream is untouched: resume exactness
+        torch.manual_seed(0)
+        model = GPT(config.replace(n_ctx=max(config.n_ctx, seq_len))).train()
+        ids = torch.randint(0, config.vocab_size, (rows, seq_len + 1))
+        optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01)
+        policies = [MixedPrecision(model, p, "cpu") for p in ("fp32", "bf16")]
+        best = [float("inf")] * 3
+
+        def step(policy: MixedPrecision) -> tuple[float, float]:
+            start = time.process_time()
+            with policy.forward():
+                loss = model(ids[:, :-1], targets=ids[:, 1:])  # the model's own LM loss, as the run's
+            loss.backward()
+            middle = time.process_time()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return middle - start, time.process_time() - middle
+
+        for policy in policies:
+            step(policy)
+        for _ in range(rounds):
+            for i, policy in enumerate(policies):
+                fb, opt = step(policy)
+                best[i], best[2] = min(best[i], fb), min(best[2], opt)
+    return best[0], best[1], best[2]
 
 
-def _rate(a: torch.Tensor, b: torch.Tensor, repeats: int = 2) -> float:
-    if a.device.type == "cuda":
-        torch.cuda.synchronize(a.device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if a.device.type == "cuda":
-        torch.cuda.synchronize(a.device)
-    return repeats * 2 * a.size(0) * a.size(1) * b.size(1) / (time.perf_counter() - start)
-
-
-def probe_shape(module: nn.Module) -> tuple[int, int]:
-    """(in, out) of the module's largest weight matrix, out capped at 4096 (a probe, not a benchmark)."""
-    shapes = [p.shape for p in module.parameters() if p.dim() == 2]
-    if not shapes:
-        return 256, 256
-    out, inp = max(shapes, key=lambda s: s[0] * s[1])
-    return int(inp), int(min(out, 4096))
-
-
-def choose_precision(requested: str, module: nn.Module, device: torch.device | str) -> PrecisionChoice:
-    """Resolve 'auto' for this module on this device (see the module docstring); 'fp32'/'bf16' stay."""
+def choose_precision(requested: str, device: torch.device | str, config: GPTConfig | None = None,
+                     shape: tuple[int, int] | None = None, accum: int = 1) -> PrecisionChoice:
+    """Resolve 'auto' for a model of `config` trained on (rows, seq_len) micro-batches (`shape`;
+    default one row of n_ctx) on `device` (see the module docstring); 'fp32'/'bf16' stay."""
     if requested not in PRECISIONS:
         raise GptkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if requested != "auto":
@@ -106,21 +155,35 @@ def choose_precision(requested: str, module: nn.Module, device: torch.device | s
         return PrecisionChoice("fp32", f"{torch.cuda.get_device_name(device)} has no bf16 support")
     if device.type != "cpu":
         return PrecisionChoice("fp32", f"no bf16 probe for {device.type} devices")
-    k, n = probe_shape(module)
-    fp32, bf16 = probe_matmul_rates(device, k, n)
-    ratio = bf16 / fp32 if fp32 > 0 else 0.0
-    verdict = "bf16" if ratio >= AUTO_MARGIN else "fp32"
-    return PrecisionChoice(verdict, f"bf16 matmul measured {ratio:.1f}x fp32 at 1024x{k}x{n} on this CPU "
-                                    f"({bf16 / 1e9:.0f} vs {fp32 / 1e9:.0f} GFLOP/s; bf16 needs {AUTO_MARGIN}x)")
+    if config is None:
+        return PrecisionChoice("fp32", "no GPT in the module to time a step of")
+    rows, seq_len = shape or (1, config.n_ctx)
+    costs = measure_step_costs(config, rows, seq_len, accum)
+    verdict = "bf16" if bf16_pays(costs) else "fp32"
+    timed = f"{costs.rows} x {costs.seq_len} tokens" + (f", scaled to {rows} x {seq_len}" if costs.scaled else "")
+    if accum > 1:
+        timed += f" x{accum} accumulation"
+    reason = (f"a training step of this model took {costs.ratio:.2f}x the CPU time in bf16 as in fp32 "
+              f"({timed}; bf16 needs at most {1 / BF16_MARGIN:.2f}x)")
+    measured = {"step_cpu_seconds": {"fp32": round(costs.fp32, 4), "bf16": round(costs.bf16, 4)},
+                "ratio": round(costs.ratio, 3), "probe_rows": costs.rows, "probe_seq_len": costs.seq_len,
+                "scaled": costs.scaled}
+    return PrecisionChoice(verdict, reason, measured)
 
 
 def resolve_precision(requested: str, module: nn.Module, device: torch.device | str,
-                      resume_from: str | Path | None = None, saved: str | None = None) -> PrecisionChoice:
+                      resume_from: str | Path | None = None, saved: str | None = None,
+                      shape: tuple[int, int] | None = None, accum: int = 1) -> PrecisionChoice:
     """The run's precision: a resumed 'auto' run keeps what its checkpoint used (`saved`), so that
     resuming on a busier or different machine continues the same computation."""
     if requested == "auto" and resume_from is not None and saved in ("fp32", "bf16"):
         return PrecisionChoice(saved, f"as {resume_from} used")
-    return choose_precision(requested, module, device)
+    return choose_precision(requested, device, gpt_config(module), shape, accum)
+
+
+def gpt_config(module: nn.Module) -> GPTConfig | None:
+    """The config of the GPT inside `module` (the module itself, or a task model's trunk)."""
+    return next((m.config for m in module.modules() if isinstance(m, GPT)), None)
 
 
 class MixedPrecision:
@@ -184,12 +247,15 @@ def _swapped(slots: list[tuple[nn.Module, str, nn.Parameter]]) -> Iterator[None]
             mod._parameters[name] = p
 
 
-def precision_for_run(config, module: nn.Module, saved: str | None = None):  # noqa: ANN001, ANN201 (TrainConfig)
+def precision_for_run(config, module: nn.Module, saved: str | None = None,  # noqa: ANN001, ANN201 (TrainConfig)
+                      shape: tuple[int, int] | None = None):
     """The loop's hook: resolve `config.precision` on `config.device` (`saved`: the precision of the
-    checkpoint being resumed), say which and why, and return the config holding the resolved value
-    (what checkpoints record) with the policy to run forward passes under."""
+    checkpoint being resumed; `shape`: the (rows, seq_len) of a micro-batch, for the probe), say which
+    and why, and return the config holding the resolved value (what checkpoints record) with the
+    policy to run forward passes under."""
     device = torch.device(config.device)
-    choice = resolve_precision(config.precision, module, device, "the checkpoint" if saved else None, saved)
+    choice = resolve_precision(config.precision, module, device, "the checkpoint" if saved else None, saved,
+                               shape, config.grad_accum_steps)
     if config.precision == "auto" and any_across_ranks(choice.precision == "fp32", device):
         # every rank probes its own CPU; they must agree, and fp32 is the safe side of a split verdict
         choice = PrecisionChoice("fp32", choice.reason if choice.precision == "fp32" else "another rank measured fp32")
