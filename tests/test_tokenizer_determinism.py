@@ -21,13 +21,13 @@ from gptkit.tokenizer.train import TRAINED_SPECIALS
 
 def tied_text(n_words: int = 6000) -> list[str]:
     """Many words over a few syllables: merges of equal count are everywhere. Plus characters the
-    marking must treat with care: punctuation (always word-final), an emoji and a private-use
+    marking must treat with care: punctuation (word-final, but a run of one mark is one word: `--`), an emoji and a private-use
     character of plane 15 at word ends and inside words."""
     rng = random.Random(0)
     syllables = ["ka", "ki", "ko", "ta", "te", "to", "sa", "su", "na", "ne", "ma", "mo", "ra", "ri"]
     words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) + rng.choice("aeioustnkr")
              for _ in range(n_words)]
-    extra = ["party\U0001F600", "\U0001F600start", "odd\U000F0065", "in\U000F0065side", "end.", "(x)", "why?"]
+    extra = ["party\U0001F600", "\U0001F600start", "odd\U000F0065", "in\U000F0065side", "end.", "(x)", "why?", "so--then", "no!!!", "wait...", "?!"]
     lines = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)]
     return lines + [" ".join(extra)] * 3
 

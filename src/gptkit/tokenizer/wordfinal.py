@@ -74,7 +74,11 @@ class WordFinalMarker:
         word = kind == _WORD
         ends = np.ones_like(word)
         ends[:-1] = ~word[1:]  # the next character is a space or a punctuation mark, or there is none
-        final = (kind == _PUNCT) | (word & ends)  # the pre-tokeniser isolates every punctuation mark
+        # The pre-tokeniser makes a run of one punctuation character one word (styles.PUNCTUATION_RUN):
+        # a mark is word-final unless the same mark follows.
+        same_next = np.zeros_like(word)
+        same_next[:-1] = codes[1:] == codes[:-1]
+        final = ((kind == _PUNCT) & ~same_next) | (word & ends)
         out = codes.copy()
         bmp_final = final & (codes < 0x10000)
         out[bmp_final] += FINAL_OFFSET
