@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import GptkitError
+from .allocator import keep_freed_memory
 from .checkpoint import (
     OPTIMIZER_FILE,
     RNG_FILE,
@@ -123,6 +124,7 @@ def train(
     tokens/s counts `batches.count_tokens(batch)` when the batch source has that method.
     on_step(step, metrics): called after every update on every rank (tests, custom logging).
     """
+    keep_freed_memory()  # no page faults for the buffers every step re-allocates (allocator.py)
     if save_model is None or load_model is None:
         default_save, default_load = state_dict_io(module)
         save_model, load_model = save_model or default_save, load_model or default_load
