@@ -244,3 +244,14 @@ def test_library_runner_runs_gptkit_in_a_fresh_process(tmp_path):
     with pytest.raises(GptkitError, match=r"`gptkit finetune --task nope` failed with exit status 2"):
         run_gptkit(subprocess_runner, ["finetune", "--task", "nope"], tmp_path / "log.txt")
     assert (tmp_path / "log.txt").read_text().startswith("$ gptkit finetune --task nope")
+
+
+def test_default_pretrains_its_own_smaller_lm_on_the_demos_data(tmp_path):
+    """The default reproduction's ~30 fine-tuning runs were budgeted on the 4 x 192 LM: the demo's
+    larger default model must not silently make it dearer."""
+    from gptkit.demo import get_profile as get_demo_profile
+
+    r = Reproduction(get_profile("default"), tmp_path / "out")
+    demo = get_demo_profile("default")
+    assert (r.demo.settings.model["n_layer"], r.demo.settings.model["n_embd"], r.demo.settings.pretrain_steps) == (4, 192, 600)
+    assert r.demo.settings.vocab_size == demo.vocab_size and r.demo.settings.pretrain_sources == demo.pretrain_sources

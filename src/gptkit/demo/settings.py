@@ -30,19 +30,23 @@ class DemoSettings:
     """BPE ids (specials included), learned on the pre-training text only."""
     tokenizer_style: str = "gpt1"
     # --- model (GPTConfig fields; the vocabulary size comes from the tokenizer) ---
-    model: dict[str, Any] = field(default_factory=lambda: {"n_ctx": 128, "n_embd": 192, "n_layer": 4, "n_head": 4,
+    model: dict[str, Any] = field(default_factory=lambda: {"n_ctx": 128, "n_embd": 256, "n_layer": 6, "n_head": 4,
                                                            "block_order": "pre_ln"})
-    """The `mini` preset's shape. Block order pre-LN (GPT-2's) rather than GPT-1's post-LN: measured on the
+    """6 x 256 (5.8M parameters with the 4,096-id vocabulary). Measured against the earlier 4 x 192 at the
+    same budget (docs/demo.md): a step costs 1.6x (371 vs 235 ms, bf16, 2 threads, quiet), and the LM
+    trained for 1,200 steps reached validation perplexity 153 against 250, topic test accuracy 82.7%
+    against 79.7%; sentiment moved within noise. Block order pre-LN (GPT-2's) rather than GPT-1's post-LN: measured on the
     quick profile, the post-LN model sat on the unigram plateau (loss = the unigram entropy, 6.25) for all
     250 steps, while the same model pre-LN left it by step ~100 (5.79 at step 120). Re-measured at the default
     budget with a 200-step warmup: post-LN ends at validation perplexity 270 against pre-LN's 241 (docs/demo.md).
     At the paper's scale (thousands of warmup steps, 32k-token batches) post-LN trains well."""
     # --- pre-training ---
-    pretrain_steps: int = 600
+    pretrain_steps: int = 1000
     pretrain_batch: int = 32
     pretrain_lr: float = 1e-3
-    """Higher than the paper's 2.5e-4: a 2.6M-parameter model for a few hundred steps trains best so."""
-    pretrain_warmup: int = 60
+    """Higher than the paper's 2.5e-4: a model of a few million parameters trained for about a thousand
+    steps learns fastest there."""
+    pretrain_warmup: int = 100
     pretrain_sources: tuple[str, ...] = ("shakespeare", "wikipedia", "reviews", "opinion")
     """Which texts the LM reads: Shakespeare's works, the Wikipedia leads (minus the topic test
     articles), the movie-review TRAIN sentences without labels, the opinion snippets."""
@@ -50,7 +54,7 @@ class DemoSettings:
     """Copies of the unlabelled opinion text (review TRAIN sentences, snippets) in the pre-training
     corpus. It is ~15% of the text once; the sentiment task is about it, Shakespeare is not."""
     val_fraction: float = 0.02
-    eval_every: int = 200
+    eval_every: int = 250
     eval_windows: int = 128
     # --- fine-tuning (same settings with and without pre-training, as the paper's ablation) ---
     finetune_epochs: float = 3.0

@@ -17,6 +17,7 @@ pre-training run continues from its last checkpoint (`--resume`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -62,7 +63,8 @@ class Reproduction:
         self.threads = threads
         self.progress = progress
         # The demo's stages write the data, tokenizer, corpus and runs/pretrain into the same folder.
-        self.demo = Demo(get_demo_profile(settings.demo_profile), self.out, cache_dir=cache_dir, progress=progress,
+        demo_settings = dataclasses.replace(get_demo_profile(settings.demo_profile), **settings.demo_overrides)
+        self.demo = Demo(demo_settings, self.out, cache_dir=cache_dir, progress=progress,
                          downloader=downloader, registry=registry, keep_checkpoints=settings.pretrain_checkpoints)
         self.outputs: dict[str, dict[str, Any]] = {}
 
