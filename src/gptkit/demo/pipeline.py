@@ -317,7 +317,7 @@ class Demo:
         cfg = FinetuneConfig(
             task="classification", train=data / "train.jsonl", val=data / "validation.jsonl", test=data / "test.jsonl",
             out=run_dir, init=self.run_dir("pretrain"), no_pretrain=init == "scratch", lm_coef=s.lm_coef,
-            epochs=s.finetune_epochs, batch_size=s.finetune_batch, lr=s.finetune_lr,
+            epochs=s.topic_epochs if task == "topics" else s.finetune_epochs, batch_size=s.finetune_batch, lr=s.finetune_lr,
             max_len=s.sentiment_max_len if task == "sentiment" else s.topic_max_len,
             evals_per_epoch=s.evals_per_epoch, seed=s.seed, precision=self.precision, device=self.host["device"],
             resume=run_dir.exists(), progress=self.progress,
