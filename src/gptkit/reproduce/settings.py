@@ -1,11 +1,12 @@
-"""The knobs of `gptkit reproduce`, as named profiles: `default` (estimated at about 30 min of CPU time on
-one thread including pre-training, from each stage's CPU time measured on the development machine; see
-docs/reproduce.md "Budgets"), `quick` (estimated at about 6 min, measured 8 min of CPU time before
-bf16), `test` (seconds, for the test suite on fake archives).
+"""The knobs of `gptkit reproduce`, as named profiles: `default` (measured: 29.5 min of CPU time on one
+thread including pre-training, 51.5 min wall on a shared 2-core machine; see docs/reproduce.md),
+`quick` (measured 8 min of CPU time before bf16 fine-tuning, about 6 now), `test` (seconds, for the
+test suite on fake archives).
 
-Each profile names the demo profile whose data, tokenizer and model shape it pre-trains with when no
-`--init` is given (`gptkit demo`'s settings, unchanged), and its own fine-tuning budget: how many
-training examples per task, how many seeds, which tasks, which runs of Figure 2.
+Each profile names the demo profile whose data and tokenizer it pre-trains with when no `--init` is
+given, with `demo_overrides` replacing some of its fields (the default keeps the 4 x 192 LM it was
+budgeted on), and its own fine-tuning budget: how many training examples per task, how many seeds,
+which tasks, which runs of Figure 2.
 """
 
 from __future__ import annotations
