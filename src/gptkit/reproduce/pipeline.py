@@ -10,14 +10,12 @@
 
 Every fine-tuning and zero-shot number comes from running a `gptkit` command (the CLI runs them in its
 own process; the library, without a runner given, in a fresh `python -m gptkit`), and that command line
-is recorded next to the number: anyone can re-run one cell.
-Each finished stage leaves `stages/<name>.json`; a re-run skips those, and an interrupted fine-tuning or
-pre-training run continues from its last checkpoint (`--resume`).
+is recorded next to the number: anyone can re-run one cell. Each finished stage leaves `stages/<name>.json`;
+a re-run skips those, and an interrupted fine-tuning or pre-training run resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -33,7 +31,6 @@ from ..builtin_data.derived import DERIVED_TASKS, build_derived, example_sentenc
 from ..builtin_data.fetcher import Downloader
 from ..builtin_data.registry import Dataset
 from ..demo import Demo, DemoInterrupted
-from ..demo import get_profile as get_demo_profile
 from ..demo.pipeline import SPLITS, cpu_seconds
 from ..errors import GptkitError
 from .commands import (
@@ -63,8 +60,7 @@ class Reproduction:
         self.threads = threads
         self.progress = progress
         # The demo's stages write the data, tokenizer, corpus and runs/pretrain into the same folder.
-        demo_settings = dataclasses.replace(get_demo_profile(settings.demo_profile), **settings.demo_overrides)
-        self.demo = Demo(demo_settings, self.out, cache_dir=cache_dir, progress=progress,
+        self.demo = Demo(settings.demo_settings(), self.out, cache_dir=cache_dir, progress=progress,
                          downloader=downloader, registry=registry, keep_checkpoints=settings.pretrain_checkpoints)
         self.outputs: dict[str, dict[str, Any]] = {}
 

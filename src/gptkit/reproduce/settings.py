@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..demo.settings import DemoSettings
+from ..demo.settings import get_profile as get_demo_profile
 from ..errors import GptkitError
 
 # The tasks, arms and zero-shot heuristics of the reproduction (pipeline and report read them).
@@ -82,6 +84,10 @@ class ReproduceSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def demo_settings(self) -> DemoSettings:
+        """The demo profile this reproduction pre-trains with, `demo_overrides` applied."""
+        return dataclasses.replace(get_demo_profile(self.demo_profile), **self.demo_overrides)
 
 
 PROFILES: dict[str, ReproduceSettings] = {
