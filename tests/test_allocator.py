@@ -40,3 +40,33 @@ def test_freed_buffers_stay_with_the_process_for_the_next_step():
     # glibc by default unmaps each freed 16 MiB block at once (and the next step faults it in again)
     assert default >= 40, default
     assert kept <= 2, kept
+
+
+TRAIN_THEN_FREE = """
+import os, numpy as np, torch
+from gptkit.data.sampler import WindowSampler
+from gptkit.model import GPT, preset
+from gptkit.training import TrainConfig, build_optimizer, constant, lm_objective, train
+torch.manual_seed(0)
+model = GPT(preset("tiny", vocab_size=64, n_ctx=32))
+stream = np.tile(np.arange(16, dtype=np.uint16), 100)
+train(model, lm_objective, WindowSampler([stream], batch_size=4, seq_len=32, seed=0), build_optimizer(model, lr=1e-3),
+      constant(1e-3), TrainConfig(max_steps=2, progress=False), flops_per_token=1e6, peak_flops=1e11)
+page = os.sysconf("SC_PAGE_SIZE")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
+a = [torch.ones(4 * 1024 * 1024) for _ in range(3)]
+held = rss()
+del a
+print((held - rss()) // 2**20)
+"""
+
+
+def test_the_training_loop_keeps_freed_memory_by_default():
+    """No call, flag or setting by the user: a plain train() turns it on (and the opt-out turns it off)."""
+    def returned(**env: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k not in ("GPTKIT_MALLOC", "LD_PRELOAD")} | env
+        return int(subprocess.run([sys.executable, "-c", TRAIN_THEN_FREE], capture_output=True, text=True,
+                                  env={**env, "OMP_NUM_THREADS": "1"}, timeout=120, check=True).stdout.split()[-1])
+
+    assert returned() <= 2
+    assert returned(GPTKIT_MALLOC="default") >= 40
