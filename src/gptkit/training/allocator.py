@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import platform
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,9 @@ _done: bool | None = None
 
 def glibc_is_the_allocator() -> bool:
     preload = os.environ.get("LD_PRELOAD", "")
-    if "tcmalloc" in preload or "jemalloc" in preload or "mimalloc" in preload:
+    if any(name in preload for name in ("tcmalloc", "jemalloc", "mimalloc")):
         return False
-    try:
-        import platform
-
-        return platform.libc_ver()[0] == "glibc"
-    except (OSError, ValueError):
-        return False
+    return platform.libc_ver()[0] == "glibc"
 
 
 def keep_freed_memory() -> bool:
