@@ -161,3 +161,26 @@ def test_every_profile_builds_its_model_and_fits_its_inputs(name):
     assert build_parser().parse_args(["demo", "--profile", name]).profile == name
     if name == "large":
         assert config.n_embd == 512 and config.n_ctx == 512 and n > 20e6 and s.train_limit is None
+
+
+def test_each_task_fine_tunes_for_its_own_epochs(tmp_path, monkeypatch):
+    """The default profile gives the topic task 5 epochs (chosen on validation), sentiment 3."""
+    import dataclasses
+
+    import gptkit.tasks.finetune as finetune_module
+    from gptkit.demo.pipeline import Demo
+
+    seen: dict[str, float] = {}
+
+    def fake_finetune(cfg):
+        seen[cfg.train.parent.name] = cfg.epochs
+        return {"stopped_by": None, "examples": {}, "labels": [], "steps": 0, "truncated": {}, "best_step": 0}
+
+    monkeypatch.setattr(finetune_module, "finetune", fake_finetune)
+    settings = dataclasses.replace(get_profile("default"), precision="fp32")
+    demo = Demo(settings, tmp_path / "out", progress=False)
+    demo.marker("host").parent.mkdir(parents=True)
+    demo.marker("host").write_text(json.dumps({"device": "cpu", "precision": "fp32"}))
+    for task in ("sentiment", "topics"):
+        demo.stage_finetune(task, "pretrained")
+    assert seen == {"sentiment": settings.finetune_epochs, "topics": settings.topic_epochs} == {"sentiment": 3.0, "topics": 5.0}
