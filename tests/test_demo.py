@@ -93,7 +93,9 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     # in-domain unlabelled text: the review TRAIN sentences and the opinion snippets are pre-training text,
     # the validation and test review sentences never are (nor are any labels)
     pretrain_files = sorted(p.name for p in (out / "data" / "pretrain").glob("*.jsonl"))
-    assert pretrain_files == ["opinion.jsonl", "reviews.jsonl", "shakespeare.jsonl", "wikipedia.jsonl"]
+    assert pretrain_files == ["opinion.jsonl", "reviews.jsonl", "wikipedia.jsonl"]
+    fetched = json.loads((out / "stages" / "data.json").read_text())["sources"]
+    assert sorted(fetched) == ["movie_reviews", "opinion_snippets", "wikipedia"]  # Shakespeare not read by default
     pretrain_all = [r for name in pretrain_files for r in read_jsonl(out / "data" / "pretrain" / name)]
     assert all(set(r) == {"text"} for r in pretrain_all)
     pretrain_all_text = {line for r in pretrain_all for line in r["text"].split("\n")}

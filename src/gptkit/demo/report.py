@@ -152,6 +152,23 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def _pretraining_text(docs: dict[str, int], data: dict[str, Any], settings: dict[str, Any]) -> str:
+    """What the LM read, source by source, in the order of the settings."""
+    parts = {
+        "shakespeare": lambda: f"Shakespeare ({docs['shakespeare']} works)",
+        "wikipedia": lambda: (f"Wikipedia leads ({docs['wikipedia']:,} articles; the {data['held_out_articles']:,} "
+                              "topic-task validation/test articles held out)"),
+        "reviews": lambda: (f"{docs['reviews']:,} movie-review TRAIN sentences without labels (the "
+                            f"{data.get('held_out_review_sentences', 0):,} validation/test ones held out)"),
+        "opinion": lambda: f"{docs['opinion']:,} tweets, product-review and editorial snippets",
+    }
+    text = " + ".join(parts[name]() for name in parts if name in docs)
+    repeat = settings.get("opinion_repeat", 1)
+    if repeat > 1 and ("reviews" in docs or "opinion" in docs):
+        text += f"; the opinion text x{repeat}"
+    return text
+
+
 def format_table(results: dict[str, Any]) -> str:
     pre, data, corpus = results["pretrain"], results["data"], results["corpus"]
     cfg = pre["config"]
@@ -169,11 +186,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"{cfg.get('activation', 'gelu').upper()}, tied LM head), {cfg['n_layer']} layers x {cfg['n_embd']}, "
         f"{cfg['n_head']} heads, n_ctx {cfg['n_ctx']}, {pre['parameters'] / 1e6:.2f}M parameters; "
         f"BPE vocabulary {results['tokenizer']['vocab_size']:,} ({results['tokenizer']['style']} style)",
-        f"pre-training text: Shakespeare ({docs['shakespeare']} works) + Wikipedia leads "
-        f"({docs['wikipedia']:,} articles; the {data['held_out_articles']:,} topic-task validation/test articles held out)"
-        + (f" + unlabelled opinion text ({docs['reviews']:,} movie-review TRAIN sentences without labels, the "
-           f"{data.get('held_out_review_sentences', 0):,} validation/test ones held out; {docs['opinion']:,} tweets, "
-           "product-review and editorial snippets)" if "reviews" in docs else "")
+        "pre-training text: " + _pretraining_text(docs, data, results["settings"])
         + f" = {train_tokens:,} train / {corpus['tokens'].get('val', 0):,} validation tokens",
         f"pre-training: {pre['steps']:,} steps x {pre['batch_size']} x {pre['seq_len']} tokens = "
         f"{pre['tokens_seen']:,} tokens ({pre['tokens_seen'] / max(1, train_tokens):.2f} epochs)",

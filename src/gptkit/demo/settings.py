@@ -47,12 +47,16 @@ class DemoSettings:
     """Higher than the paper's 2.5e-4: a model of a few million parameters trained for about a thousand
     steps learns fastest there."""
     pretrain_warmup: int = 100
-    pretrain_sources: tuple[str, ...] = ("shakespeare", "wikipedia", "reviews", "opinion")
-    """Which texts the LM reads: Shakespeare's works, the Wikipedia leads (minus the topic test
-    articles), the movie-review TRAIN sentences without labels, the opinion snippets."""
-    opinion_repeat: int = 3
+    pretrain_sources: tuple[str, ...] = ("wikipedia", "reviews", "opinion")
+    """Which texts the LM reads: the Wikipedia leads (minus the topic validation/test articles), the
+    movie-review TRAIN sentences without labels, the opinion snippets; "shakespeare" adds Shakespeare's
+    works. Measured at the default budget (docs/demo.md): leaving Shakespeare out for more opinion
+    text raised the sentiment accuracy of the fine-tuned LM (validation 71.6% -> 73.8%), topic moved
+    within noise."""
+    opinion_repeat: int = 12
     """Copies of the unlabelled opinion text (review TRAIN sentences, snippets) in the pre-training
-    corpus. It is ~15% of the text once; the sentiment task is about it, Shakespeare is not."""
+    corpus. Measured at the default budget, validation accuracy of the fine-tuned sentiment arm: x3 with
+    Shakespeare 71.6%, x6 72.8%, x12 73.8% (docs/demo.md)."""
     val_fraction: float = 0.02
     eval_every: int = 250
     eval_windows: int = 128
