@@ -11,7 +11,7 @@ import torch
 from gptkit.cli import main
 from gptkit.generation import GenerationConfig, generate
 from gptkit.interop import load_pretrained
-from gptkit.model import GPT, KVCache, preset
+from gptkit.model import GPT, GPTConfig, KVCache, preset
 from test_generation_cli import make_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -52,3 +52,39 @@ def test_generate_in_bf16_weights(tmp_path, capsys):
     prompt = load_bundle(model_dir, device="cpu").encode_prompt("the cat")
     out = generate(model, [prompt], GenerationConfig(max_new_tokens=6, temperature=0.0))[0]
     assert out.ids[: len(bf16["ids"])] == bf16["ids"]
+
+
+def test_one_bf16_row_goes_through_the_matrix_vector_kernel():
+    """Batch-1 bf16 decoding reads every weight once per token; torch's bf16 mv reads faster than its
+    one-row mm (model/blocks.py `linear`). Same values as F.linear to bf16 rounding."""
+    import torch.nn.functional as F
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from gptkit.model.blocks import linear
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(48, 32, generator=g).bfloat16(), torch.randn(48, generator=g).bfloat16()
+    x = torch.randn(1, 1, 32, generator=g).bfloat16()
+    with torch.no_grad(), Ops() as ops:
+        y = linear(x, w, b)
+    assert any("aten.mv" in op for op in ops.seen)
+    assert y.shape == (1, 1, 48)
+    torch.testing.assert_close(y.float(), F.linear(x, w, b).float(), atol=0.05, rtol=0.02)
+    for args, grad in (((x.float(), w.float(), b.float()), False), ((x.repeat(1, 2, 1), w, b), False), ((x, w, b), True)):
+        with torch.set_grad_enabled(grad), Ops() as ops:
+            linear(*args)
+        assert not any("aten.mv" in op for op in ops.seen)  # fp32, two rows, or training: F.linear
+    # a bf16 model decodes with it: one generated token runs only matrix-vector products in its blocks
+    model = GPT(GPTConfig(vocab_size=64, n_ctx=16, n_embd=32, n_layer=1, n_head=2)).to(torch.bfloat16).eval()
+    with torch.no_grad(), Ops() as ops:
+        model(torch.tensor([[3]]))
+    assert sum("aten.mv" in op for op in ops.seen) == 5 and not any("aten.addmm" in op or "aten.mm" in op for op in ops.seen)

@@ -18,6 +18,27 @@ from .dropout import Dropout, dropout
 from .masks import causal_mask
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, except for one bf16 row on a CPU outside autograd (batch-1 decoding): `torch.mv`,
+    whose bf16 kernel reads the weight faster. Measured, 2 threads, the 40,478 x 768 LM head times one
+    vector: 1.48 ms by `torch.mv` (42 GB/s of weights) against 2.02 ms by `F.linear` (31 GB/s); batch-1
+    greedy decoding of the gpt1 shape in bf16 on one thread: 37.7 against 29.4 tokens/s."""
+    if (x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() == x.size(-1)
+            and not torch.is_grad_enabled()):
+        y = torch.mv(weight, x.reshape(-1))
+        if bias is not None:
+            y = y.add_(bias)
+        return y.view(*x.shape[:-1], weight.size(0))
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """nn.Linear through `linear` (same parameters and state-dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU in the tanh form the paper and its code use: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))."""
     return F.gelu(x, approximate="tanh")
@@ -30,8 +51,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.head_dim = config.head_dim
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.qkv = Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = Linear(config.n_embd, config.n_embd)
         self.attn_pdrop = config.attn_pdrop
         self.resid_dropout = Dropout(config.resid_pdrop)
 
@@ -107,8 +128,8 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, config.inner_dim)
-        self.proj = nn.Linear(config.inner_dim, config.n_embd)
+        self.fc = Linear(config.n_embd, config.inner_dim)
+        self.proj = Linear(config.inner_dim, config.n_embd)
         self.act = gelu_tanh if config.activation == "gelu" else F.relu
         self.dropout = Dropout(config.resid_pdrop)
 

@@ -10,10 +10,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Block
+from .blocks import Block, linear
 from .cache import KVCache
 from .config import GPTConfig, preset
 from .dropout import Dropout
@@ -140,7 +139,7 @@ class GPT(nn.Module):
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Tied LM head: hidden (..., C) @ W_e^T -> logits (..., V)."""
-        return F.linear(hidden, self.transformer.tok_emb.weight)
+        return linear(hidden, self.transformer.tok_emb.weight)
 
     def lm_loss(
         self,
