@@ -188,8 +188,9 @@ class Demo:
     def stage_data(self) -> dict[str, Any]:
         s = self.settings
         # the two tasks' datasets always; Shakespeare and the opinion snippets only when the LM reads them
-        needed = ["wikipedia", "movie_reviews"] + (["shakespeare"] if "shakespeare" in s.pretrain_sources else []) \
-            + (["opinion_snippets"] if "opinion" in s.pretrain_sources else [])
+        needed = ["wikipedia", "movie_reviews"]
+        needed += [name for source, name in (("shakespeare", "shakespeare"), ("opinion", "opinion_snippets"))
+                   if source in s.pretrain_sources]
         dirs = fetch_many(needed, self.cache_dir, downloader=self.downloader, registry=self.registry)
         rng = random.Random(s.seed)
         plays = read_jsonl(dirs["shakespeare"] / "documents.jsonl") if "shakespeare" in dirs else []

@@ -153,20 +153,22 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 def _pretraining_text(docs: dict[str, int], data: dict[str, Any], settings: dict[str, Any]) -> str:
-    """What the LM read, source by source, in the order of the settings."""
-    parts = {
-        "shakespeare": lambda: f"Shakespeare ({docs['shakespeare']} works)",
-        "wikipedia": lambda: (f"Wikipedia leads ({docs['wikipedia']:,} articles; the {data['held_out_articles']:,} "
-                              "topic-task validation/test articles held out)"),
-        "reviews": lambda: (f"{docs['reviews']:,} movie-review TRAIN sentences without labels (the "
-                            f"{data.get('held_out_review_sentences', 0):,} validation/test ones held out)"),
-        "opinion": lambda: f"{docs['opinion']:,} tweets, product-review and editorial snippets",
-    }
-    text = " + ".join(parts[name]() for name in parts if name in docs)
+    """What the LM read, one part per source it read (`docs`: documents per source)."""
+    parts = []
+    if "shakespeare" in docs:
+        parts.append(f"Shakespeare ({docs['shakespeare']} works)")
+    if "wikipedia" in docs:
+        parts.append(f"Wikipedia leads ({docs['wikipedia']:,} articles; the {data['held_out_articles']:,} "
+                     "topic-task validation/test articles held out)")
+    if "reviews" in docs:
+        parts.append(f"{docs['reviews']:,} movie-review TRAIN sentences without labels (the "
+                     f"{data.get('held_out_review_sentences', 0):,} validation/test ones held out)")
+    if "opinion" in docs:
+        parts.append(f"{docs['opinion']:,} tweets, product-review and editorial snippets")
     repeat = settings.get("opinion_repeat", 1)
     if repeat > 1 and ("reviews" in docs or "opinion" in docs):
-        text += f"; the opinion text x{repeat}"
-    return text
+        return " + ".join(parts) + f"; the opinion text x{repeat}"
+    return " + ".join(parts)
 
 
 def format_table(results: dict[str, Any]) -> str:
