@@ -10,7 +10,7 @@ weighted sum with weights known up front), so backward only scales it by the inc
 the logits matmul is never recomputed.
 
 Every reduction is fp32 whatever the input dtype (bf16 logits are widened before the log-softmax);
-the head-weight gradient is accumulated over chunks in fp32.
+the head-weight gradient is accumulated over chunks in the weight's dtype, by the matmul itself.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import torch
 
 CHUNK_BYTES = 64 * 2**20
 """At most about this many bytes of fp32 logits per chunk (64 MiB: 414 rows at a 40,478-word vocabulary)."""
-MAX_CHUNK_ROWS = 512
+MAX_CHUNK_ROWS = 1024
 """And at most this many rows. At a small vocabulary 64 MiB is thousands of rows, and a chunk that large
-is slower, not faster: its fp32 logits are a fresh allocation above glibc's mmap threshold, faulted
-in and zeroed by the kernel on every step, and they leave the caches between passes. Measured (CPU
-time of the loss forward + backward, 4,096 rows, width 256, vocabulary 4,096, 2 threads, quiet):
-bf16 82 / 70 / 72 / 133 / 164 ms at 256 / 512 / 1,024 / 2,048 / 4,096 rows per chunk (fp32 171 / 163 /
-168 / 196 / 206 ms); at GPT-1's 40,478 words the 414 rows of 64 MiB were within 2% of 1,024."""
+is slower, not faster: its logits leave the caches between the passes over them. Measured (CPU time of
+the loss forward + backward, 4,096 rows, width 256, vocabulary 4,096, bf16, 2 threads, quiet, the chunk
+buffers reused as below): 56 / 50-56 / 51-55 ms at 512 / 1,024 / 2,048 rows per chunk (before the
+buffers were reused, 2,048 and 4,096 rows cost 133 and 164 ms: each chunk was a fresh allocation
+above glibc's mmap threshold, faulted in and zeroed by the kernel). 1,024 rows keep the weight
+gradient's per-chunk roundings in bf16 few (below)."""
 
 IGNORE_INDEX = -100
 """A target equal to this neither counts nor contributes a gradient (as in F.cross_entropy)."""
@@ -40,35 +41,57 @@ class _ChunkedHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, row_weights, chunk_rows, need_grad):  # noqa: ANN001
-        n = hidden.size(0)
+        n, vocab = hidden.size(0), weight.size(0)
+        rows = min(chunk_rows, n)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_h = torch.empty_like(hidden) if need_grad else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
-        for start in range(0, n, chunk_rows):
-            h = hidden[start : start + chunk_rows]
-            t = targets[start : start + chunk_rows, None]
-            w = row_weights[start : start + chunk_rows, None]
-            # fp32 log-probabilities of the chunk (the matmul runs in the inputs' dtype)
-            logp = torch.log_softmax((h @ weight.t()).float(), dim=-1)  # (n, V)
-            loss -= (logp.gather(1, t) * w).sum()
+        # Two chunk-sized buffers for the whole call, written in place by every chunk: the logits in the
+        # matmul's dtype and their fp32 copy, which becomes the log-softmax's exponentials and then the
+        # gradient (one buffer when the inputs are fp32). Fresh tensors per chunk cost a kernel page-fault
+        # pass each (they are above glibc's mmap threshold at GPT-1's vocabulary).
+        logits = torch.empty(rows, vocab, dtype=hidden.dtype, device=hidden.device)
+        scores = logits if hidden.dtype == torch.float32 else torch.empty(
+            rows, vocab, dtype=torch.float32, device=hidden.device)
+        if need_grad:
+            grad_h = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
+            # Accumulated in the weight's dtype, inside the matmul (addmm_: fp32 accumulators, one rounding
+            # per chunk). For bf16 that is a few roundings where one fp32 sum would give one, but the
+            # gradient leaves this function in bf16 either way: measured at GPT-1's shape (5 chunks) its
+            # error against fp32 is 1.43e-3 (relative norm) against 1.34e-3 for a single rounding, and it
+            # halves the loss's CPU time (an fp32 accumulator needed a (V, C) bf16 product and its fp32
+            # conversion per chunk: 1.61 -> 0.79 s per step, forward + backward, 2 threads).
+            grad_w = torch.zeros(weight.shape, dtype=weight.dtype, device=weight.device)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            h = hidden[start:stop]
+            t = targets[start:stop, None]
+            w = row_weights[start:stop, None]
+            chunk_logits, z = logits[: stop - start], scores[: stop - start]
+            torch.mm(h, weight.t(), out=chunk_logits)
+            if z is not chunk_logits:
+                z.copy_(chunk_logits)  # fp32 from here on
+            # log-softmax in place: z - max, exponentiate, sum; nll = log(sum) - (z_t - max)
+            z.sub_(z.amax(dim=1, keepdim=True))
+            z_target = z.gather(1, t)
+            z.exp_()
+            total = z.sum(dim=1, keepdim=True)
+            loss += ((total.log() - z_target) * w).sum()
             if need_grad:
-                # d/dlogits of w * -log softmax[t] = w * (softmax - onehot(t)), made in logp's storage
-                g = logp.exp_().mul_(w).scatter_add_(1, t, -w).to(hidden.dtype)
-                grad_h[start : start + chunk_rows] = g @ weight
-                if g.dtype == grad_w.dtype:
-                    grad_w.addmm_(g.t(), h)  # in place: no (V, C) temporary per chunk
-                else:
-                    grad_w += g.t() @ h  # bf16 product, accumulated in fp32
+                # d/dlogits of w * -log softmax[t] = w * (softmax - onehot(t)), made in z's storage
+                z.mul_(w / total).scatter_add_(1, t, -w)
+                if z is not chunk_logits:
+                    chunk_logits.copy_(z)
+                torch.mm(chunk_logits, weight, out=grad_h[start:stop])
+                grad_w.addmm_(chunk_logits.t(), h)  # in place: no (V, C) temporary per chunk
         if need_grad:
             ctx.save_for_backward(grad_h, grad_w)
-        ctx.weight_dtype = weight.dtype
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):  # noqa: ANN001
         grad_h, grad_w = ctx.saved_tensors
-        return (grad_h * grad_loss.to(grad_h.dtype), (grad_w * grad_loss).to(ctx.weight_dtype),
-                None, None, None, None)
+        # grad_loss stays an fp32 0-dim tensor: a bf16 tensor times it is computed in fp32 and rounded once
+        # (cast to bf16 first, a factor such as 1/3 from gradient accumulation would be off by 0.4%)
+        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None
 
 
 def lm_head_loss(
