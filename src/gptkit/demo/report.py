@@ -165,9 +165,13 @@ def _pretraining_text(docs: dict[str, int], data: dict[str, Any], settings: dict
                      f"{data.get('held_out_review_sentences', 0):,} validation/test ones held out)")
     if "opinion" in docs:
         parts.append(f"{docs['opinion']:,} tweets, product-review and editorial snippets")
+    if "imdb" in docs:
+        parts.append(f"{docs['imdb']:,} IMDB user reviews without labels (the "
+                     f"{data.get('imdb_reviews_overlapping_held_out', 0):,} sharing 8 words with a validation/test "
+                     "example held out)")
     repeat = settings.get("opinion_repeat", 1)
     if repeat > 1 and ("reviews" in docs or "opinion" in docs):
-        return " + ".join(parts) + f"; the opinion text x{repeat}"
+        return " + ".join(parts) + f"; the review sentences and snippets x{repeat}"
     return " + ".join(parts)
 
 
