@@ -15,42 +15,89 @@ from gptkit.model.masks import causal_mask
 
 def _inputs(dtype: torch.dtype, B: int = 2, nh: int = 3, T: int = 16, hs: int = 8):
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(B, nh, T, hs, generator=g).to(dtype).requires_grad_() for _ in range(3))
+    qkv = torch.randn(B, T, 3 * nh * hs, generator=g).to(dtype).requires_grad_()
     bias = torch.zeros(T, T, dtype=dtype).masked_fill_(~causal_mask(T, T, "cpu"), float("-inf"))
-    return q, k, v, bias
+    return qkv, bias, nh
 
 
-def _composed(q, k, v, bias, scale, p):  # noqa: ANN001, ANN202
-    """The plain-ops formula, drawing its mask as the function does."""
+def _composed(qkv, bias, nh, scale, p):  # noqa: ANN001, ANN202
+    """The plain-ops formula on (B, nh, T, hs) heads, drawing its mask as the function does."""
+    B, T, C3 = qkv.shape
+    q, k, v = qkv.view(B, T, 3, nh, C3 // (3 * nh)).permute(2, 0, 3, 1, 4).unbind(0)
     probs = ((q * scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
-    return (probs * dropout_mask(probs.shape, p, probs.dtype)) @ v
+    y = (probs * dropout_mask(probs.shape, p, probs.dtype)) @ v
+    return y.transpose(1, 2).reshape(B, T, C3 // 3)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
-def test_values_and_gradients_equal_the_composed_ops(dtype: torch.dtype, tol: float) -> None:
-    q, k, v, bias = _inputs(dtype)
-    scale, p = 1 / math.sqrt(q.size(-1)), 0.3
+@pytest.mark.parametrize("masked", [True, False])
+def test_values_and_gradients_equal_the_composed_ops(dtype: torch.dtype, tol: float, masked: bool) -> None:
+    qkv, bias, nh = _inputs(dtype)
+    bias = bias if masked else None
+    scale, p = 1 / math.sqrt(qkv.size(-1) // (3 * nh)), 0.3
     torch.manual_seed(7)
-    y = attend_with_dropout(q, k, v, bias, scale, p)
+    y = attend_with_dropout(qkv, bias, nh, scale, p)
     grad = torch.randn_like(y)
-    got = torch.autograd.grad(y, (q, k, v), grad)
-    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    (got,) = torch.autograd.grad(y, (qkv,), grad)
+    qkv2 = qkv.detach().clone().requires_grad_()
     torch.manual_seed(7)
-    y_ref = _composed(q2, k2, v2, bias, scale, p)
-    want = torch.autograd.grad(y_ref, (q2, k2, v2), grad)
+    y_ref = _composed(qkv2, 0.0 if bias is None else bias, nh, scale, p)
+    (want,) = torch.autograd.grad(y_ref, (qkv2,), grad)
     torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=tol, rtol=tol)
-    assert (y != ((q * scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v).any()  # dropout did drop
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    B, T, C3 = qkv.shape
+    q, k, v = qkv.detach().view(B, T, 3, nh, C3 // (3 * nh)).permute(2, 0, 3, 1, 4).unbind(0)
+    undropped = (((q * scale) @ k.transpose(-2, -1) + (0.0 if bias is None else bias)).softmax(-1) @ v)
+    assert not torch.equal(y, undropped.transpose(1, 2).reshape(B, T, C3 // 3))  # dropout did drop
+
+
+def test_a_per_row_mask_equals_the_composed_ops() -> None:
+    """Fine-tuning's padding masks are (B, 1, T, T): expanded over the heads, not broadcast wrongly."""
+    from gptkit.model.blocks import CausalSelfAttention
+
+    config = GPTConfig(vocab_size=50, n_ctx=16, n_embd=24, n_layer=1, n_head=3, attn_pdrop=0.2, resid_pdrop=0.0)
+    attn = CausalSelfAttention(config).train()
+    x = torch.randn(2, 16, 24)
+    mask = causal_mask(16, 16, "cpu").expand(2, 1, 16, 16).clone()
+    mask[1, :, :, :5] = False  # row 1: its first five keys are padding
+    mask[1, :, :5, :5] = torch.eye(5, dtype=torch.bool)  # padded queries still see themselves
+    torch.manual_seed(3)
+    y, _ = attn(x, attn_mask=mask)
+    bias = torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))
+    torch.manual_seed(3)
+    want = attn.proj(_composed(attn.qkv(x), bias, 3, 1 / math.sqrt(8), 0.2))
+    torch.testing.assert_close(y, want, atol=1e-6, rtol=1e-6)
 
 
 def test_the_global_seed_decides_the_mask() -> None:
-    q, k, v, bias = _inputs(torch.float32)
+    qkv, bias, nh = _inputs(torch.float32)
     outs = []
     for seed in (1, 1, 2):
         torch.manual_seed(seed)
-        outs.append(attend_with_dropout(q, k, v, bias, 0.5, 0.2))
+        outs.append(attend_with_dropout(qkv, bias, nh, 0.5, 0.2))
     assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
+def test_the_heads_are_copied_once_each_way() -> None:
+    """The composed ops copied q, k and v (and k again, transposed) in forward and backward; here one
+    rearrangement of the projection goes in and one of its gradient comes out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Copies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.clone.default, torch.ops.aten.copy_.default):  # reshape / contiguous copies
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    qkv, bias, nh = _inputs(torch.float32)
+    with Copies() as seen:
+        y = attend_with_dropout(qkv, bias, nh, 0.5, 0.2)
+        y.backward(torch.ones_like(y))
+    assert seen.count <= 4, seen.count  # heads in, y out; grad_y in, grad_qkv out
 
 
 def test_a_training_block_keeps_two_scores_sized_tensors_per_layer() -> None:
@@ -58,7 +105,7 @@ def test_a_training_block_keeps_two_scores_sized_tensors_per_layer() -> None:
     config = GPTConfig(vocab_size=50, n_ctx=32, n_embd=16, n_layer=2, n_head=2, attn_pdrop=0.1)
     model = GPT(config).train()
     ids = torch.randint(0, 50, (3, 32))
-    scores_shape = (3, 2, 32, 32)
+    scores_shape = (3 * 2, 32, 32)  # (B * nh, T, S)
     saved: list[int] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:

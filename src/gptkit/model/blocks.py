@@ -80,10 +80,17 @@ class CausalSelfAttention(nn.Module):
         materialising a mask tensor).
         """
         B, T, C = x.shape
+        dropout_p = self.attn_pdrop if self.training else 0.0
+        if dropout_p > 0.0 and x.device.type == "cpu" and cache is None and not need_weights:
+            # Training with attention dropout on CPU: SDPA has no fused kernel for it and falls back to
+            # a generic path (separate scaling of q and k, mask checks); this one makes fewer passes
+            # over the (B, nh, T, S) scores (1.1x faster per layer in fp32, 2x in bf16, measured), keeps
+            # two of them for backward instead of three and copies the heads once (model/attention_core.py).
+            y = self._attend_with_dropout(self.qkv(x), attn_mask, is_causal, dropout_p)
+            return self.resid_dropout(self.proj(y)), None
         q, k, v = self.split_heads(x)
         if cache is not None:
             k, v = cache.write(layer, k, v)  # (B, nh, S, hs) including history
-        dropout_p = self.attn_pdrop if self.training else 0.0
         probs = None
         if need_weights:
             # Same q, k, v and mask, with the probabilities kept: used by the inspection tools only.
@@ -94,12 +101,6 @@ class CausalSelfAttention(nn.Module):
                 scores = scores.masked_fill(~attn_mask, float("-inf"))
             probs = scores.softmax(dim=-1)
             y = dropout(probs, dropout_p, self.training) @ v
-        elif dropout_p > 0.0 and x.device.type == "cpu":
-            # Training with attention dropout on CPU: SDPA has no fused kernel for it and falls back to
-            # a generic path (separate scaling of q and k, mask checks); this one makes fewer passes
-            # over the (B, nh, T, S) scores (1.1x faster per layer in fp32, 2x in bf16, measured) and
-            # keeps two of them for backward instead of three (model/attention_core.py).
-            y = self._attend_with_dropout(q, k, v, attn_mask, is_causal, dropout_p)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=attn_mask is None and is_causal
@@ -109,18 +110,22 @@ class CausalSelfAttention(nn.Module):
 
 
     def _attend_with_dropout(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool,
-        dropout_p: float,
+        self, qkv: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool, dropout_p: float,
     ) -> torch.Tensor:
-        """softmax(q k^T / sqrt(hs) + mask) with dropout on the probabilities, @ v -> (B, nh, T, hs)."""
-        T, S = q.size(2), k.size(2)
+        """softmax(q k^T / sqrt(hs) + mask) with dropout on the probabilities, @ v, heads concatenated:
+        (B, T, 3C) -> (B, T, C)."""
+        B, T = qkv.shape[:2]
         if attn_mask is None and is_causal:
-            attn_mask = causal_mask(T, S, q.device)
+            attn_mask = causal_mask(T, T, qkv.device)
         bias = None
         if attn_mask is not None:
-            # an additive mask (0 or -inf) in the scores' dtype: one fused add instead of a select
-            bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~attn_mask, float("-inf"))
-        return attend_with_dropout(q, k, v, bias, 1.0 / math.sqrt(self.head_dim), dropout_p)
+            # an additive mask (0 or -inf) in the scores' dtype, added by the scores' matmul itself;
+            # (T, S) or (1, 1, T, S) broadcasts over the B*nh heads, a per-row (B, 1, T, S) is expanded
+            bias = torch.zeros(attn_mask.shape, dtype=qkv.dtype, device=qkv.device).masked_fill_(~attn_mask, float("-inf"))
+            if bias.dim() == 4:
+                bias = bias.expand(B, self.n_head, T, T).reshape(B * self.n_head, T, T) if bias.size(0) > 1 \
+                    else bias.view(1, T, T)
+        return attend_with_dropout(qkv, bias, self.n_head, 1.0 / math.sqrt(self.head_dim), dropout_p)
 
 
 class MLP(nn.Module):
