@@ -1,4 +1,4 @@
-"""The demo's knobs, as named profiles: `default` (~15 min on a 2-core CPU), `quick` (~3 min), `large`
+"""The demo's knobs, as named profiles: `default` (~12 min on a 2-core CPU), `quick` (~2 min), `large`
 (a GPU or many cores), and `test` (seconds, for the test suite on tiny built-in slices).
 
 The default sizes were chosen by timing the stages on the 2-core machine the project is developed
