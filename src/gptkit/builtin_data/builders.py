@@ -162,14 +162,19 @@ def build_imdb_reviews(archive: Path, source: Source) -> Built:
     sentiment task's validation and test sets. HTML line breaks become newlines; repeated reviews are
     kept once."""
     (name, data), = read_members(archive, source.members).items()
-    reader = csv.reader(io.StringIO(_text(data, name), newline=""))
-    header = next(reader, None)
+    # strict: a stray or unterminated quote is an error, not the rest of the file swallowed into one field
+    reader = csv.reader(io.StringIO(_text(data, name), newline=""), strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise GptkitError(f"{archive}!{name}: line {reader.line_num}: not valid CSV ({e})") from None
+    header = rows[0] if rows else None
     if header is None or tuple(header[:3]) != IMDB_COLUMNS:
         raise GptkitError(f"{archive}!{name}: line 1: expected the columns {','.join(IMDB_COLUMNS)}, got {header}")
     records, seen, skipped = [], set(), Counter()
-    for row in reader:
+    for lineno, row in enumerate(rows[1:], start=2):
         if len(row) < 3:
-            raise GptkitError(f"{archive}!{name}: line {reader.line_num}: expected text,label,source")
+            raise GptkitError(f"{archive}!{name}: row {lineno}: expected text,label,source")
         if row[2] != "imdb":
             skipped[row[2]] += 1
             continue
