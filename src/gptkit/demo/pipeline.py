@@ -216,8 +216,10 @@ class Demo:
             plays, articles = plays[: s.pretrain_doc_limit], articles[: s.pretrain_doc_limit]
             reviews, snippets = reviews[: s.pretrain_doc_limit], snippets[: s.pretrain_doc_limit]
             imdb = imdb[: s.pretrain_doc_limit]
-        kept, imdb_overlapping = drop_overlapping([d["text"] for d in imdb], unseen | {a["text"] for a in held_out})
-        imdb = [{"text": t} for t in kept]
+        imdb_overlapping = 0
+        if imdb:
+            kept, imdb_overlapping = drop_overlapping([d["text"] for d in imdb], unseen | {a["text"] for a in held_out})
+            imdb = [{"text": t} for t in kept]
         sources = {"shakespeare": plays, "wikipedia": articles, "reviews": reviews, "opinion": snippets, "imdb": imdb}
         sources = {name: docs for name, docs in sources.items() if name in s.pretrain_sources}
         for name, docs in sources.items():

@@ -42,6 +42,8 @@ class _AttendWithDropout(torch.autograd.Function):
         if torch.is_autocast_enabled(device):  # one compute dtype for every op here, the out= ones included
             qkv = qkv.to(torch.get_autocast_dtype(device))
             bias = bias.to(qkv.dtype) if bias is not None else None
+        if bias is not None and bias.dim() == 4:  # (B or 1, 1, T, S) -> the flat heads' (B*nh or 1, T, S)
+            bias = bias.expand(B, n_head, T, T).reshape(B * n_head, T, T) if bias.size(0) > 1 else bias.flatten(0, 1)
         heads = _heads(qkv, n_head)
         q, k, v = heads.unbind(0)  # each (B*nh, T, hs), contiguous
         if bias is None:
@@ -81,6 +83,6 @@ def attend_with_dropout(qkv: torch.Tensor, bias: torch.Tensor | None, n_head: in
     """Multi-head dropout_p(softmax(q k^T * scale + bias)) @ v with the heads concatenated.
 
     qkv (B, T, 3C): the q, k, v projections side by side, each split into n_head heads of C / n_head;
-    `bias` is additive (0 or -inf) in qkv's dtype, broadcastable to the scores (B*nh, T, T): (1, T, T)
-    or (B*nh, T, T); or None. Returns (B, T, C)."""
+    `bias` is additive (0 or -inf) in qkv's dtype: (T, T), or (B or 1, 1, T, T) as the model's masks
+    come; or None. Returns (B, T, C)."""
     return _AttendWithDropout.apply(qkv, bias, n_head, scale, p)

@@ -114,17 +114,13 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """softmax(q k^T / sqrt(hs) + mask) with dropout on the probabilities, @ v, heads concatenated:
         (B, T, 3C) -> (B, T, C)."""
-        B, T = qkv.shape[:2]
+        T = qkv.size(1)
         if attn_mask is None and is_causal:
             attn_mask = causal_mask(T, T, qkv.device)
         bias = None
         if attn_mask is not None:
-            # an additive mask (0 or -inf) in the scores' dtype, added by the scores' matmul itself;
-            # (T, S) or (1, 1, T, S) broadcasts over the B*nh heads, a per-row (B, 1, T, S) is expanded
+            # an additive mask (0 or -inf) in the scores' dtype, added by the scores' matmul itself
             bias = torch.zeros(attn_mask.shape, dtype=qkv.dtype, device=qkv.device).masked_fill_(~attn_mask, float("-inf"))
-            if bias.dim() == 4:
-                bias = bias.expand(B, self.n_head, T, T).reshape(B * self.n_head, T, T) if bias.size(0) > 1 \
-                    else bias.view(1, T, T)
         return attend_with_dropout(qkv, bias, self.n_head, 1.0 / math.sqrt(self.head_dim), dropout_p)
 
 
