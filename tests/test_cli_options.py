@@ -86,6 +86,11 @@ def test_each_option_is_declared_once_and_the_cli_reads_it():
     assert ns.lr == PretrainOptions.lr and ns.grad_clip == TrainConfig.grad_clip
     ns = parser.parse_args(["finetune", "--task", "classification", "--train", "t", "--out", "o", "--init", "i"])
     assert ns.lm_coef == FinetuneConfig.lm_coef and ns.seed == FinetuneConfig.seed and ns.warmup == 0.002
+    # an option that is on by default can be turned off
+    assert ns.group_by_length is True and FinetuneConfig.group_by_length is True
+    off = parser.parse_args(["finetune", "--task", "classification", "--train", "t", "--out", "o", "--init", "i",
+                             "--no-group-by-length"])
+    assert off.group_by_length is False
     sub = next(a for a in parser._subparsers._group_actions[0].choices["pretrain"]._actions if a.dest == "keep_last")
     declared = TrainConfig.__dataclass_fields__["keep_last"].metadata["option"]
     assert sub.help.startswith(declared.help) and "(default: 3)" in sub.help

@@ -382,3 +382,55 @@ def test_epoch_batches_resume_exactly(tok, tmp_path):
         assert torch.equal(x.ids, y.ids) and torch.equal(x.labels, y.labels)
     with pytest.raises(GptkitError, match="another training file"):
         EpochBatches(enc[:5], 4, tok.pad_id, spec, seed=3).load_state_dict(a.state_dict())
+
+
+def _varied_lengths(tok, tmp_path, n=160):
+    rng = np.random.default_rng(0)
+    words = WORDS.split()
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 25)))) for _ in range(n)]
+    return _cls_batch(tok, tmp_path, texts)
+
+
+def test_epoch_batches_group_similar_lengths_and_stay_shuffled(tok, tmp_path):
+    from gptkit.tasks.epochs import EpochBatches
+
+    spec, enc = _varied_lengths(tok, tmp_path)  # 160 examples: 20 batches of 8 per epoch
+
+    def epoch(grouped: bool, ep: int = 0):
+        b = EpochBatches(enc, 8, tok.pad_id, spec, seed=5, group_by_length=grouped)
+        b.epoch = ep
+        return [b.next_batch() for _ in range(20)]
+
+    def padded(batches):
+        return sum(x.ids.numel() for x in batches) / sum(int(x.mask.sum()) for x in batches)
+
+    grouped, plain = epoch(True), epoch(False)
+    # every example once per epoch, grouped or not
+    for batches in (grouped, plain):
+        rows = [tuple(r[m].tolist()) for x in batches for r, m in zip(x.ids, x.mask)]
+        assert sorted(rows) == sorted(tuple(x.sequences[0]) for x in enc)
+    assert padded(grouped) < 1.25 < padded(plain)
+    # the batches go in a shuffled order, not shortest or longest first, and another epoch differs
+    widths = [x.ids.shape[1] for x in grouped]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
+    assert [x.ids.shape[1] for x in epoch(True, 1)] != widths
+    a = EpochBatches(enc, 8, tok.pad_id, spec, seed=5)
+    a.next_batch()
+    with pytest.raises(GptkitError, match="group_by_length=True"):
+        EpochBatches(enc, 8, tok.pad_id, spec, seed=5, group_by_length=False).load_state_dict(a.state_dict())
+
+
+def test_inference_batches_by_length_and_answers_in_input_order(tok, tmp_path):
+    from gptkit.tasks.inference import infer
+
+    spec, enc = _varied_lengths(tok, tmp_path, n=48)
+    model = tiny_task_model(tok, spec)
+    widths = []
+    model.register_forward_pre_hook(lambda m, args: widths.append(args[0].ids.shape[1]))
+    preds, probs, _ = infer(model, enc, tok.pad_id, batch_size=8)
+    one_by_one = [infer(model, [x], tok.pad_id, batch_size=1) for x in enc]
+    np.testing.assert_allclose(probs, np.concatenate([p for _, p, _ in one_by_one]), rtol=1e-5, atol=1e-6)
+    assert preds.tolist() == [int(p[0]) for p, _, _ in one_by_one]
+    # six batches of similar lengths: together far less padding than six batches in file order
+    in_file_order = sum(max(len(x.sequences[0]) for x in enc[i : i + 8]) for i in range(0, 48, 8))
+    assert sum(widths[:6]) < 0.8 * in_file_order

@@ -41,7 +41,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type, names: Iterable[str]
         default = (defaults or {}).get(name, _declared_default(f))
         kind = _plain_type(hints[name])
         help_text = info.help.replace("%", "%%")
-        if kind is bool:
+        if kind is bool and default is True:  # on by default: --flag / --no-flag
+            target.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=True, help=help_text)
+        elif kind is bool:
             target.add_argument(flag, dest=name, action="store_true", default=bool(default), help=help_text)
         else:
             required = default is dataclasses.MISSING

@@ -56,6 +56,8 @@ class FinetuneConfig:
                                          check=optional(non_negative_int))
     epochs: float = option(3.0, help="passes over the training file", check=positive_real)
     batch_size: int = option(32, help="examples per update", check=positive_int)
+    group_by_length: bool = option(True, help="batch examples of similar length together (each epoch still "
+                                              "shuffled; a batch pads to its longest example)", check=boolean)
     lr: float = option(6.25e-5, help="maximum learning rate", check=positive_real)
     warmup: float = option(0.002, help="fraction of the updates spent warming up linearly from 0 (paper: 0.2%), "
                                        "then linear decay to 0", check=fraction)

@@ -108,7 +108,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     ranks = rank_info()
     batches = EpochBatches(data.train, cfg.batch_size, tok.pad_id, spec, seed=cfg.seed, device=cfg.device,
-                           rank=ranks.rank, world_size=ranks.world_size)
+                           rank=ranks.rank, world_size=ranks.world_size,
+                           group_by_length=cfg.group_by_length)
     steps = cfg.max_steps or max(1, round(cfg.epochs * batches.batches_per_epoch))
     warmup = int(cfg.warmup * steps)
     eval_every = max(1, batches.batches_per_epoch // max(1, cfg.evals_per_epoch))

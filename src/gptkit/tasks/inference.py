@@ -15,13 +15,16 @@ from .transforms import EncodedExample
 @torch.no_grad()
 def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
           device: str | torch.device = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Run the model over examples -> (predictions, probabilities or values, mean task loss if labelled)."""
+    """Run the model over examples -> (predictions, probabilities or values, mean task loss if labelled),
+    in the examples' order. They are batched shortest first, so that a batch pads little; each example's
+    outputs do not depend on its batch (right padding is invisible under the causal mask)."""
+    by_length = np.argsort([sum(len(s) for s in x.sequences) for x in encoded], kind="stable")
     was_training = model.training
     model.eval()
     preds, probs, losses, weights = [], [], [], []
     spec = model.spec
     bar = progress_bar(len(encoded), "scoring", progress)
-    for batch in iterate_batches(encoded, batch_size, pad_id, spec):
+    for batch in iterate_batches([encoded[i] for i in by_length], batch_size, pad_id, spec):
         bar.update(batch.n_examples)
         batch = batch.to(device)
         out = model(batch)
@@ -34,7 +37,9 @@ def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch
     bar.close()
     model.train(was_training)
     loss = sum(losses) / sum(weights) if weights and len(weights) == len(preds) else None
-    return np.concatenate(preds), np.concatenate(probs), loss
+    restore = np.empty_like(by_length)
+    restore[by_length] = np.arange(len(by_length))
+    return np.concatenate(preds)[restore], np.concatenate(probs)[restore], loss
 
 
 def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
