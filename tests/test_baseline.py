@@ -55,6 +55,11 @@ def test_baseline_cli_end_to_end(sentiment_files, capsys):
     assert result["majority"]["test"]["f1"] == 0.0  # never predicts the positive class
     assert result["tfidf"]["test"]["accuracy"] >= 0.95
     assert set(result["tfidf"]["test"]) == {"accuracy", "f1", "matthews"}  # the metrics finetune prints
+    predicted = result["tfidf"]["test_predictions"]  # label indices in file order, for paired comparisons
+    gold = [result["labels"].index(r["label"]) for r in map(json.loads, f["test"].read_text().splitlines())]
+    assert predicted["labels"] == gold
+    right = sum(p == y for p, y in zip(predicted["predictions"], gold, strict=True))
+    assert right / len(gold) == pytest.approx(result["tfidf"]["test"]["accuracy"])
     assert set(result["tfidf"]["search"]) == {"1", "3", "10", "30", "100"}
     assert result["tfidf"]["chosen_on"] == "validation"
     best = max(result["tfidf"]["search"].values())

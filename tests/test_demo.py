@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,6 +42,7 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     header = next(line for line in printed.splitlines() if line.startswith("| task |"))
     assert "| pre-trained | from scratch | TF-IDF + LR | majority class |" in header
     assert "pre-trained - TF-IDF (95% CI)" in header
+    assert "95% intervals paired over the test examples" in printed
     assert "precision fp32" in printed or "precision bf16" in printed
     assert "GFLOP/s fp32" in printed and "GFLOP/s bf16" in printed
     verdict_line = next(line for line in printed.splitlines() if line.startswith("verdict:"))
@@ -69,9 +72,22 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
         assert entry["test_accuracy"]["majority"] == pytest.approx(test_labels.count(commonest) / len(test_labels))
         # the numbers in the table are the ones the fine-tuning runs wrote
         # (the GPT arms' 7 updates leave them at chance, so equality with their runs is the check here)
+        predictions = {}
         for arm in ("pretrained", "scratch"):
             summary = json.loads((out / "runs" / f"{task}_{arm}" / "summary.json").read_text())
             assert summary["test"]["accuracy"] == entry["test_accuracy"][arm]
+            predictions[arm] = json.loads(Path(summary["test_predictions"]).read_text())
+            right = [p == y for p, y in zip(predictions[arm]["predictions"], predictions[arm]["labels"], strict=True)]
+            assert sum(right) / len(right) == pytest.approx(entry["test_accuracy"][arm])
+        # both differences carry the paired interval, recomputed here from the per-example predictions
+        gold = predictions["pretrained"]["labels"]
+        assert alone["tfidf"]["test_predictions"]["labels"] == gold == predictions["scratch"]["labels"]
+        for key, theirs in (("difference", predictions["scratch"]["predictions"]),
+                            ("vs_tfidf", alone["tfidf"]["test_predictions"]["predictions"])):
+            d = np.array([float(a == y) - float(b == y) for a, b, y in zip(predictions["pretrained"]["predictions"],
+                                                                            theirs, gold)])
+            assert entry[f"{key}_interval"] == "paired"
+            assert entry[f"{key}_95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(len(d)))
     assert results["pretrain"]["val_ppl"] > 1 and results["pretrain"]["steps"] == 6
     host = results["host"]
     assert host["precision"] in ("fp32", "bf16") and host["requested_precision"] == "auto"
@@ -191,3 +207,29 @@ def test_each_task_fine_tunes_for_its_own_epochs(tmp_path, monkeypatch):
     for task in ("sentiment", "topics"):
         demo.stage_finetune(task, "pretrained")
     assert seen == {"sentiment": settings.finetune_epochs, "topics": settings.topic_epochs} == {"sentiment": 3.0, "topics": 5.0}
+
+
+def test_differences_are_paired_over_test_examples_and_fall_back_without_predictions():
+    from gptkit.demo.report import _task_entry
+
+    gold = [0, 1] * 50
+    pre = [y if i % 10 else 1 - y for i, y in enumerate(gold)]  # 90%: wrong on every tenth
+    scratch = [y if i % 5 else 1 - y for i, y in enumerate(gold)]  # 80%: wrong on every fifth (pre's 10 too)
+
+    def run(preds):
+        right = sum(p == y for p, y in zip(preds, gold)) / len(gold)
+        return {"test": {"accuracy": right}, "val": {"accuracy": right}, "examples": {"train": 10, "val": 100,
+                "test": 100}, "labels": ["a", "b"], "steps": 1, "test_predictions": {"predictions": preds,
+                                                                                   "labels": gold}}
+
+    runs = {"pretrained": run(pre), "scratch": run(scratch)}
+    entry = _task_entry("sentiment", runs, None)
+    # d is 1 on 10 examples and 0 on 90: mean 0.1, variance 0.1 * 0.9 * 100 / 99
+    assert entry["difference"] == pytest.approx(0.1) and entry["difference_interval"] == "paired"
+    assert entry["difference_95"] == pytest.approx(1.96 * np.sqrt(0.09 * 100 / 99 / 100))
+    # the independent form is wider: it counts the noise of the examples both get right or both wrong
+    runs["scratch"]["test_predictions"] = None
+    wide = _task_entry("sentiment", runs, None)
+    assert wide["difference_interval"] == "independent"
+    assert wide["difference_95"] == pytest.approx(1.96 * np.sqrt((0.09 + 0.16) / 100))
+    assert wide["difference_95"] > 1.5 * entry["difference_95"]

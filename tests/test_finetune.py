@@ -144,6 +144,13 @@ def test_cli_finetune_evaluate_predict(tmp_path, pretrained_dir, capsys):
     assert summary["truncated"] == {"train": 1, "val": 0, "test": 0}
     assert summary["steps"] == 10 and summary["labels"] == ["0", "1"] and summary["lm_coef"] == 0.5
     assert set(summary["test"]) == {"accuracy", "f1", "matthews", "loss"}
+    # every test example's prediction, in file order, next to its label (for paired comparisons)
+    written = json.loads((run / "test_predictions.json").read_text())
+    assert summary["test_predictions"] == str(run / "test_predictions.json")
+    assert len(written["predictions"]) == len(written["labels"]) == 20
+    right = sum(p == y for p, y in zip(written["predictions"], written["labels"], strict=True))
+    assert right / 20 == pytest.approx(summary["test"]["accuracy"])
+    assert written["labels"] == [int(line.rsplit(",", 1)[1]) for line in val.read_text().splitlines()[1:]]
     best = run / "best"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "task.json", "head.safetensors"):
         assert (best / name).is_file(), name

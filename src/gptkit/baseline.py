@@ -158,7 +158,8 @@ def run_baselines(cfg: BaselineConfig) -> dict[str, Any]:
     """Fit both baselines on `cfg.train`, choose C on `cfg.val`, score on val and test.
 
     Returns {"task", "labels", "examples", "metric", "majority": {...}, "tfidf": {...}}; each baseline
-    holds its "val" and "test" metrics (when those files are given)."""
+    holds its "val" and "test" metrics (when those files are given); with a test file, "tfidf" also holds
+    "test_predictions": {"predictions": [...], "labels": [...]} in file order (label indices)."""
     spec, train = load_training_examples(TaskSpec(task=cfg.task, columns=dict(cfg.columns), regression=cfg.regression,
                                                                   label_base=cfg.label_base),
                                          cfg.train)
@@ -203,7 +204,10 @@ def run_baselines(cfg: BaselineConfig) -> dict[str, Any]:
     }
     for k in splits:
         if k in data:
-            tfidf[k] = _score(spec, final.predict(data[k]), gold[k])
+            predicted = final.predict(data[k])
+            tfidf[k] = _score(spec, predicted, gold[k])
+    if "test" in data:  # for a paired comparison with another model on the same test file
+        tfidf["test_predictions"] = {"predictions": predicted.tolist(), "labels": gold["test"].tolist()}
     return {
         "task": spec.task, "labels": spec.labels, "regression": spec.regression,
         "examples": {k: len(v) for k, v in data.items()}, "metric": metric,

@@ -340,9 +340,11 @@ class Demo:
         if summary.get("stopped_by") is not None:
             raise DemoInterrupted(f"fine-tuning {task} ({init}) stopped by {summary['stopped_by']}",
                                   summary["stopped_by"])
+        predictions = summary.get("test_predictions")
         return {"task": task, "init": init, "examples": summary["examples"], "labels": summary["labels"],
                 "steps": summary["steps"], "truncated": summary["truncated"], "best_step": summary["best_step"],
-                "val": summary.get("val"), "test": summary.get("test"), "run_dir": str(run_dir)}
+                "val": summary.get("val"), "test": summary.get("test"), "run_dir": str(run_dir),
+                "test_predictions": json.loads(Path(predictions).read_text()) if predictions else None}
 
     def stage_samples(self) -> dict[str, Any]:
         import torch

@@ -46,8 +46,22 @@ def machine_description() -> str:
 
 def _difference_interval(p1: float, p2: float, n: int) -> float:
     """Half-width of an approximate 95% interval for a difference of two accuracies on n examples
-    (normal approximation, treating the two as independent: conservative for the same test set)."""
+    (normal approximation, treating the two as independent: conservative for the same test set). Used
+    when the per-example predictions are not at hand (a run directory from before they were written)."""
     return 1.96 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / max(1, n))
+
+
+def _paired_interval(pred_a: list, pred_b: list, gold: list) -> float:
+    """Half-width of an approximate 95% interval for the difference of two models' accuracies on the
+    same test examples: the mean of d_i = right_a(i) - right_b(i) has standard error sd(d) / sqrt(n).
+    The examples both models get right (or both wrong) add no noise to the difference, so this is
+    narrower than the independent form, and is the interval that a comparison on one test set has."""
+    d = [float(a == y) - float(b == y) for a, b, y in zip(pred_a, pred_b, gold, strict=True)]
+    n = len(d)
+    if n < 2:
+        return float("nan")
+    mean = sum(d) / n
+    return 1.96 * math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
 
 
 ARMS = ("pretrained", "scratch", "tfidf", "majority")
@@ -76,10 +90,20 @@ def _task_entry(task: str, runs: dict[str, dict[str, Any]], baselines: dict[str,
         entry["majority_label"] = baselines["majority"]["label"]
         entry["baseline_examples"] = baselines["examples"]
     entry["test_accuracy"], entry["val_accuracy"] = acc, val
+    preds = {init: runs[init].get("test_predictions") for init in INITS}
+    if baselines is not None:
+        preds["tfidf"] = baselines["tfidf"].get("test_predictions")
+    gold = (preds["pretrained"] or {}).get("labels")
     for key, other in (("difference", "scratch"), ("vs_tfidf", "tfidf")):
         if acc["pretrained"] is not None and acc[other] is not None:
             entry[key] = acc["pretrained"] - acc[other]
-            entry[f"{key}_95"] = _difference_interval(acc["pretrained"], acc[other], n_test)
+            theirs = preds.get(other) or {}
+            if gold is not None and theirs.get("labels") == gold:
+                entry[f"{key}_95"] = _paired_interval(preds["pretrained"]["predictions"], theirs["predictions"], gold)
+                entry[f"{key}_interval"] = "paired"
+            else:
+                entry[f"{key}_95"] = _difference_interval(acc["pretrained"], acc[other], n_test)
+                entry[f"{key}_interval"] = "independent"
     return entry
 
 
@@ -215,6 +239,13 @@ def format_table(results: dict[str, Any]) -> str:
                  if ppl is not None else "| language model | perplexity (validation) | | n/a | | | | | |")
     if results.get("baselines_missing"):
         lines.append(f"(TF-IDF + LR and majority class: n/a, {results['baselines_missing']})")
+    kinds = {e.get(f"{k}_interval") for e in results["tasks"].values() for k in ("difference", "vs_tfidf")} - {None}
+    if kinds == {"paired"}:
+        lines.append("(differences in points; 95% intervals paired over the test examples: both models are scored "
+                     "on the same examples, and those both get right or both get wrong add no noise)")
+    elif kinds:
+        lines.append("(differences in points; 95% intervals paired over the test examples where both runs' "
+                     "predictions are at hand, else treating the two accuracies as independent, which is wider)")
     cpu = results.get("stage_cpu_seconds") or {}
     fmt_cpu = lambda v: _fmt_seconds(v) if v is not None else "n/a"  # noqa: E731
     lines += ["", "| stage | wall time | CPU time (all threads) |", "|---|---|---|"]

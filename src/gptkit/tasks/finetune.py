@@ -39,7 +39,7 @@ from .build import build_trunk
 from .config import FinetuneConfig
 from .epochs import EpochBatches
 from .glue import TASKS as GLUE
-from .inference import score
+from .inference import score, score_and_predict
 from .model import TaskModel, load_head, load_task_model, write_task_model
 from .objective import FinetuneObjective
 from .spec import TaskSpec
@@ -218,17 +218,27 @@ def summarize(cfg: FinetuneConfig, data: TaskData, model: TaskModel, tok: Any, r
         best_model, _ = load_task_model(best_dir, device=cfg.device)
         summary["val"] = score(best_model, data.val, tok.pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
         if data.test is not None:
-            summary["test"] = _score_or_none(best_model, data.test, tok.pad_id, cfg)
+            summary["test"] = _score_test(best_model, data.test, tok.pad_id, cfg, out)
     elif data.test is not None:  # a sharded model cannot run on rank 0 alone: score its exported copy
         scorer = load_task_model(best_dir, device=cfg.device)[0] if is_sharded(model) and best_ckpt else model
-        summary["test"] = _score_or_none(scorer, data.test, tok.pad_id, cfg)
+        summary["test"] = _score_test(scorer, data.test, tok.pad_id, cfg, out)
+    if summary.get("test") is not None:
+        summary["test_predictions"] = str(out / TEST_PREDICTIONS)
     return summary
 
 
-def _score_or_none(model: TaskModel, encoded: list[EncodedExample], pad_id: int, cfg: FinetuneConfig):
+TEST_PREDICTIONS = "test_predictions.json"
+"""The best model's prediction for every test example next to its label, in file order (label indices;
+values for regression): what a paired comparison of two runs on the same test file needs."""
+
+
+def _score_test(model: TaskModel, encoded: list[EncodedExample], pad_id: int, cfg: FinetuneConfig, out: Path):
+    """The test metrics (None when the test file has no labels), and TEST_PREDICTIONS written."""
     if any(x.label is None for x in encoded):
         return None
-    return score(model, encoded, pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
+    metrics, preds = score_and_predict(model, encoded, pad_id, batch_size=cfg.eval_batch_size, device=cfg.device)
+    atomic_write_json(out / TEST_PREDICTIONS, {"predictions": preds.tolist(), "labels": [x.label for x in encoded]})
+    return metrics
 
 
 def _step_of(path: Path | None) -> int | None:

@@ -45,6 +45,12 @@ def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch
 def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
           device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
     """All metrics of the task on labelled examples, plus the mean task loss."""
+    return score_and_predict(model, encoded, pad_id, batch_size=batch_size, device=device, progress=progress)[0]
+
+
+def score_and_predict(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch_size: int = 64,
+                      device: str | torch.device = "cpu", progress: bool = False) -> tuple[dict[str, float], np.ndarray]:
+    """`score`'s metrics and the predictions they were computed from, in the examples' order."""
     if any(x.label is None for x in encoded):
         raise GptkitError("evaluation needs a label on every example")
     preds, _, loss = infer(model, encoded, pad_id, batch_size=batch_size, device=device, progress=progress)
@@ -52,4 +58,4 @@ def score(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch
     spec = model.spec
     metrics = model.kind.metrics(spec, preds, gold)
     metrics["loss"] = float(loss) if loss is not None else float("nan")
-    return metrics
+    return metrics, preds
