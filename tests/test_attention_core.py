@@ -116,3 +116,66 @@ def test_a_training_block_keeps_two_scores_sized_tensors_per_layer() -> None:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(ids, targets=ids)
     assert len(set(saved)) == 2 * config.n_layer  # the composed ops keep 3 per layer
+
+
+def _composed_blocked(qkv, bias, nh, scale, p, blocks):  # noqa: ANN001, ANN202
+    """The plain-ops formula, with the dropout mask drawn block by block as the blocked function draws it
+    (a block's rows, its keys up to the block's end; zeros right of that are masked anyway)."""
+    B, T, C3 = qkv.shape
+    q, k, v = qkv.view(B, T, 3, nh, C3 // (3 * nh)).permute(2, 0, 3, 1, 4).unbind(0)
+    probs = ((q * scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
+    mask = torch.zeros(B * nh, T, T, dtype=probs.dtype)
+    for a, b in blocks:
+        mask[:, a:b, :b] = dropout_mask(torch.Size((B * nh, b - a, b)), p, probs.dtype)
+    y = (probs * mask.view(B, nh, T, T)) @ v
+    return y.transpose(1, 2).reshape(B, T, C3 // 3)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("block", [4, 5, 16])  # 4 blocks; blocks of 5, 5, 5 and 1 rows; one block
+def test_causal_blocks_equal_the_composed_ops(dtype: torch.dtype, tol: float, block: int) -> None:
+    qkv, bias, nh = _inputs(dtype)
+    scale, p = 0.35, 0.3
+    torch.manual_seed(5)
+    y = attend_with_dropout(qkv, bias, nh, scale, p, causal=True, block=block)
+    grad = torch.randn_like(y)
+    (got,) = torch.autograd.grad(y, (qkv,), grad)
+    qkv2 = qkv.detach().clone().requires_grad_()
+    torch.manual_seed(5)
+    y_ref = _composed_blocked(qkv2, bias, nh, scale, p, [(a, min(16, a + block)) for a in range(0, 16, block)])
+    (want,) = torch.autograd.grad(y_ref, (qkv2,), grad)
+    torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+
+
+def test_causal_blocks_skip_the_keys_after_each_block() -> None:
+    """The point of the blocks: the probabilities made cover the causal triangle's blocks, not the square
+    (T = 16 in blocks of 4: 4 x (4 + 8 + 12 + 16) = 160 of 256 entries per head), and without dropout the
+    result is the unblocked one."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class SoftmaxSizes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.entries = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._softmax.default:
+                self.entries += out.numel()
+            return out
+
+    qkv, bias, nh = _inputs(torch.float32)  # B = 2, nh = 3, T = 16
+    with SoftmaxSizes() as seen:
+        blocked = attend_with_dropout(qkv, bias, nh, 0.35, 0.0, causal=True, block=4)
+    assert seen.entries == 2 * 3 * 160
+    whole = attend_with_dropout(qkv, bias, nh, 0.35, 0.0)
+    torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=1e-6)
+    # the model's training path declares its plain causal mask, and a long enough context is blocked
+    from gptkit.model.blocks import CausalSelfAttention
+
+    config = GPTConfig(vocab_size=50, n_ctx=256, n_embd=16, n_layer=1, n_head=2, attn_pdrop=0.1)
+    attn = CausalSelfAttention(config).train()
+    with SoftmaxSizes() as seen:
+        attn(torch.randn(1, 256, 16))
+    assert seen.entries == 2 * 64 * (64 + 128 + 192 + 256)  # blocks of 64 rows

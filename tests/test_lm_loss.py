@@ -140,9 +140,26 @@ def test_the_head_gradient_is_accumulated_in_place(dtype):
     hidden, weight, targets = _inputs(n=64, c=32, v=500)
     h, w = hidden.detach().to(dtype).requires_grad_(), weight.detach().to(dtype).requires_grad_()
     with _NewTensorsOfShape(w.shape) as seen:
-        lm_head_loss(h, w, targets, chunk_rows=8).backward()  # 8 chunks
-    assert seen.made <= 2  # the accumulator, and backward's scaling by the incoming gradient
+        (lm_head_loss(h, w, targets, chunk_rows=8) / 3).backward()  # 8 chunks, a factor in backward
+    assert seen.made == 1  # the accumulator, scaled in place by backward
     assert w.grad.dtype == dtype
+
+
+def test_a_second_backward_is_refused_or_exact():
+    """Backward scales the saved gradients in place: a second backward through the same graph must not
+    answer with them (autograd's version check refuses it); with a factor of exactly 1 nothing is
+    scaled and the second answer equals the first."""
+    hidden, weight, targets = _inputs(n=16, c=8, v=30)
+    h, w = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+    loss = lm_head_loss(h, w, targets) / 3
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    loss = lm_head_loss(h, w, targets)
+    first = torch.autograd.grad(loss, (h, w), retain_graph=True)
+    second = torch.autograd.grad(loss, (h, w))
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_a_bf16_gradient_is_scaled_in_fp32():

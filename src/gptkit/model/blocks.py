@@ -115,13 +115,14 @@ class CausalSelfAttention(nn.Module):
         """softmax(q k^T / sqrt(hs) + mask) with dropout on the probabilities, @ v, heads concatenated:
         (B, T, 3C) -> (B, T, C)."""
         T = qkv.size(1)
-        if attn_mask is None and is_causal:
+        causal = attn_mask is None and is_causal  # a given mask may let a query see later keys
+        if causal:
             attn_mask = causal_mask(T, T, qkv.device)
         bias = None
         if attn_mask is not None:
             # an additive mask (0 or -inf) in the scores' dtype, added by the scores' matmul itself
             bias = torch.zeros(attn_mask.shape, dtype=qkv.dtype, device=qkv.device).masked_fill_(~attn_mask, float("-inf"))
-        return attend_with_dropout(qkv, bias, self.n_head, 1.0 / math.sqrt(self.head_dim), dropout_p)
+        return attend_with_dropout(qkv, bias, self.n_head, 1.0 / math.sqrt(self.head_dim), dropout_p, causal=causal)
 
 
 class MLP(nn.Module):
