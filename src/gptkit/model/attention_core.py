@@ -69,21 +69,20 @@ class _AttendWithDropout(torch.autograd.Function):
         blocks = query_blocks(T, block) if causal and bias is not None else [(0, T)]
         y = torch.empty_like(q)
         saved = []
-        for a, b in blocks:
-            keys = b if len(blocks) > 1 else T  # a block's queries see keys [0, b) (all keys unblocked)
-            kt = k[:, :keys].transpose(1, 2)
+        for a, b in blocks:  # queries [a, b) see keys [0, b): the keys after a block are all masked
+            kt = k[:, :b].transpose(1, 2)
             if bias is None:
                 scores = torch.bmm(q[:, a:b], kt).mul_(scale)
             else:
-                scores = torch.baddbmm(bias[..., a:b, :keys], q[:, a:b], kt, alpha=scale)  # (B*nh, rows, keys)
+                scores = torch.baddbmm(bias[..., a:b, :b], q[:, a:b], kt, alpha=scale)  # (B*nh, rows, b)
             probs = scores.softmax(dim=-1)
             del scores
             if p > 0:
                 mask = dropout_mask(probs.shape, p, probs.dtype, probs.device)
-                y[:, a:b].baddbmm_(probs * mask, v[:, :keys], beta=0)  # (B*nh, rows, hs)
+                y[:, a:b].baddbmm_(probs * mask, v[:, :b], beta=0)  # (B*nh, rows, hs)
                 saved += [probs, mask]
             else:
-                y[:, a:b].baddbmm_(probs, v[:, :keys], beta=0)
+                y[:, a:b].baddbmm_(probs, v[:, :b], beta=0)
                 saved.append(probs)
         ctx.save_for_backward(heads, *saved)
         ctx.scale, ctx.n_head, ctx.blocks, ctx.per_block = scale, n_head, blocks, 2 if p > 0 else 1
@@ -103,18 +102,17 @@ class _AttendWithDropout(torch.autograd.Function):
         # their prefix of keys.
         for i in reversed(range(len(blocks))):
             a, b = blocks[i]
-            keys = b if len(blocks) > 1 else T
             probs, *mask = saved[ctx.per_block * i : ctx.per_block * (i + 1)]
             beta = 0 if i == len(blocks) - 1 else 1
             gy = grad_y[:, a:b]
-            gv[:, :keys].baddbmm_((probs * mask[0] if mask else probs).transpose(1, 2), gy, beta=beta)
-            grad_probs = torch.bmm(gy, v[:, :keys].transpose(1, 2))
+            gv[:, :b].baddbmm_((probs * mask[0] if mask else probs).transpose(1, 2), gy, beta=beta)
+            grad_probs = torch.bmm(gy, v[:, :b].transpose(1, 2))
             if mask:
                 grad_probs.mul_(mask[0])
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             del grad_probs
-            gq[:, a:b].baddbmm_(grad_scores, k[:, :keys], beta=0, alpha=scale)
-            gk[:, :keys].baddbmm_(grad_scores.transpose(1, 2), q[:, a:b], beta=beta, alpha=scale)
+            gq[:, a:b].baddbmm_(grad_scores, k[:, :b], beta=0, alpha=scale)
+            gk[:, :b].baddbmm_(grad_scores.transpose(1, 2), q[:, a:b], beta=beta, alpha=scale)
         grad_qkv = grad_heads.view(3, B, nh, T, C // nh).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * C)
         return grad_qkv, None, None, None, None, None, None
 
