@@ -202,12 +202,11 @@ def run_baselines(cfg: BaselineConfig) -> dict[str, Any]:
         "C": best[0], "chosen_on": "validation" if "val" in data else "5-fold cross-validation of train",
         "search": search, "features": len(final.vectorizer.vocabulary_),
     }
-    for k in splits:
-        if k in data:
-            predicted = final.predict(data[k])
-            tfidf[k] = _score(spec, predicted, gold[k])
-    if "test" in data:  # for a paired comparison with another model on the same test file
-        tfidf["test_predictions"] = {"predictions": predicted.tolist(), "labels": gold["test"].tolist()}
+    predicted = {k: final.predict(data[k]) for k in splits if k in data}
+    for k, pred in predicted.items():
+        tfidf[k] = _score(spec, pred, gold[k])
+    if "test" in predicted:  # for a paired comparison with another model on the same test file
+        tfidf["test_predictions"] = {"predictions": predicted["test"].tolist(), "labels": gold["test"].tolist()}
     return {
         "task": spec.task, "labels": spec.labels, "regression": spec.regression,
         "examples": {k: len(v) for k, v in data.items()}, "metric": metric,

@@ -31,7 +31,7 @@ class EpochBatches:
                  rank: int = 0, world_size: int = 1, group_by_length: bool = True) -> None:
         self.examples = examples
         self.group_by_length = group_by_length
-        self._lengths = np.array([sum(len(s) for s in x.sequences) for x in examples], dtype=np.int64)
+        self._widths = np.array([x.width for x in examples], dtype=np.int64)
         self._cached: tuple[int, np.ndarray] | None = None
         self.batch_size = batch_size
         # Under torchrun every rank walks the same epoch order and takes its own slice of each global
@@ -53,7 +53,7 @@ class EpochBatches:
         """(rows, tokens) of a full micro-batch padded to the longest sequence of the training set: what
         the training loop's precision probe times (a batch pads to its own longest, rarely far shorter)."""
         rows = self.batch_size * max((len(x.sequences) for x in self.examples[:1]), default=1)
-        return rows, max((len(s) for x in self.examples for s in x.sequences), default=1)
+        return rows, max((x.width for x in self.examples), default=1)
 
     def _order(self) -> np.ndarray:
         """The epoch's order of example indices, a function of the seed and the epoch alone (resume keeps
@@ -73,7 +73,7 @@ class EpochBatches:
         group = step * GROUP_BATCHES
         for start in range(0, len(order), group):
             part = order[start : start + group]
-            order[start : start + group] = part[np.argsort(-self._lengths[part], kind="stable")]
+            order[start : start + group] = part[np.argsort(-self._widths[part], kind="stable")]
         n_full = len(order) // step
         batches = order[: n_full * step].reshape(n_full, step)[rng.permutation(n_full)]
         return np.concatenate([batches.reshape(-1), order[n_full * step :]])

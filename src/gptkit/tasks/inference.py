@@ -18,7 +18,7 @@ def infer(model: TaskModel, encoded: list[EncodedExample], pad_id: int, *, batch
     """Run the model over examples -> (predictions, probabilities or values, mean task loss if labelled),
     in the examples' order. They are batched shortest first, so that a batch pads little; each example's
     outputs do not depend on its batch (right padding is invisible under the causal mask)."""
-    by_length = np.argsort([sum(len(s) for s in x.sequences) for x in encoded], kind="stable")
+    by_length = np.argsort([x.width for x in encoded], kind="stable")
     was_training = model.training
     model.eval()
     preds, probs, losses, weights = [], [], [], []

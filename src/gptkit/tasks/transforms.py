@@ -45,6 +45,11 @@ class EncodedExample:
     truncated: bool
     where: str = ""
 
+    @property
+    def width(self) -> int:
+        """Its longest sequence: the width it pads a batch to (batches sort by it)."""
+        return max((len(s) for s in self.sequences), default=0)
+
 
 def fit_parts(lengths: Sequence[int], budget: int) -> list[int]:
     """Lengths to keep so the parts fit in `budget` tokens, shortening the longest part first.
