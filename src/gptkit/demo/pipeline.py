@@ -22,6 +22,7 @@ from ..builtin_data.fetcher import Downloader
 from ..builtin_data.registry import Dataset
 from ..data.overlap import drop_overlapping
 from ..errors import GptkitError
+from ..jsonio import read_json
 from .report import write_report
 from .settings import INITS, TASKS, DemoSettings
 
@@ -344,7 +345,7 @@ class Demo:
         return {"task": task, "init": init, "examples": summary["examples"], "labels": summary["labels"],
                 "steps": summary["steps"], "truncated": summary["truncated"], "best_step": summary["best_step"],
                 "val": summary.get("val"), "test": summary.get("test"), "run_dir": str(run_dir),
-                "test_predictions": json.loads(Path(predictions).read_text()) if predictions else None}
+                "test_predictions": read_json(predictions) if predictions else None}
 
     def stage_samples(self) -> dict[str, Any]:
         import torch
