@@ -54,37 +54,60 @@ def test_generate_in_bf16_weights(tmp_path, capsys):
     assert out.ids[: len(bf16["ids"])] == bf16["ids"]
 
 
-def test_one_bf16_row_goes_through_the_matrix_vector_kernel():
-    """Batch-1 bf16 decoding reads every weight once per token; torch's bf16 mv reads faster than its
-    one-row mm (model/blocks.py `linear`). Same values as F.linear to bf16 rounding."""
-    import torch.nn.functional as F
-    from torch.utils._python_dispatch import TorchDispatchMode
+class _Ops:
+    """Records the aten ops a block of code dispatches."""
 
+    def __enter__(self):  # noqa: ANN204
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        seen: list[str] = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                seen.append(str(func))
+                return func(*args, **(kwargs or {}))
+
+        self.seen, self._mode = seen, Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self._mode.__exit__(*exc)
+
+
+def test_one_bf16_row_goes_through_the_kernel_measured_faster(monkeypatch):
+    """Batch-1 bf16 decoding reads every weight once per token; which of torch's kernels reads a bf16
+    weight faster for one row (`torch.mv` or the one-row `F.linear`) depends on the CPU, so
+    model/blocks.py measures it once per process and `linear` takes the winner. Same values as
+    F.linear to bf16 rounding."""
+    import torch.nn.functional as F
+
+    from gptkit.model import blocks
     from gptkit.model.blocks import linear
 
-    class Ops(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seen: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            self.seen.append(str(func))
-            return func(*args, **(kwargs or {}))
+    first = blocks.bf16_row_kernel()
+    assert first in ("mv", "linear") and blocks.bf16_row_kernel() == first
+    assert blocks.bf16_row_kernel.cache_info().misses == 1  # measured once per process, then remembered
 
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(48, 32, generator=g).bfloat16(), torch.randn(48, generator=g).bfloat16()
     x = torch.randn(1, 1, 32, generator=g).bfloat16()
-    with torch.no_grad(), Ops() as ops:
+    monkeypatch.setattr(blocks, "bf16_row_kernel", lambda: "linear")
+    with torch.no_grad(), _Ops() as ops:
+        y_linear = linear(x, w, b)
+    assert not any("aten.mv" in op for op in ops.seen)
+    monkeypatch.setattr(blocks, "bf16_row_kernel", lambda: "mv")
+    with torch.no_grad(), _Ops() as ops:
         y = linear(x, w, b)
     assert any("aten.mv" in op for op in ops.seen)
-    assert y.shape == (1, 1, 48)
+    assert y.shape == y_linear.shape == (1, 1, 48)
     torch.testing.assert_close(y.float(), F.linear(x, w, b).float(), atol=0.05, rtol=0.02)
     for args, grad in (((x.float(), w.float(), b.float()), False), ((x.repeat(1, 2, 1), w, b), False), ((x, w, b), True)):
-        with torch.set_grad_enabled(grad), Ops() as ops:
+        with torch.set_grad_enabled(grad), _Ops() as ops:
             linear(*args)
         assert not any("aten.mv" in op for op in ops.seen)  # fp32, two rows, or training: F.linear
     # a bf16 model decodes with it: one generated token runs only matrix-vector products in its blocks
     model = GPT(GPTConfig(vocab_size=64, n_ctx=16, n_embd=32, n_layer=1, n_head=2)).to(torch.bfloat16).eval()
-    with torch.no_grad(), Ops() as ops:
+    with torch.no_grad(), _Ops() as ops:
         model(torch.tensor([[3]]))
     assert sum("aten.mv" in op for op in ops.seen) == 5 and not any("aten.addmm" in op or "aten.mm" in op for op in ops.seen)

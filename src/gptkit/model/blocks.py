@@ -5,7 +5,10 @@ Shapes: B batch, T new tokens, S keys attended (T, or cached + T), C = n_embd, n
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -17,19 +20,46 @@ from .config import GPTConfig
 from .dropout import Dropout, dropout
 from .masks import causal_mask
 
+log = logging.getLogger(__name__)
+
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, except for one bf16 row on a CPU outside autograd (batch-1 decoding): `torch.mv`,
-    whose bf16 kernel reads the weight faster. Measured, 2 threads, the 40,478 x 768 LM head times one
-    vector: 1.48 ms by `torch.mv` (42 GB/s of weights) against 2.02 ms by `F.linear` (31 GB/s); batch-1
-    greedy decoding of the gpt1 shape in bf16 on one thread: 37.7 against 29.4 tokens/s."""
+    """`F.linear`, except for one bf16 row on a CPU outside autograd (batch-1 decoding), which goes
+    through whichever of torch's two kernels for it reads the weight faster on this CPU
+    (`bf16_row_kernel`): `torch.mv` or the one-row `F.linear`."""
     if (x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() == x.size(-1)
-            and not torch.is_grad_enabled()):
+            and not torch.is_grad_enabled() and bf16_row_kernel() == "mv"):
         y = torch.mv(weight, x.reshape(-1))
         if bias is not None:
             y = y.add_(bias)
         return y.view(*x.shape[:-1], weight.size(0))
     return F.linear(x, weight, bias)
+
+
+@functools.cache
+def bf16_row_kernel() -> str:
+    """'mv' or 'linear': the faster of torch's kernels for one bf16 row times a weight matrix on this
+    CPU, measured once per process (about 50 ms, on the first batch-1 bf16 decoding step).
+
+    Which one wins depends on the CPU, so it is measured, not assumed. Measured on 2 threads, the
+    weights of a gpt1-shaped model streamed from memory: an Intel Xeon (AMX) read them at 15.5 GB/s by
+    `torch.mv` against 10.2 by `F.linear` (batch-1 greedy decoding in bf16, one thread: 37.7 against
+    29.4 tokens/s); an AMD EPYC (Zen 4) at 11.4 GB/s by `torch.mv` against 16.5 by `F.linear`. The probe
+    uses a matrix larger than a CPU's last-level cache (64 MiB), as the model's weights are together."""
+    weight = torch.ones(32768, 1024, dtype=torch.bfloat16)
+    row = torch.ones(1, 1024, dtype=torch.bfloat16)
+    kernels = {"mv": lambda: torch.mv(weight, row[0]), "linear": lambda: F.linear(row, weight)}
+    best = dict.fromkeys(kernels, float("inf"))
+    with torch.no_grad():
+        for round_ in range(4):  # interleaved, so both see the same neighbours' load; round 0 warms up
+            for name, kernel in kernels.items():
+                start = time.perf_counter()
+                kernel()
+                if round_:
+                    best[name] = min(best[name], time.perf_counter() - start)
+    choice = min(best, key=best.get)
+    log.debug("bf16 one-row kernel: %s (mv %.2f ms, linear %.2f ms)", choice, best["mv"] * 1e3, best["linear"] * 1e3)
+    return choice
 
 
 class Linear(nn.Linear):
