@@ -39,13 +39,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 @functools.cache
 def bf16_row_kernel() -> str:
     """'mv' or 'linear': the faster of torch's kernels for one bf16 row times a weight matrix on this
-    CPU, measured once per process (about 50 ms, on the first batch-1 bf16 decoding step).
+    CPU, measured once per process (about 0.1 s, on the first batch-1 bf16 decoding step).
 
-    Which one wins depends on the CPU, so it is measured, not assumed. Measured on 2 threads, the
-    weights of a gpt1-shaped model streamed from memory: an Intel Xeon (AMX) read them at 15.5 GB/s by
-    `torch.mv` against 10.2 by `F.linear` (batch-1 greedy decoding in bf16, one thread: 37.7 against
-    29.4 tokens/s); an AMD EPYC (Zen 4) at 11.4 GB/s by `torch.mv` against 16.5 by `F.linear`. The probe
-    uses a matrix larger than a CPU's last-level cache (64 MiB), as the model's weights are together."""
+    Which one wins depends on the CPU, so it is measured, not assumed. Measured on 2 threads, quiet,
+    on weights of the gpt1 blocks' shapes that do not fit the caches, read one row at a time: an Intel
+    Xeon (AMX) streamed bf16 weights at 20.6 GB/s by `torch.mv` against 13.1 by `F.linear`; an AMD EPYC
+    (AVX512-BF16, no AMX) at 11.4 GB/s by `torch.mv` against 16.5 by `F.linear` (docs/performance.md).
+    The probe's matrix (64 MiB) is larger than a CPU's last-level cache, as the model's weights are
+    together.
+    """
     weight = torch.ones(32768, 1024, dtype=torch.bfloat16)
     row = torch.ones(1, 1024, dtype=torch.bfloat16)
     kernels = {"mv": lambda: torch.mv(weight, row[0]), "linear": lambda: F.linear(row, weight)}
