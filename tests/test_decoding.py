@@ -67,72 +67,80 @@ class _Ops(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-ROW_OPS = {"mv": "aten.mv", "split": "aten.bmm"}
+KERNEL_OPS = {"mv": "aten.mv", "split": "aten.bmm"}
 
 
 def _kernel_ops(seen: list[str]) -> set[str]:
-    """Which of the one-row kernels' ops a recorded block of code ran."""
-    return {kernel for kernel, op in ROW_OPS.items() if any(op in s for s in seen)}
+    """Which of the few-row kernels' ops a recorded block of code ran."""
+    return {kernel for kernel, op in KERNEL_OPS.items() if any(op in s for s in seen)}
 
 
-def test_one_row_goes_through_the_kernel_measured_fastest(monkeypatch):
-    """Batch-1 decoding reads every weight once per token; which kernel reads a weight fastest for one
-    row (the one-row `F.linear`, `torch.mv`, or `split_mv`'s batched product over the threads) depends
-    on the CPU and the dtype, so model/blocks.py measures it once per process, dtype and thread count,
-    and `linear` takes the winner. Same values as F.linear (to bf16 rounding in bf16)."""
+def test_few_rows_go_through_the_kernel_measured_fastest(monkeypatch):
+    """A decoding step multiplies a few rows by every weight, so its speed is how fast a kernel
+    streams the weights; which kernel does that fastest (`F.linear`, `torch.mv` for one row, or
+    `split_product`'s batched product over the threads) depends on the CPU, the dtype and the threads,
+    so model/linear.py measures it once per process for each and `linear` takes the winner. Same values
+    as F.linear (to bf16 rounding in bf16)."""
     import torch.nn.functional as F
 
-    from gptkit.model import blocks
-    from gptkit.model.blocks import linear
+    from gptkit.model import linear as kernels
+    from gptkit.model.linear import FEW_ROWS, linear
 
     for dtype in (torch.float32, torch.bfloat16):
-        assert blocks.row_kernel(dtype, 1) in ("linear", "mv")  # split needs two threads
-        assert blocks.row_kernel(dtype, 2) in ("linear", "mv", "split")
-    misses = blocks.row_kernel.cache_info().misses
-    assert [blocks.row_kernel(d, t) for d in (torch.float32, torch.bfloat16) for t in (1, 2)]
-    assert blocks.row_kernel.cache_info().misses == misses  # measured once, then remembered
+        assert kernels.few_rows_kernel(dtype, 1, 1) in ("linear", "mv")  # split needs two threads
+        assert kernels.few_rows_kernel(dtype, 2, 1) in ("linear", "mv", "split")
+        assert kernels.few_rows_kernel(dtype, 1, 8) == "linear"  # mv takes one row
+        assert kernels.few_rows_kernel(dtype, 2, 8) in ("linear", "split")
+    misses = kernels.few_rows_kernel.cache_info().misses
+    assert all(kernels.few_rows_kernel(d, t, r) for d in (torch.float32, torch.bfloat16) for t in (1, 2) for r in (1, 8))
+    assert kernels.few_rows_kernel.cache_info().misses == misses  # measured once, then remembered
 
     g = torch.Generator().manual_seed(0)
     for dtype, tol in ((torch.float32, {"atol": 1e-5, "rtol": 1e-5}), (torch.bfloat16, {"atol": 0.05, "rtol": 0.02})):
-        x = torch.randn(1, 1, 32, generator=g).to(dtype)
-        for out_features in (48, 47):  # 47: a row left over after the even split
-            w, b = torch.randn(out_features, 32, generator=g).to(dtype), torch.randn(out_features, generator=g).to(dtype)
-            expected = F.linear(x, w, b)
-            with torch.no_grad(), _Ops() as ops:  # the default path: this host's measured choice
-                linear(x, w, b)
-            chosen = blocks.row_kernel(dtype, torch.get_num_threads())
-            assert _kernel_ops(ops.seen) == ({chosen} - {"linear"})
-            for kernel in ("linear", "mv", "split"):  # every branch, whichever this host measured fastest
-                monkeypatch.setattr(blocks, "row_kernel", lambda dtype, threads, kernel=kernel: kernel)
-                with torch.no_grad(), _Ops() as ops:
-                    y = linear(x, w, b)
-                assert _kernel_ops(ops.seen) == ({kernel} - {"linear"})
-                assert y.shape == expected.shape == (1, 1, out_features)
-                torch.testing.assert_close(y.float(), expected.float(), **tol)
-                monkeypatch.undo()
-        for parts in (2, 3, 64):  # more parts than rows: every row goes through torch.mv
-            torch.testing.assert_close(blocks.split_mv(w, x.reshape(-1), parts).float(), (w.float() @ x.reshape(-1).float()), **tol)
+        for rows in (1, 3):
+            x = torch.randn(rows, 1, 32, generator=g).to(dtype)  # a decoding step's (B, 1, C)
+            for out_features in (48, 47):  # 47: a row of the weight left over after the even split
+                w = torch.randn(out_features, 32, generator=g).to(dtype)
+                b = torch.randn(out_features, generator=g).to(dtype)
+                expected = F.linear(x, w, b)
+                with torch.no_grad(), _Ops() as ops:  # the default path: this host's measured choice
+                    linear(x, w, b)
+                chosen = kernels.few_rows_kernel(dtype, torch.get_num_threads(), 1 if rows == 1 else 8)
+                assert _kernel_ops(ops.seen) == ({chosen} - {"linear"})
+                for kernel in ("linear", "mv", "split") if rows == 1 else ("linear", "split"):  # every branch
+                    monkeypatch.setattr(kernels, "few_rows_kernel", lambda d, t, r, kernel=kernel: kernel)
+                    with torch.no_grad(), _Ops() as ops:
+                        y = linear(x, w, b)
+                    assert _kernel_ops(ops.seen) == ({kernel} - {"linear"})
+                    assert y.shape == expected.shape == (rows, 1, out_features)
+                    torch.testing.assert_close(y.float(), expected.float(), **tol)
+                    monkeypatch.undo()
+                for parts in (2, 3, 64):  # more parts than weight rows: all of them through F.linear
+                    y = kernels.split_product(x.reshape(rows, 32), w, parts)
+                    torch.testing.assert_close(y.float(), x.reshape(rows, 32).float() @ w.float().T, **tol)
 
-    monkeypatch.setattr(blocks, "row_kernel", lambda dtype, threads: "split")
+    monkeypatch.setattr(kernels, "few_rows_kernel", lambda dtype, threads, rows: "split")
     x, w, b = torch.randn(1, 1, 32), torch.randn(48, 32), torch.randn(48)
-    for args, grad in (((x.repeat(1, 2, 1), w, b), False), ((x, w, b), True), ((x.half(), w.half(), b.half()), False)):
+    for args, grad in (((x.repeat(1, FEW_ROWS + 1, 1), w, b), False), ((x, w, b), True),
+                       ((x.half(), w.half(), b.half()), False)):
         with torch.set_grad_enabled(grad), _Ops() as ops:
             linear(*args)
-        assert not _kernel_ops(ops.seen)  # two rows, training, or another dtype: F.linear
+        assert not _kernel_ops(ops.seen)  # too many rows, training, or another dtype: F.linear
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), _Ops() as ops:
         assert linear(x, w, b).dtype == torch.bfloat16  # under autocast: F.linear, autocast's dtype
     assert not _kernel_ops(ops.seen)
 
     # a model decodes with the chosen kernel: one generated token's five products (qkv, attention
-    # projection, the MLP's two, the head) go through it, and no matrix-matrix product is left
+    # projection, the MLP's two, the head) go through it, for one sequence or a batch, and no
+    # matrix-matrix product is left
     model = GPT(GPTConfig(vocab_size=64, n_ctx=16, n_embd=32, n_layer=1, n_head=2)).eval()
-    for kernel, dtype in (("mv", torch.bfloat16), ("split", torch.float32)):
+    for kernel, dtype, batch in (("mv", torch.bfloat16, 1), ("split", torch.float32, 1), ("split", torch.bfloat16, 4)):
         model = model.to(dtype)
         counts = {}
         for forced in ("linear", kernel):
-            monkeypatch.setattr(blocks, "row_kernel", lambda d, t, forced=forced: forced)
+            monkeypatch.setattr(kernels, "few_rows_kernel", lambda d, t, r, forced=forced: forced)
             with torch.no_grad(), _Ops() as ops:
-                model(torch.tensor([[3]]))
-            counts[forced] = sum(ROW_OPS[kernel] in op for op in ops.seen)
+                model(torch.full((batch, 1), 3))
+            counts[forced] = sum(KERNEL_OPS[kernel] in op for op in ops.seen)
         assert counts[kernel] == counts["linear"] + 5
         assert not any("aten.addmm" in op or "aten.mm" in op for op in ops.seen)

@@ -5,10 +5,7 @@ Shapes: B batch, T new tokens, S keys attended (T, or cached + T), C = n_embd, n
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -18,87 +15,8 @@ from .attention_core import attend_with_dropout
 from .cache import KVCache
 from .config import GPTConfig
 from .dropout import Dropout, dropout
+from .linear import Linear
 from .masks import causal_mask
-
-log = logging.getLogger(__name__)
-
-
-ROW_DTYPES = (torch.float32, torch.bfloat16)
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, except for one fp32 or bf16 row on a CPU outside autograd and autocast (batch-1
-    decoding), which goes through whichever of three kernels reads the weight fastest on this CPU
-    (`row_kernel`)."""
-    if (x.device.type == "cpu" and x.numel() == x.size(-1) and x.dtype in ROW_DTYPES
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and weight.is_contiguous()):
-        kernel = row_kernel(x.dtype, torch.get_num_threads())
-        if kernel != "linear":
-            row = x.reshape(-1)
-            y = torch.mv(weight, row) if kernel == "mv" else split_mv(weight, row, torch.get_num_threads())
-            if bias is not None:
-                y = y.add_(bias)
-            return y.view(*x.shape[:-1], weight.size(0))
-    return F.linear(x, weight, bias)
-
-
-def split_mv(weight: torch.Tensor, row: torch.Tensor, parts: int) -> torch.Tensor:
-    """`weight @ row` as `parts` matrix-vector products over consecutive blocks of the weight's rows,
-    in one batched product. torch spreads a batch over its threads; a single matrix-vector product
-    (MKL's, on some CPUs) runs on one thread and leaves the other cores' memory bandwidth unused. The
-    blocks are views of the weight (no copy); rows that do not divide evenly go through `torch.mv`."""
-    out_features, in_features = weight.shape
-    per_part = out_features // parts
-    y = torch.empty(out_features, dtype=row.dtype)
-    split = parts * per_part
-    if per_part:
-        blocks = weight[:split].view(parts, per_part, in_features).transpose(1, 2)
-        torch.bmm(row.expand(parts, 1, in_features), blocks, out=y[:split].view(parts, 1, per_part))
-    if split < out_features:
-        torch.mv(weight[split:], row, out=y[split:])
-    return y
-
-
-@functools.cache
-def row_kernel(dtype: torch.dtype, threads: int) -> str:
-    """'linear', 'mv' or 'split': the fastest way on this CPU to multiply one row of `dtype` by a
-    weight matrix, with `threads` intra-op threads; measured once per process and (dtype, threads)
-    pair (about 0.1 s, on the first batch-1 decoding step).
-
-    The candidates are torch's one-row `F.linear`, `torch.mv`, and `split_mv` (the product spread over
-    the threads; only with two or more). Which wins depends on the CPU and the dtype, so it is
-    measured, not assumed. Measured on 2 threads, quiet, on weights of the gpt1 blocks' shapes that do
-    not fit the caches (docs/performance.md): an Intel Xeon (AMX) streamed bf16 weights at 20.6 GB/s
-    by `torch.mv` against 13.1 by `F.linear`; an AMD EPYC (AVX512-BF16, no AMX) bf16 at 16.5 GB/s by
-    `F.linear` against 11.4 by `torch.mv`, and fp32 at about 22-27 GB/s by `split_mv` against 15-16 by
-    `F.linear` or `torch.mv`, whose fp32 kernel uses one core there. The probe's matrix (64 MiB) is
-    larger than a CPU's last-level cache, as the model's weights are together.
-    """
-    in_features = 1024
-    weight = torch.ones(64 * 2**20 // (in_features * dtype.itemsize), in_features, dtype=dtype)
-    row = torch.ones(in_features, dtype=dtype)
-    kernels = {"linear": lambda: F.linear(row[None], weight), "mv": lambda: torch.mv(weight, row)}
-    if threads > 1:
-        kernels["split"] = lambda: split_mv(weight, row, threads)
-    best = dict.fromkeys(kernels, float("inf"))
-    with torch.no_grad():
-        for round_ in range(4):  # interleaved, so all see the same neighbours' load; round 0 warms up
-            for name, kernel in kernels.items():
-                start = time.perf_counter()
-                kernel()
-                if round_:
-                    best[name] = min(best[name], time.perf_counter() - start)
-    choice = min(best, key=best.get)
-    log.debug("one-row %s kernel on %d threads: %s (%s)", dtype, threads, choice,
-              ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in best.items()))
-    return choice
-
-
-class Linear(nn.Linear):
-    """nn.Linear through `linear` (same parameters and state-dict keys)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import Block, linear
+from .blocks import Block
 from .cache import KVCache
 from .config import GPTConfig, preset
 from .dropout import Dropout
+from .linear import linear
 from .loss import lm_head_loss
 from .masks import build_attention_mask
 
