@@ -40,6 +40,7 @@ from gptkit import GPT  # noqa: E402
 from gptkit.generation import GenerationConfig, generate  # noqa: E402
 from gptkit.interop import save_pretrained  # noqa: E402
 from gptkit.model import preset  # noqa: E402
+from gptkit.model.linear import PROBE_ROWS, few_rows_kernel  # noqa: E402
 
 PROMPT_LEN = 16
 
@@ -175,9 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"host: {common.machine_info()['cpu']} ({torch.get_num_threads()} threads, torch {torch.__version__}); "
           f"copy bandwidth {copy_gbs:.1f} GB/s (probes {copy_probes[0]:.1f} / {copy_probes[1]:.1f}); ceiling = "
           f"prompts x copy bandwidth / weight bytes (every weight read once per decoding step)")
+    kernels = {}
+    if args.device == "cpu":  # which kernel this host's decoding steps used (measured during the runs)
+        threads = torch.get_num_threads()
+        kernels = {f"{d} {label}": few_rows_kernel({"fp32": torch.float32, "bf16": torch.bfloat16}[d], threads, rows)
+                   for d in args.dtypes.split(",") for label, rows in (("1 row", 1), ("2-16 rows", PROBE_ROWS))}
+        print("decoding-step kernels measured on this host (model/linear.py): "
+              + ", ".join(f"{k}: {v}" for k, v in kernels.items()))
     print(common.format_table(rows, columns))
     out = common.write_results("bench_generate", {
-        "machine": common.machine_info(), "copy_gbs": copy_gbs, "copy_probes": copy_probes,
+        "machine": common.machine_info(), "copy_gbs": copy_gbs, "copy_probes": copy_probes, "decoding_kernels": kernels,
         "settings": {"presets": args.presets, "new_tokens": args.new_tokens, "slow_new_tokens": args.slow_new_tokens,
                      "prompt_len": PROMPT_LEN, "repeats": args.repeats, "device": args.device, "greedy": True,
                      "dtypes": args.dtypes, "threads": torch.get_num_threads()},

@@ -95,7 +95,7 @@ def few_rows_kernel(dtype: torch.dtype, threads: int, rows: int) -> str:
         kernels["split"] = lambda: split_product(x, weight, threads)
     best = dict.fromkeys(kernels, float("inf"))
     with torch.no_grad():
-        for round_ in range(4):  # interleaved, so all see the same neighbours' load; round 0 warms up
+        for round_ in range(6):  # interleaved, so all see the same neighbours' load; round 0 warms up
             for name, kernel in kernels.items():
                 start = time.perf_counter()
                 kernel()
