@@ -43,6 +43,7 @@ from gptkit.model import preset  # noqa: E402
 from gptkit.model.linear import PROBE_ROWS, few_rows_kernel  # noqa: E402
 
 PROMPT_LEN = 16
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def prompts_for(vocab: int, batch: int, seed: int = 0) -> list[list[int]]:
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, dtype_name in ((n, d) for n in args.presets.split(",") for d in args.dtypes.split(",")):
         torch.manual_seed(0)
         config = preset(name)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+        dtype = DTYPES[dtype_name]
         model = GPT(config).eval()
         hf_model = None
         if hf_classes is not None and config.block_order == "post_ln":
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     kernels = {}
     if args.device == "cpu":  # which kernel this host's decoding steps used (measured during the runs)
         threads = torch.get_num_threads()
-        kernels = {f"{d} {label}": few_rows_kernel({"fp32": torch.float32, "bf16": torch.bfloat16}[d], threads, rows)
+        kernels = {f"{d} {label}": few_rows_kernel(DTYPES[d], threads, rows)
                    for d in args.dtypes.split(",") for label, rows in (("1 row", 1), ("2-16 rows", PROBE_ROWS))}
         print("decoding-step kernels measured on this host (model/linear.py): "
               + ", ".join(f"{k}: {v}" for k, v in kernels.items()))

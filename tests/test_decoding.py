@@ -103,10 +103,14 @@ def test_few_rows_go_through_the_kernel_measured_fastest(monkeypatch):
                 w = torch.randn(out_features, 32, generator=g).to(dtype)
                 b = torch.randn(out_features, generator=g).to(dtype)
                 expected = F.linear(x, w, b)
-                with torch.no_grad(), _Ops() as ops:  # the default path: this host's measured choice
-                    linear(x, w, b)
-                chosen = kernels.few_rows_kernel(dtype, torch.get_num_threads(), 1 if rows == 1 else 8)
-                assert _kernel_ops(ops.seen) == ({chosen} - {"linear"})
+                for threads in (1, 2):  # the default path, on one thread and on torch's usual two
+                    torch.set_num_threads(threads)  # (the one_thread fixture restores the count)
+                    with torch.no_grad(), _Ops() as ops:
+                        y = linear(x, w, b)
+                    chosen = kernels.few_rows_kernel(dtype, threads, 1 if rows == 1 else 8)
+                    assert _kernel_ops(ops.seen) == ({chosen} - {"linear"})  # this host's measured choice
+                    torch.testing.assert_close(y.float(), expected.float(), **tol)
+                torch.set_num_threads(1)
                 for kernel in ("linear", "mv", "split") if rows == 1 else ("linear", "split"):  # every branch
                     monkeypatch.setattr(kernels, "few_rows_kernel", lambda d, t, r, kernel=kernel: kernel)
                     with torch.no_grad(), _Ops() as ops:

@@ -82,7 +82,7 @@ def few_rows_kernel(dtype: torch.dtype, threads: int, rows: int) -> str:
     weights at 20.6 GB/s for one row by `torch.mv` against 13.1 by `F.linear`; an AMD EPYC
     (AVX512-BF16, no AMX) bf16 at 16.5 GB/s by `F.linear` against 11.4 by `torch.mv`, and fp32 at
     22-27 GB/s by `split_product` against 15-16 by `F.linear` or `torch.mv`, whose fp32 kernels use one
-    core there (for 2 to 16 rows: 14-24 GB/s split against 7-14). The probe's matrix (64 MiB) is larger
+    core there (for 2 to 16 rows: 11-24 GB/s split against 7-14). The probe's matrix (64 MiB) is larger
     than a CPU's last-level cache, as the model's weights are together.
     """
     in_features = 1024
