@@ -248,11 +248,25 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from gptkit.model import preset, training_flops_per_token
+    from gptkit.training.precision import BF16_MATMUL_FLOOR, bf16_matmul_speed
+
+    # A CPU without bf16 units emulates bf16 (AVX2 only: 0.17x fp32 at the model's products, ~1 GFLOP/s
+    # on the ceiling's 3072^3 square, a minute per product): its bf16 rows and ceiling are left out.
+    ceiling_dtypes = ["fp32", "bf16"]
+    speed = bf16_matmul_speed()
+    if speed < BF16_MATMUL_FLOOR:
+        print(f"bf16 left out: this CPU runs a bf16 matmul at {speed:.2f}x its fp32 rate (no bf16 units; "
+              "torch emulates bf16)", file=sys.stderr)
+        dtypes = [d for d in dtypes if d != "bf16"]
+        ceiling_dtypes = ["fp32"]
+
+    def measure_ceilings() -> dict[str, float]:
+        return {d: common.matmul_ceiling(torch.float32 if d == "fp32" else torch.bfloat16) for d in ceiling_dtypes}
 
     print(f"measuring matmul ceilings ({torch.get_num_threads()} threads)...", file=sys.stderr)
     # Measured before and after the runs; the higher of the two is the ceiling (on a shared machine
     # the lower one mostly measures the neighbours).
-    probes = [{"fp32": common.matmul_ceiling(torch.float32), "bf16": common.matmul_ceiling(torch.bfloat16)}]
+    probes = [measure_ceilings()]
     copy_gbs = common.copy_bandwidth()
 
     plan = []
@@ -308,18 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         if hf32 is not None and "error" not in r:
             r["vs_hf_fp32"] = r["tokens_per_s"] / hf32["tokens_per_s"]
 
-    probes.append({"fp32": common.matmul_ceiling(torch.float32), "bf16": common.matmul_ceiling(torch.bfloat16)})
-    ceilings = {d: max(p[d] for p in probes) for d in ("fp32", "bf16")}
+    probes.append(measure_ceilings())
+    ceilings = {d: max(p[d] for p in probes) for d in ceiling_dtypes}
     for r in rows:
         if "gflops" in r:
             r["mfu"] = r["gflops"] / ceilings[r["dtype"]]
 
     print(f"host: {common.machine_info()['cpu']} ({os.cpu_count()} cores, torch {torch.__version__})")
-    print(f"ceilings: fp32 matmul {ceilings['fp32']:.0f} GFLOP/s, bf16 matmul {ceilings['bf16']:.0f} GFLOP/s, "
+    print("ceilings: " + ", ".join(f"{d} matmul {ceilings[d]:.0f} GFLOP/s" for d in ceiling_dtypes) + ", "
           f"copy {copy_gbs:.1f} GB/s ({torch.get_num_threads()} threads); "
           f"dropout {'off' if args.no_dropout else 'on (0.1, as the paper)'}")
     print("ceiling probes (before, after): " + ", ".join(
-        f"{d} {probes[0][d]:.0f} / {probes[1][d]:.0f}" for d in ("fp32", "bf16")) + " GFLOP/s; MFU uses the higher")
+        f"{d} {probes[0][d]:.0f} / {probes[1][d]:.0f}" for d in ceiling_dtypes) + " GFLOP/s; MFU uses the higher")
     print(common.format_table(rows, COLUMNS))
     for r in rows:
         if "error" in r:
@@ -327,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     out = common.write_results(
         "train",
         {"argv": sys.argv[1:], "machine": common.machine_info(), "ceilings_gflops": ceilings, "ceiling_probes": probes,
+         "bf16_matmul_speed": speed,
          "copy_gbs": copy_gbs, "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "LD_PRELOAD"))},
          "rows": rows},
         args.out,

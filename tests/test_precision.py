@@ -15,6 +15,9 @@ from gptkit.errors import GptkitError
 from gptkit.model import GPT, preset
 from gptkit.training import TrainConfig, build_optimizer, constant, lm_objective, train
 from gptkit.training import precision as P
+from gptkit.training.perf import measure_matmul_flops
+
+REAL_BF16_MATMUL_SPEED = P.bf16_matmul_speed
 
 
 def tiny_gpt(seed=0):
@@ -89,12 +92,56 @@ def test_bf16_casts_each_weight_once_per_forward():
 def fake_parts(fb32: float, fb16: float, opt: float, calls: list | None = None):
     """Stands in for the timed probe: CPU seconds of forward+backward in each precision, and the optimizer."""
 
-    def parts(config, rows, seq_len, threads):
+    def parts(config, rows, seq_len, threads, with_bf16=True):
         if calls is not None:
-            calls.append((config, rows, seq_len))
-        return fb32, fb16, opt
+            calls.append((config, rows, seq_len) if with_bf16 else (config, rows, seq_len, "fp32 only"))
+        return fb32, fb16 if with_bf16 else None, opt
 
     return parts
+
+
+@pytest.fixture(autouse=True)
+def bf16_units(monkeypatch):
+    """These tests decide on faked step times as a CPU with bf16 units would (bf16 matmuls 2x fp32),
+    whatever this host's own units are; the test of emulated bf16 sets its own speed."""
+    monkeypatch.setattr(P, "bf16_matmul_speed", lambda: 2.0)
+
+
+def test_a_cpu_that_emulates_bf16_gets_fp32_without_timing_a_bf16_step(monkeypatch):
+    config = tiny_gpt().config
+    calls: list = []
+    monkeypatch.setattr(P, "_timed_parts", fake_parts(1.0, 0.1, 0.0, calls))  # bf16 would look 10x faster
+    monkeypatch.setattr(P, "bf16_matmul_speed", lambda: 0.03)  # an AVX2-only CPU's measured rate
+    choice = P.choose_precision("auto", "cpu", config, (2, 16))
+    assert choice.precision == "fp32" and "emulates" in choice.reason and "0.03x" in choice.reason
+    assert calls == [(config, 2, 16, "fp32 only")]  # the fp32 step is still timed: a run's cost estimate
+    assert choice.measured["step_cpu_seconds"] == {"fp32": 1.0} and "ratio" not in choice.measured
+    monkeypatch.setattr(P, "bf16_matmul_speed", lambda: P.BF16_MATMUL_FLOOR)  # at the floor: timed
+    assert P.choose_precision("auto", "cpu", config, (2, 16)).precision == "bf16"
+
+
+def test_the_matmul_probes_are_real_and_cheap():
+    """bf16_matmul_speed measures (no fixture here: the real function, kept aside before it is
+    replaced); a product slower than the whole time budget is timed once after the warm-up."""
+    from torch.overrides import TorchFunctionMode
+
+    threads = torch.get_num_threads()
+    speed = REAL_BF16_MATMUL_SPEED.__wrapped__()  # timed on one thread, the run's count restored
+    assert speed > 0 and math.isfinite(speed) and torch.get_num_threads() == threads
+
+    class CountMatmuls(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            calls.append(func)
+            return func(*args, **(kwargs or {}))
+
+    calls: list = []
+    with CountMatmuls():
+        assert measure_matmul_flops("cpu", torch.float32, size=32, seconds=0.0) > 0
+    assert sum(getattr(f, "__name__", "") in ("__matmul__", "matmul") for f in calls) == 2  # warm-up, one timed
+    calls.clear()
+    with CountMatmuls():
+        measure_matmul_flops("cpu", torch.float32, size=32, seconds=0.2)
+    assert sum(getattr(f, "__name__", "") in ("__matmul__", "matmul") for f in calls) > 10  # best of many in 0.2 s
 
 
 def test_auto_takes_bf16_only_when_its_measured_step_beats_the_margin(monkeypatch):
@@ -174,6 +221,27 @@ def test_demo_and_pretrain_decide_with_the_same_function(monkeypatch, tmp_path):
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert calls[1][0].n_embd == saved["n_embd"]
     assert probe_host("fp32", config, 3)["reason"] == "set by the profile" and len(calls) == 2
+
+
+def test_the_demo_estimates_its_pre_training_time_from_the_timed_step(monkeypatch, caplog):
+    from gptkit.demo import host as H
+
+    monkeypatch.setattr("gptkit.training.perf.measure_matmul_flops", lambda device, dtype: 1e9)
+    monkeypatch.setattr(P, "_timed_parts", fake_parts(1.0, 0.5, 0.0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    config = tiny_gpt().config
+    with caplog.at_level("INFO", logger="gptkit.demo.host"):
+        out = H.probe_host("auto", config, 3, steps=1000)  # bf16 chosen: 0.5 s of CPU per step on 2 threads
+    assert out["pretrain_estimate_seconds"] == 250.0 and "about 4 min for 1,000 steps" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    caplog.clear()
+    monkeypatch.setattr(P, "bf16_matmul_speed", lambda: 0.1)  # emulated: fp32, 1 s per step
+    with caplog.at_level("INFO", logger="gptkit.demo.host"):
+        out = H.probe_host("auto", config, 3, steps=1500)
+    assert out["precision"] == "fp32" and out["pretrain_estimate_seconds"] == 750.0
+    assert [r.levelname for r in caplog.records if "estimate" in r.getMessage()] == ["WARNING"]
+    assert "well over 15 minutes" in caplog.text and "--quick" in caplog.text
+    assert "pretrain_estimate_seconds" not in H.probe_host("fp32", config, 3, steps=1000)  # nothing timed
 
 
 def test_fine_tuning_batches_tell_the_probe_their_padded_shape():

@@ -4,6 +4,12 @@ the printed header) and the precision every training stage uses.
 `precision: auto` is decided by the training loop's own decider (`training.precision.choose_precision`,
 the one `--precision auto` of pretrain and finetune uses): a few timed training steps of the demo's
 model at its pre-training batch, in CPU time. The ceilings alone do not decide it (see there).
+
+The same timed step gives an estimate of the pre-training stage's wall time, printed before it starts,
+with a warning where it alone would exceed `SLOW_PRETRAIN_SECONDS`: the default profile is sized for
+about 5-6 minutes of pre-training on 2 cores with bf16 units (AMX, AVX512-BF16), and a CPU without
+them (AVX2 only: fp32, at half the fp32 rate of a Zen 4 core) takes several times as long. A user on
+such a machine learns it in the first minute, not after the fifteenth.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ import torch
 
 log = logging.getLogger(__name__)
 
+SLOW_PRETRAIN_SECONDS = 600.0
+"""A pre-training estimate above this (10 minutes) is printed as a warning: the demo will take well
+over the 15 minutes its default profile is sized for."""
 
-def probe_host(precision: str, config, batch: int) -> dict[str, Any]:  # noqa: ANN001 (GPTConfig)
-    """The device (a CUDA GPU when there is one, else the CPU), its ceilings in GFLOP/s and the
-    precision to use (`precision` unless it is 'auto')."""
+
+def probe_host(precision: str, config, batch: int, steps: int = 0) -> dict[str, Any]:  # noqa: ANN001 (GPTConfig)
+    """The device (a CUDA GPU when there is one, else the CPU), its ceilings in GFLOP/s, the
+    precision to use (`precision` unless it is 'auto') and, where a step was timed, the estimated
+    wall seconds of `steps` pre-training steps."""
     from ..training.perf import measure_matmul_flops
     from ..training.precision import choose_precision
 
@@ -39,4 +50,15 @@ def probe_host(precision: str, config, batch: int) -> dict[str, Any]:  # noqa: A
     if choice.measured is not None:
         out.update(choice.measured)
     log.info("precision: %s (%s)", out["precision"], out["reason"])
+    step_cpu = out.get("step_cpu_seconds", {}).get(out["precision"])
+    if step_cpu is not None and steps:
+        estimate = steps * step_cpu / out["threads"]  # CPU seconds over the threads: wall time when they all work
+        out["pretrain_estimate_seconds"] = round(estimate, 3)
+        said = (f"pre-training estimate: about {estimate / 60:.0f} min for {steps:,} steps "
+                f"({step_cpu:.2f} s of CPU time per step measured, {out['threads']} threads)")
+        if estimate > SLOW_PRETRAIN_SECONDS:
+            log.warning("%s: this machine is slower than the profile was sized for, and the demo will take "
+                        "well over 15 minutes (`gptkit demo --quick` runs the same pipeline smaller)", said)
+        else:
+            log.info("%s", said)
     return out

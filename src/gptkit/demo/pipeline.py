@@ -185,7 +185,7 @@ class Demo:
 
         s = self.settings
         config = GPTConfig(vocab_size=s.vocab_size, **s.model)
-        return probe_host(s.precision, config, s.pretrain_batch)
+        return probe_host(s.precision, config, s.pretrain_batch, s.pretrain_steps)
 
     def stage_data(self) -> dict[str, Any]:
         s = self.settings

@@ -30,17 +30,21 @@ def measure_matmul_flops(device: str | torch.device = "cpu", dtype: torch.dtype 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    a @ b  # warm-up: first call pays for kernel selection
+    a @ b  # warm-up: first call pays for kernel selection (oneDNN compiles its AMX kernels here)
     sync()
+    # On a CPU, products timed one at a time until the budget is spent, at least one: a dtype the CPU
+    # emulates (bf16 without bf16 units, about 1 GFLOP/s at 1024^3) takes seconds per product, and
+    # rounds of several would take half a minute to show what one product shows. A GPU's product takes
+    # microseconds, so it is timed in rounds of 4 between synchronisations.
+    per_round = 4 if device.type == "cuda" else 1
     best = 0.0
     deadline = time.perf_counter() + seconds
     while True:
         start = time.perf_counter()
-        for _ in range(4):
+        for _ in range(per_round):
             a @ b
         sync()
-        elapsed = time.perf_counter() - start
-        best = max(best, 4 * 2 * size**3 / elapsed)
+        best = max(best, per_round * 2 * size**3 / (time.perf_counter() - start))
         if time.perf_counter() > deadline:
             break
     log.debug("matmul probe: %.1f GFLOP/s (%s, %s, %d^3)", best / 1e9, device, dtype, size)

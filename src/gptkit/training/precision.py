@@ -15,8 +15,13 @@ log-softmax and sums in fp32.
 `auto` (the default) picks bf16 on CUDA devices that support it, and on a CPU when it measures so:
 `choose_precision` times the step that will run, on a fresh copy of the model's shape (the model's
 own LM loss, forward and backward under this module's `MixedPrecision`, then the fused AdamW step) in
-both precisions, and takes bf16 when an fp32 step costs at least `BF16_MARGIN` times as much. The
-matmul ceilings alone do not decide it: on CPUs with bf16 units (AMX Xeons: ~6x fp32; Zen 4 with
+both precisions, and takes bf16 when an fp32 step costs at least `BF16_MARGIN` times as much. On a
+CPU without bf16 units torch emulates bf16 matmuls far slower than fp32 ones (measured on an AMD EPYC
+with AVX2 only, no AVX-512: 17 GFLOP/s bf16 against 100 fp32 for the demo's products, a bf16 step
+16x the CPU time of fp32), so a small matmul of each dtype is timed first (`bf16_matmul_speed`, about
+0.2 s) and where bf16 runs at under `BF16_MATMUL_FLOOR` of fp32's rate only the fp32 step is timed:
+timing the bf16 one there cost the demo half a minute to learn what the matmul showed at once. The
+matmul ceilings alone do not otherwise decide it: on CPUs with bf16 units (AMX Xeons: ~6x fp32; Zen 4 with
 AVX512-BF16: ~2x) a large matmul gains several times, but at small widths the casts and the memory-bound
 rest of a step can eat the gain. Steps are timed in CPU time of this process (all its threads), not
 wall time: on a machine busy with other programs the wall time of a step says more about the others
@@ -52,6 +57,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MARGIN = 1.1
 """`auto` takes bf16 only when an fp32 training step costs at least this many times the CPU time of a
 bf16 one: a smaller gain is within the noise of a shared machine and not worth bf16's rounding."""
+BF16_MATMUL_FLOOR = 0.5
+"""Where a small bf16 matmul runs at under this fraction of the fp32 rate, bf16 steps are not timed:
+the CPU emulates bf16 (0.03x on an AVX2-only AMD EPYC, measured by `bf16_matmul_speed`) and no saving
+elsewhere in a step makes up for it.
+CPUs with bf16 units run it faster than fp32 (AMX ~6x, AVX512-BF16 ~2x), far above the floor."""
 PROBE_FLOPS = 2.5e10
 """Training FLOPs of one timed probe step at most (the demo's model, 11 of its 32 rows: ~0.2 s of CPU
 on 2 cores); a larger batch is timed on fewer rows and scaled."""
@@ -64,8 +74,10 @@ class PrecisionChoice:
     reason: str
     """Why, in words (printed at the start of a run)."""
     measured: dict[str, Any] | None = None
-    """What the CPU probe measured, when it ran: `step_cpu_seconds` in each precision, their `ratio`
-    (bf16 / fp32), the micro-batch timed (`probe_rows` x `probe_seq_len`) and whether it was `scaled`."""
+    """What the CPU probe measured, when it ran: `bf16_matmul_speed` (bf16's small-matmul rate over
+    fp32's), `step_cpu_seconds` in each precision timed (fp32 only where bf16 is emulated), their
+    `ratio` (bf16 / fp32, when both were timed), the micro-batch timed (`probe_rows` x
+    `probe_seq_len`) and whether it was `scaled`."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,8 @@ class StepCosts:
     """CPU seconds (all threads of this process) of one training update, as `measure_step_costs` times it."""
 
     fp32: float
-    bf16: float
+    bf16: float | None
+    """None when bf16 was not timed (a CPU that emulates it: `BF16_MATMUL_FLOOR`)."""
     rows: int
     seq_len: int
     """The micro-batch timed (fewer rows than the run's when the run's is over PROBE_FLOPS)."""
@@ -82,13 +95,42 @@ class StepCosts:
 
     @property
     def ratio(self) -> float:
-        """bf16's cost as a fraction of fp32's."""
-        return self.bf16 / self.fp32 if self.fp32 > 0 else float("inf")
+        """bf16's cost as a fraction of fp32's (infinite when bf16 was not timed)."""
+        return self.bf16 / self.fp32 if self.bf16 is not None and self.fp32 > 0 else float("inf")
 
 
 def bf16_pays(costs: StepCosts) -> bool:
     """The decision itself: an fp32 update costs at least BF16_MARGIN times a bf16 one."""
-    return costs.fp32 >= BF16_MARGIN * costs.bf16
+    return costs.bf16 is not None and costs.fp32 >= BF16_MARGIN * costs.bf16
+
+
+@functools.cache
+def bf16_matmul_speed(size: int = 256, rounds: int = 5) -> float:
+    """bf16's matmul rate over fp32's on this CPU: the least CPU time of a `size`^3 product in each
+    dtype over `rounds` alternating timings after a warm-up, on one thread (about 0.2 s on an emulating
+    CPU, a few ms elsewhere; cached for the process). Whether a core has bf16 units is a property of
+    the core, and one thread keeps the timing clear of the other programs of a busy machine: with two
+    threads, a product of a millisecond waits for whichever thread the neighbours have descheduled
+    (measured, wall time: fp32 from 17 to 166 GFLOP/s; CPU time: a verdict of 0.49x where the quiet
+    ratio is 0.02x). Draws nothing from the global random stream."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
+    pairs = {dtype: (a.to(dtype), b.to(dtype)) for dtype in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(pairs, float("inf"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for round_ in range(rounds + 1):  # round 0 warms up (kernel selection)
+            for dtype, (x, y) in pairs.items():
+                start = time.process_time()
+                x @ y
+                if round_:
+                    best[dtype] = min(best[dtype], time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    speed = best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+    log.debug("bf16 matmul speed: %.3fx fp32 (%d^3, one thread)", speed, size)
+    return speed
 
 
 def probe_shape(config: GPTConfig, rows: int, seq_len: int) -> tuple[int, int]:
@@ -99,26 +141,28 @@ def probe_shape(config: GPTConfig, rows: int, seq_len: int) -> tuple[int, int]:
     return max(1, min(rows, int(PROBE_FLOPS // per_row))), seq_len
 
 
-def measure_step_costs(config: GPTConfig, rows: int, seq_len: int, accum: int = 1) -> StepCosts:
+def measure_step_costs(config: GPTConfig, rows: int, seq_len: int, accum: int = 1,
+                       with_bf16: bool = True) -> StepCosts:
     """Time one update of a fresh model of `config` on a (rows, seq_len) micro-batch with `accum`
-    accumulation, in fp32 and in bf16 (cached: see the module docstring)."""
+    accumulation, in fp32 and (`with_bf16`) in bf16 (cached: see the module docstring)."""
     prows, pseq = probe_shape(config, rows, seq_len)
-    fb32, fb16, opt = _timed_parts(config, prows, pseq, torch.get_num_threads())
+    fb32, fb16, opt = _timed_parts(config, prows, pseq, torch.get_num_threads(), with_bf16)
     scale = accum * rows * seq_len / (prows * pseq)
-    return StepCosts(fb32 * scale + opt, fb16 * scale + opt, prows, pseq, scaled=scale != 1)
+    return StepCosts(fb32 * scale + opt, None if fb16 is None else fb16 * scale + opt, prows, pseq, scaled=scale != 1)
 
 
 @functools.cache
-def _timed_parts(config: GPTConfig, rows: int, seq_len: int, threads: int, rounds: int = 2) -> tuple[float, float, float]:
-    """(fp32 forward+backward, bf16 forward+backward, optimizer step): the least CPU seconds of each
-    over `rounds` alternating timings, after one untimed step in each precision (kernel selection,
-    the allocator's first blocks)."""
+def _timed_parts(config: GPTConfig, rows: int, seq_len: int, threads: int, with_bf16: bool = True,
+                 rounds: int = 2) -> tuple[float, float | None, float]:
+    """(fp32 forward+backward, bf16 forward+backward or None without `with_bf16`, optimizer step): the
+    least CPU seconds of each over `rounds` alternating timings, after one untimed step in each
+    precision (kernel selection, the allocator's first blocks)."""
     with torch.random.fork_rng(devices=[]):  # the run's random stream is untouched: resume exactness
         torch.manual_seed(0)
         model = GPT(config.replace(n_ctx=max(config.n_ctx, seq_len))).train()
         ids = torch.randint(0, config.vocab_size, (rows, seq_len + 1))
         optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01)
-        policies = [MixedPrecision(model, p, "cpu") for p in ("fp32", "bf16")]
+        policies = [MixedPrecision(model, p, "cpu") for p in (("fp32", "bf16") if with_bf16 else ("fp32",))]
         best = [float("inf")] * 3
 
         def step(policy: MixedPrecision) -> tuple[float, float]:
@@ -137,7 +181,7 @@ def _timed_parts(config: GPTConfig, rows: int, seq_len: int, threads: int, round
             for i, policy in enumerate(policies):
                 fb, opt = step(policy)
                 best[i], best[2] = min(best[i], fb), min(best[2], opt)
-    return best[0], best[1], best[2]
+    return best[0], best[1] if with_bf16 else None, best[2]
 
 
 def choose_precision(requested: str, device: torch.device | str, config: GPTConfig | None = None,
@@ -158,16 +202,24 @@ def choose_precision(requested: str, device: torch.device | str, config: GPTConf
     if config is None:
         return PrecisionChoice("fp32", "no GPT in the module to time a step of")
     rows, seq_len = shape or (1, config.n_ctx)
-    costs = measure_step_costs(config, rows, seq_len, accum)
+    speed = bf16_matmul_speed()
+    emulated = speed < BF16_MATMUL_FLOOR
+    costs = measure_step_costs(config, rows, seq_len, accum, with_bf16=not emulated)
     verdict = "bf16" if bf16_pays(costs) else "fp32"
     timed = f"{costs.rows} x {costs.seq_len} tokens" + (f", scaled to {rows} x {seq_len}" if costs.scaled else "")
     if accum > 1:
         timed += f" x{accum} accumulation"
-    reason = (f"a training step of this model took {costs.ratio:.2f}x the CPU time in bf16 as in fp32 "
-              f"({timed}; bf16 needs at most {1 / BF16_MARGIN:.2f}x)")
-    measured = {"step_cpu_seconds": {"fp32": round(costs.fp32, 4), "bf16": round(costs.bf16, 4)},
-                "ratio": round(costs.ratio, 3), "probe_rows": costs.rows, "probe_seq_len": costs.seq_len,
-                "scaled": costs.scaled}
+    if emulated:
+        reason = (f"this CPU runs a bf16 matmul at {speed:.2f}x its fp32 rate (no bf16 units: torch emulates "
+                  f"bf16), under the {BF16_MATMUL_FLOOR:.2f}x at which a bf16 step is worth timing")
+    else:
+        reason = (f"a training step of this model took {costs.ratio:.2f}x the CPU time in bf16 as in fp32 "
+                  f"({timed}; bf16 needs at most {1 / BF16_MARGIN:.2f}x)")
+    measured = {"bf16_matmul_speed": round(speed, 3),
+                "step_cpu_seconds": {"fp32": round(costs.fp32, 4)} | ({} if emulated else {"bf16": round(costs.bf16, 4)}),
+                "probe_rows": costs.rows, "probe_seq_len": costs.seq_len, "scaled": costs.scaled}
+    if not emulated:
+        measured["ratio"] = round(costs.ratio, 3)
     return PrecisionChoice(verdict, reason, measured)
 
 
