@@ -77,7 +77,9 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     torch has it). transformers' model gets exactly the same step, loss and optimizer, so the ratio
     compares the models."""
     from gptkit.training import build_optimizer
+    from gptkit.training.allocator import keep_freed_memory
 
+    keep_freed_memory()  # the training loop's malloc settings (a no-op under --allocators glibc/jemalloc/tcmalloc)
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     impl, preset_name, dtype_name = spec["impl"], spec["preset"], spec["dtype"]
@@ -148,7 +150,8 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 ALLOCATORS = {
-    "default": None,
+    "default": None,  # glibc with the training loop's settings (training/allocator.py): what a gptkit run gets
+    "glibc": None,  # glibc untouched (GPTKIT_MALLOC=default)
     "jemalloc": "libjemalloc.so.2",
     "tcmalloc": "libtcmalloc_minimal.so.4",
 }
@@ -167,10 +170,12 @@ def allocator_path(name: str) -> str | None:
                      f"{'libjemalloc2' if name == 'jemalloc' else 'libtcmalloc-minimal4'})")
 
 
-def run_in_subprocess(spec: dict[str, Any], timeout: float, preload: str | None,
+def run_in_subprocess(spec: dict[str, Any], timeout: float, allocator: str, preload: str | None,
                       show_stderr: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "GPTKIT_MALLOC"}
+    if allocator == "glibc":
+        env["GPTKIT_MALLOC"] = "default"
     if preload:
         env["LD_PRELOAD"] = preload
     try:
@@ -216,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="print torch.profiler's per-op breakdown of one step of each configuration (stderr)")
     p.add_argument("--allocators", default="default",
-                   help="comma-separated malloc for the workers: default (glibc), jemalloc, tcmalloc (LD_PRELOAD)")
+                   help="comma-separated malloc for the workers: default (glibc with the training loop's "
+                        "settings, training/allocator.py), glibc (untouched), jemalloc, tcmalloc (LD_PRELOAD)")
     p.add_argument("--no-dropout", action="store_true",
                    help="dropout 0 in both models (shows the cost of attention dropout, which rules out fused SDPA)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the workers (default: torch's)")
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                         "threads": args.threads, "profile": args.profile}
                 print(f"  [{round_ + 1}/{args.rounds}] {name} {impl} {dtype} {'compiled' if compiled else 'eager'} "
                       f"{alloc}...", file=sys.stderr)
-                r = run_in_subprocess(spec, args.timeout, preloads[alloc], show_stderr=args.profile)
+                r = run_in_subprocess(spec, args.timeout, alloc, preloads[alloc], show_stderr=args.profile)
                 r.update(mode="compiled" if compiled else "eager", allocator=alloc)
                 key = (name, dtype, alloc, impl, compiled)
                 prev = best.get(key)

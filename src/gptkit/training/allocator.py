@@ -8,10 +8,15 @@ demo's 6 x 256 model (bf16, one thread, 2-core Xeon): 60,000-79,000 page faults 
 system time per step by default, 17,000 and 24-33 ms with the settings below, i.e. about 10% of the
 step's CPU time (docs/performance.md).
 
-The settings: blocks up to glibc's largest mmap threshold (32 MiB) come from the heap, and the heap
-is never trimmed. The process keeps the memory of its largest step until it exits, which a training
-process would re-use anyway; its peak is unchanged. Set GPTKIT_MALLOC=default to leave glibc as it
-is. Under another allocator (LD_PRELOAD of tcmalloc or jemalloc) or another C library, nothing is
+The settings: every block comes from the heap (no block is given its own mapping, whatever its
+size), and the heap is never trimmed. Raising the mmap threshold alone stops at glibc's cap of 32 MiB,
+which leaves out the vocabulary-sized buffers of a GPT-1-sized model (its 40,478 x 768 head weight's
+bf16 copy and gradients, 62-124 MB, the loss's chunk of logits, 67 MB): with the threshold alone a
+GPT-1-shaped step still took 62,000-115,000 page faults; with no mappings, none once the heap has
+grown (2 threads, 4 x 512 tokens, quiet Xeon: fp32 5.09-5.27 -> 4.84-4.89 s per step, bf16 1.97-2.15
+-> 1.92-1.94 s; peak RSS unchanged, docs/performance.md). The process keeps the memory of its largest
+step until it exits, which a training process would re-use anyway. Set GPTKIT_MALLOC=default to leave
+glibc as it is. Under another allocator (LD_PRELOAD of tcmalloc or jemalloc) or another C library, nothing is
 changed.
 """
 
@@ -25,9 +30,10 @@ import platform
 
 log = logging.getLogger(__name__)
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc <malloc.h>
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's cap on 64-bit (HEAP_MAX_SIZE / 2)
 NEVER_TRIM = 2**31 - 1  # mallopt takes an int
+NO_MAPPINGS = 0  # M_MMAP_MAX: how many blocks may have their own mapping
 
 _done: bool | None = None
 
@@ -53,7 +59,10 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return _done
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # mallopt returns 1 on success; setting either also turns off glibc's dynamic thresholds.
-    _done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1 and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1
+    # mallopt returns 1 on success; setting the thresholds also turns off glibc's dynamic ones. A block
+    # too large for a thread's own arena is then served by the main heap (glibc retries there), and if
+    # the main heap cannot grow, glibc still maps memory for it as a last resort.
+    _done = (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1 and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1
+             and mallopt(M_MMAP_MAX, NO_MAPPINGS) == 1)
     log.debug("glibc malloc: freed blocks kept for re-use (%s)", "on" if _done else "refused")
     return _done
