@@ -254,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from gptkit.model import preset, training_flops_per_token
-    from gptkit.training.precision import BF16_MATMUL_FLOOR, bf16_matmul_speed
+    from gptkit.training.precision import bf16_matmul_speed, cpu_emulates_bf16
 
     # A CPU without bf16 units emulates bf16 (AVX2 only: 0.17x fp32 at the model's products, ~1 GFLOP/s
     # on the ceiling's 3072^3 square, a minute per product): its bf16 rows and ceiling are left out.
     ceiling_dtypes = ["fp32", "bf16"]
     speed = bf16_matmul_speed()
-    if speed < BF16_MATMUL_FLOOR:
+    if cpu_emulates_bf16():
         print(f"bf16 left out: this CPU runs a bf16 matmul at {speed:.2f}x its fp32 rate (no bf16 units; "
               "torch emulates bf16)", file=sys.stderr)
         dtypes = [d for d in dtypes if d != "bf16"]

@@ -91,9 +91,11 @@ def test_demo_end_to_end_then_resume(demo_run, capsys, caplog):
     assert results["pretrain"]["val_ppl"] > 1 and results["pretrain"]["steps"] == 6
     host = results["host"]
     assert host["precision"] in ("fp32", "bf16") and host["requested_precision"] == "auto"
-    assert host["fp32_gflops"] > 0 and host["bf16_gflops"] > 0 and host["bf16_matmul_speed"] > 0
-    # both precisions timed, except on a CPU that emulates bf16 (AVX2 only), where only fp32 is
+    assert host["fp32_gflops"] > 0 and host["bf16_matmul_speed"] > 0
+    # both precisions timed (and both ceilings measured), except on a CPU that emulates bf16 (AVX2
+    # only), where only fp32 is and the header says why
     emulated = host["bf16_matmul_speed"] < 0.5
+    assert host["bf16_gflops"] is None if emulated else host["bf16_gflops"] > 0
     assert set(host["step_cpu_seconds"]) == ({"fp32"} if emulated else {"fp32", "bf16"})
     assert host["pretrain_estimate_seconds"] > 0
     assert results["pretrain"]["precision"] == host["precision"]  # the probe's choice is what trained

@@ -120,6 +120,21 @@ def test_a_cpu_that_emulates_bf16_gets_fp32_without_timing_a_bf16_step(monkeypat
     assert P.choose_precision("auto", "cpu", config, (2, 16)).precision == "bf16"
 
 
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_run_with_a_warning(monkeypatch, caplog):
+    """--precision bf16 is obeyed everywhere, but on a CPU without bf16 units the run says what it
+    costs; on one with them (the fixture's 2x) nothing is said."""
+    with caplog.at_level("WARNING", logger="gptkit.training.precision"):
+        _, _, seen, _ = _run("bf16", steps=1)
+    assert seen["fc"] == {torch.bfloat16} and not caplog.records
+    monkeypatch.setattr(P, "bf16_matmul_speed", lambda: 0.03)  # an AVX2-only CPU's measured rate
+    assert P.cpu_emulates_bf16() and P.emulated_bf16_warning("meta") is None  # not a CPU: not said
+    with caplog.at_level("WARNING", logger="gptkit.training.precision"):
+        _, _, seen, _ = _run("bf16", steps=1)
+    assert seen["fc"] == {torch.bfloat16}  # still bf16, as asked
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "without bf16 units" in caplog.text and "0.03x" in caplog.text and "slower than fp32" in caplog.text
+
+
 def test_the_matmul_probes_are_real_and_cheap():
     """bf16_matmul_speed measures (no fixture here: the real function, kept aside before it is
     replaced); a product slower than the whole time budget is timed once after the warm-up."""
@@ -234,11 +249,16 @@ def test_the_demo_estimates_its_pre_training_time_from_the_timed_step(monkeypatc
         out = H.probe_host("auto", config, 3, steps=1000)  # bf16 chosen: 0.5 s of CPU per step on 2 threads
     assert out["pretrain_estimate_seconds"] == 250.0 and "about 4 min for 1,000 steps" in caplog.text
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert out["bf16_gflops"] == 1.0 and out["bf16_matmul_speed"] == 2.0
     caplog.clear()
     monkeypatch.setattr(P, "bf16_matmul_speed", lambda: 0.1)  # emulated: fp32, 1 s per step
     with caplog.at_level("INFO", logger="gptkit.demo.host"):
         out = H.probe_host("auto", config, 3, steps=1500)
     assert out["precision"] == "fp32" and out["pretrain_estimate_seconds"] == 750.0
+    # its bf16 ceiling is not measured (seconds per product there); the header says why
+    from gptkit.demo.report import _bf16_ceiling
+
+    assert out["bf16_gflops"] is None and _bf16_ceiling(out) == "bf16 emulated (0.10x fp32's rate: no bf16 units)"
     assert [r.levelname for r in caplog.records if "estimate" in r.getMessage()] == ["WARNING"]
     assert "well over 15 minutes" in caplog.text and "--quick" in caplog.text
     assert "pretrain_estimate_seconds" not in H.probe_host("fp32", config, 3, steps=1000)  # nothing timed

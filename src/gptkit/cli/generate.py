@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -68,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dtype == "bf16":
         import torch
 
+        from ..training.precision import emulated_bf16_warning
+
+        warning = emulated_bf16_warning(next(bundle.model.parameters()).device)
+        if warning:
+            log.warning("%s", warning)
         bundle.model.to(torch.bfloat16)
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens,

@@ -31,17 +31,24 @@ def probe_host(precision: str, config, batch: int, steps: int = 0) -> dict[str, 
     precision to use (`precision` unless it is 'auto') and, where a step was timed, the estimated
     wall seconds of `steps` pre-training steps."""
     from ..training.perf import measure_matmul_flops
-    from ..training.precision import choose_precision
+    from ..training.precision import bf16_matmul_speed, choose_precision, cpu_emulates_bf16
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # On a CPU that emulates bf16 its large-matmul ceiling is not measured: one product takes seconds
+    # there (about 5 s at the probe's size on an AVX2-only AMD EPYC) to confirm what the small matmul
+    # of `bf16_matmul_speed` already showed; the header says "emulated" instead (demo/report.py).
+    emulated = device == "cpu" and cpu_emulates_bf16()
     out: dict[str, Any] = {
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "fp32_gflops": round(measure_matmul_flops(device, torch.float32) / 1e9, 1),
-        "bf16_gflops": round(measure_matmul_flops(device, torch.bfloat16) / 1e9, 1),
+        "bf16_gflops": None if emulated else round(measure_matmul_flops(device, torch.bfloat16) / 1e9, 1),
         "requested_precision": precision,
     }
+    if device == "cpu":
+        out["bf16_matmul_speed"] = round(bf16_matmul_speed(), 3)
+
     if precision != "auto":
         out["precision"], out["reason"] = precision, "set by the profile"
         return out

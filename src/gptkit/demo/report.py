@@ -199,6 +199,13 @@ def _pretraining_text(docs: dict[str, int], data: dict[str, Any], settings: dict
     return " + ".join(parts)
 
 
+def _bf16_ceiling(host: dict[str, Any]) -> str:
+    """The header's bf16 ceiling: measured, or why not (a CPU that emulates bf16: demo/host.py)."""
+    if host.get("bf16_gflops") is None:
+        return f"bf16 emulated ({host.get('bf16_matmul_speed', 0):.2f}x fp32's rate: no bf16 units)"
+    return f"{host['bf16_gflops']:,.0f} GFLOP/s bf16"
+
+
 def format_table(results: dict[str, Any]) -> str:
     pre, data, corpus = results["pretrain"], results["data"], results["corpus"]
     cfg = pre["config"]
@@ -208,7 +215,7 @@ def format_table(results: dict[str, Any]) -> str:
     order = cfg.get("block_order", "post_ln")
     lines = [
         f"gptkit demo ({results['profile']} profile), {_fmt_seconds(results['total_seconds'])} on {results['machine']}",
-        f"host: {host.get('device_name', 'cpu')}, matmul ceilings {host['fp32_gflops']:,.0f} GFLOP/s fp32, {host['bf16_gflops']:,.0f} GFLOP/s bf16 "
+        f"host: {host.get('device_name', 'cpu')}, matmul ceilings {host['fp32_gflops']:,.0f} GFLOP/s fp32, {_bf16_ceiling(host)} "
         f"({host['threads']} threads); precision {host['precision']} ({host['reason']})",
         f"model: GPT ({order.replace('_', '-').replace('ln', 'LN')} blocks"
         + (" (GPT-2's order; GPT-1's post-LN trained worse at this budget, see docs/demo.md)" if order == "pre_ln" else "")

@@ -133,6 +133,22 @@ def bf16_matmul_speed(size: int = 256, rounds: int = 5) -> float:
     return speed
 
 
+def cpu_emulates_bf16() -> bool:
+    """True on a CPU without bf16 units, where torch emulates bf16 matmuls at a small fraction of the
+    fp32 rate (`bf16_matmul_speed` under `BF16_MATMUL_FLOOR`). The one test of it: the precision
+    choice, the warning below, the demo's host probe and the training benchmark all ask here."""
+    return bf16_matmul_speed() < BF16_MATMUL_FLOOR
+
+
+def emulated_bf16_warning(device: torch.device | str) -> str | None:
+    """What a run in bf16 tells its user on a CPU that emulates bf16 (asked for, or resumed from a
+    checkpoint made on another machine); None where bf16 has units or the device is not a CPU."""
+    if torch.device(device).type != "cpu" or not cpu_emulates_bf16():
+        return None
+    return (f"bf16 on a CPU without bf16 units (a bf16 matmul runs at {bf16_matmul_speed():.2f}x its fp32 rate "
+            "here: torch emulates it): expect it many times slower than fp32")
+
+
 def probe_shape(config: GPTConfig, rows: int, seq_len: int) -> tuple[int, int]:
     """The (rows, seq_len) to time: the run's micro-batch, cut to PROBE_FLOPS by rows, down to one row
     (at the gpt1 shape one 512-token row is ~4e11 FLOPs, a few seconds: a small price at the start of
@@ -202,8 +218,7 @@ def choose_precision(requested: str, device: torch.device | str, config: GPTConf
     if config is None:
         return PrecisionChoice("fp32", "no GPT in the module to time a step of")
     rows, seq_len = shape or (1, config.n_ctx)
-    speed = bf16_matmul_speed()
-    emulated = speed < BF16_MATMUL_FLOOR
+    speed, emulated = bf16_matmul_speed(), cpu_emulates_bf16()
     costs = measure_step_costs(config, rows, seq_len, accum, with_bf16=not emulated)
     verdict = "bf16" if bf16_pays(costs) else "fp32"
     timed = f"{costs.rows} x {costs.seq_len} tokens" + (f", scaled to {rows} x {seq_len}" if costs.scaled else "")
@@ -312,4 +327,7 @@ def precision_for_run(config, module: nn.Module, saved: str | None = None,  # no
         # every rank probes its own CPU; they must agree, and fp32 is the safe side of a split verdict
         choice = PrecisionChoice("fp32", choice.reason if choice.precision == "fp32" else "another rank measured fp32")
     log.info("precision: %s (%s%s)", choice.precision, "auto: " if config.precision == "auto" else "", choice.reason)
+    warning = emulated_bf16_warning(device) if choice.precision == "bf16" else None
+    if warning:
+        log.warning("%s", warning)
     return config.replace(precision=choice.precision), MixedPrecision(module, choice.precision, device)
