@@ -34,7 +34,8 @@ def test_unwritten_cache_slots_are_never_read():
         torch.testing.assert_close(logits, full[:, 7 + i], rtol=1e-4, atol=1e-5)
 
 
-def test_generate_in_bf16_weights(tmp_path, capsys, caplog):
+def test_generate_in_bf16_weights(tmp_path, capsys, caplog, monkeypatch):
+    from gptkit.training import precision
     from gptkit.training.precision import cpu_emulates_bf16
 
     model_dir = make_model_dir(tmp_path / "tiny")
@@ -46,6 +47,13 @@ def test_generate_in_bf16_weights(tmp_path, capsys, caplog):
     bf16 = json.loads(capsys.readouterr().out)["samples"][0]
     # a CPU without bf16 units is told what bf16 costs it; one with them is not
     assert ("bf16 on a CPU without bf16 units" in caplog.text) == cpu_emulates_bf16()
+    caplog.clear()
+    monkeypatch.setattr(precision, "bf16_matmul_speed", lambda: 0.03)  # as an AVX2-only CPU measures
+    with caplog.at_level("WARNING", logger="gptkit.cli.generate"):
+        assert main(args + ["--dtype", "bf16"]) == 0
+    capsys.readouterr()
+    assert "bf16 on a CPU without bf16 units (a bf16 matmul runs at 0.03x" in caplog.text
+    monkeypatch.undo()
     assert bf16["ids"] and bf16["logprobs"] != fp32["logprobs"]  # it really ran in bf16
     n = next((i for i, (a, b) in enumerate(zip(fp32["ids"], bf16["ids"])) if a != b), len(bf16["ids"]))
     assert n >= 1 and bf16["logprobs"][:n] == pytest.approx(fp32["logprobs"][:n], abs=0.1)
