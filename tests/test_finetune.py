@@ -115,8 +115,8 @@ def test_tiny_model_learns_synthetic_task(case, tmp_path, tok_dir):
 
 @pytest.fixture(scope="module")
 def pretrained_dir(tmp_path_factory, tok_dir):
-    """A stand-in for a pre-trained model: random tiny GPT whose vocabulary lacks the task tokens'
-    rows (so fine-tuning has to grow the embedding), saved with its tokenizer."""
+    """A stand-in for a pre-trained model: random tiny GPT whose vocabulary lacks the tokenizer's last
+    3 ids (so fine-tuning has to grow the embedding), saved with its tokenizer."""
     d = tmp_path_factory.mktemp("pre")
     tok = GPTTokenizer.load(tok_dir)
     torch.manual_seed(0)
@@ -208,7 +208,9 @@ def test_transfer_layers_and_lm_coef_zero(tmp_path, pretrained_dir):
     torch.testing.assert_close(post.transformer.blocks[0].attn.qkv.weight, pre.transformer.blocks[0].attn.qkv.weight)
     torch.testing.assert_close(post.transformer.pos_emb.weight, pre.transformer.pos_emb.weight)
     n = pre.config.vocab_size
-    torch.testing.assert_close(post.transformer.tok_emb.weight[:n], pre.transformer.tok_emb.weight)
+    tok = GPTTokenizer.load(pretrained_dir / "model")
+    kept = [i for i in range(n) if i not in (tok.start_id, tok.delim_id, tok.extract_id)]  # those are drawn afresh
+    torch.testing.assert_close(post.transformer.tok_emb.weight[kept], pre.transformer.tok_emb.weight[kept])
     assert not torch.allclose(post.transformer.blocks[1].attn.qkv.weight, pre.transformer.blocks[1].attn.qkv.weight)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "lm_loss" not in lines[0] and "task_loss" in lines[0]
@@ -236,3 +238,38 @@ def test_resume_from_an_earlier_checkpoint_is_exact(tmp_path, tok_dir):
     ha = load_file(tmp_path / "a" / "checkpoints" / "step_000008" / "head.safetensors")
     hb = load_file(tmp_path / "b" / "checkpoints" / "step_000008" / "head.safetensors")
     assert all(torch.equal(ha[k], hb[k]) for k in ha)
+
+
+def test_task_tokens_get_fresh_rows_from_a_language_model(tmp_path, tok_dir):
+    """The vocabulary a gptkit tokenizer trains already holds start/delimiter/extract, but the LM never
+    read them: fine-tuning draws their rows afresh (the paper's new embeddings), leaves every other row
+    as pre-trained, keeps them with fresh_task_tokens off, and keeps a fine-tuned init's rows."""
+    tok = GPTTokenizer.load(tok_dir)
+    torch.manual_seed(0)
+    gpt = GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=24))
+    task_ids = [tok.start_id, tok.delim_id, tok.extract_id]
+    with torch.no_grad():  # what pre-training leaves them: one shared direction, larger than a word's row
+        gpt.transformer.tok_emb.weight[task_ids] = 0.05
+    save_pretrained(gpt, tmp_path / "lm")
+    tok.save(tmp_path / "lm")
+    pre = gpt.transformer.tok_emb.weight.detach().clone()
+    others = [i for i in range(tok.vocab_size) if i not in task_ids]
+    train = write_jsonl(tmp_path / "t.jsonl", entailment_rows(random.Random(3), 16))
+
+    def rows_after(out, init, **kw):
+        summary = finetune(FinetuneConfig(task="entailment", train=train, out=tmp_path / out, init=init,
+                                          max_steps=1, lr=1e-12, progress=False, **kw))
+        return summary, load_pretrained(tmp_path / out / "best").transformer.tok_emb.weight.detach()
+
+    summary, fresh = rows_after("fresh", tmp_path / "lm")
+    assert summary["fresh_task_tokens"] == task_ids
+    torch.testing.assert_close(fresh[others], pre[others])
+    assert not torch.allclose(fresh[task_ids], pre[task_ids])
+    assert 0.01 < fresh[task_ids].std().item() < 0.04 and not torch.allclose(fresh[task_ids[0]], fresh[task_ids[2]])
+    summary, kept = rows_after("kept", tmp_path / "lm", fresh_task_tokens=False)
+    assert "fresh_task_tokens" not in summary
+    torch.testing.assert_close(kept, pre)
+    # A fine-tuned directory as init (it has task.json): its task rows were learned and stay.
+    summary, again = rows_after("again", tmp_path / "fresh" / "best")
+    assert "fresh_task_tokens" not in summary
+    torch.testing.assert_close(again, fresh)

@@ -12,7 +12,7 @@ from .options import add_options, build
 
 # FinetuneConfig's fields with a flag (their defaults, checks and help are declared there).
 FIELDS = ("task", "glue", "train", "val", "test", "out", "init", "no_pretrain", "preset", "tokenizer", "regression",
-          "label_base", "lm_coef", "transfer_layers", "epochs", "max_steps", "batch_size", "group_by_length", "lr", "warmup",
+          "label_base", "lm_coef", "fresh_task_tokens", "transfer_layers", "epochs", "max_steps", "batch_size", "group_by_length", "lr", "warmup",
           "weight_decay", "grad_clip", "clf_pdrop", "max_len", "metric", "evals_per_epoch", "log_every", "seed",
           "device", "precision", "parallel", "threads")
 

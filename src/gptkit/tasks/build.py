@@ -1,5 +1,5 @@
 """The trunk a fine-tuning run starts from: pre-trained weights (all, or the first N blocks), or
-random weights of a given shape; the tokenizer; the embedding grown for new task tokens."""
+random weights of a given shape; the tokenizer; fresh embedding rows for the task tokens."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ..model import preset as make_preset
 from ..options import OptionError
 from ..training.checkpoint import MODEL_DIR
 from .config import FinetuneConfig
+from .model import TASK_FILE
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def build_trunk(cfg: FinetuneConfig) -> tuple[GPT, Any, dict[str, Any]]:
         # no vocabulary check: a model smaller than the tokenizer gets rows for the new task tokens
         gpt, tok = load_model_and_tokenizer(init_dir, cfg.tokenizer, check=False)
         origin["init"] = str(init_dir)
+        if cfg.fresh_task_tokens and not (init_dir / TASK_FILE).exists():
+            origin["fresh_task_tokens"] = redraw_task_token_rows(gpt, tok, cfg.seed)
         if cfg.transfer_layers is not None:
             reinit_blocks(gpt, cfg.transfer_layers)
             origin["transfer_layers"] = cfg.transfer_layers
@@ -70,6 +73,31 @@ def build_trunk(cfg: FinetuneConfig) -> tuple[GPT, Any, dict[str, Any]]:
         gpt.resize_token_embeddings(tok.vocab_size)
     gpt.train()
     return gpt, tok, origin
+
+
+def redraw_task_token_rows(gpt: GPT, tok: Any, seed: int) -> list[int]:
+    """Give the task tokens (start, delimiter, extract) that a language model's vocabulary already
+    holds fresh N(0, initializer_range) rows, as the paper's new embeddings; returns their ids.
+
+    A tokenizer gptkit trains reserves these ids before pre-training, but the shards never contain them
+    (data/prepare.py encodes text with specials disallowed), so the LM never read them as inputs. Their
+    rows still moved: with the head tied to the embedding, every step's softmax pushes the logits of
+    tokens that never occur down, which drags all unused rows toward one shared direction (measured on
+    the demo's LMs: the start, delimiter and extract rows at cosine 0.87-0.94 with the mean row and
+    0.85 with each other, 1.2-1.4x a typical word's norm). Fine-tuning would start with the three
+    nearly one vector. A task model's rows (init is a fine-tuned directory) were learned: the caller
+    keeps them."""
+    ids = [i for i in (tok.start_id, tok.delim_id, tok.extract_id) if i < gpt.config.vocab_size]
+    weight = gpt.transformer.tok_emb.weight
+    # Its own generator: the head and the dropout masks drawn next see the same global stream as before.
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        fresh = torch.randn(len(ids), gpt.config.n_embd, generator=generator) * gpt.config.initializer_range
+        weight[ids] = fresh.to(weight)
+    if ids:
+        log.info("task tokens %s: fresh N(0, %g) embedding rows (the language model never read them as inputs)",
+                 ", ".join(map(str, ids)), gpt.config.initializer_range)
+    return ids
 
 
 def reinit_blocks(gpt: GPT, keep: int) -> None:

@@ -51,6 +51,10 @@ class FinetuneConfig:
     label_base: int = option(0, help="multiple choice: index of the first candidate in the label column "
                                      "(Story Cloze: 1)", check=integer)
     lm_coef: float = option(0.5, help="weight of the auxiliary LM loss (0 = 'w/o aux LM')", check=non_negative_real)
+    fresh_task_tokens: bool = option(True, help="give the task tokens (start, delimiter, extract) fresh N(0, 0.02) "
+                                                "embedding rows, as the paper's new embeddings, when init is a "
+                                                "language model (it never read them; a fine-tuned init keeps its "
+                                                "rows)", check=boolean)
     transfer_layers: int | None = option(None, help="keep embeddings + the first N pre-trained blocks, "
                                                     "re-initialise the rest (Figure 2)",
                                          check=optional(non_negative_int))
