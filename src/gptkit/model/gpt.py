@@ -7,6 +7,7 @@ embedding (P(u) = softmax(h W_e^T), SPEC section 1); task heads live in `heads.p
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -183,14 +184,22 @@ class GPT(nn.Module):
         with torch.no_grad():
             keep = min(new_size, old.num_embeddings)
             new.weight[:keep] = old.weight[:keep]
-            if new_size > keep:
-                fresh = torch.randn(
-                    new_size - keep, self.config.n_embd, generator=generator, dtype=torch.float32
-                ) * self.config.initializer_range
-                new.weight[keep:] = fresh.to(new.weight)
         self.transformer.tok_emb = new
         self.config = self.config.replace(vocab_size=new_size)
         self.transformer.config = self.config
+        self.redraw_token_rows(range(keep, new_size), generator=generator)
+
+    def redraw_token_rows(self, ids: Sequence[int], *, generator: torch.Generator | None = None) -> None:
+        """Give the token embedding's rows `ids` fresh N(0, initializer_range) draws, the paper's
+        initialisation of a new token (drawn in fp32 whatever the weight's dtype, so a bf16 model gets
+        the same values rounded)."""
+        ids = list(ids)
+        if not ids:
+            return
+        weight = self.transformer.tok_emb.weight
+        with torch.no_grad():
+            fresh = torch.randn(len(ids), self.config.n_embd, generator=generator, dtype=torch.float32)
+            weight[ids] = (fresh * self.config.initializer_range).to(weight)
 
     # --- accounting ---------------------------------------------------------------------------
 

@@ -88,12 +88,8 @@ def redraw_task_token_rows(gpt: GPT, tok: Any, seed: int) -> list[int]:
     nearly one vector. A task model's rows (init is a fine-tuned directory) were learned: the caller
     keeps them."""
     ids = [i for i in (tok.start_id, tok.delim_id, tok.extract_id) if i < gpt.config.vocab_size]
-    weight = gpt.transformer.tok_emb.weight
     # Its own generator: the head and the dropout masks drawn next see the same global stream as before.
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        fresh = torch.randn(len(ids), gpt.config.n_embd, generator=generator) * gpt.config.initializer_range
-        weight[ids] = fresh.to(weight)
+    gpt.redraw_token_rows(ids, generator=torch.Generator().manual_seed(seed))
     if ids:
         log.info("task tokens %s: fresh N(0, %g) embedding rows (the language model never read them as inputs)",
                  ", ".join(map(str, ids)), gpt.config.initializer_range)
