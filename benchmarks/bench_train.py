@@ -11,6 +11,7 @@ high-water mark) belongs to that configuration alone.
     python benchmarks/bench_train.py                      # small + gpt1, fp32 + bf16, eager
     python benchmarks/bench_train.py --quick              # small only, 2 timed steps
     python benchmarks/bench_train.py --presets gpt1 --compile --steps 3
+    python benchmarks/bench_train.py --device cuda --presets gpt1   # a GPU (scripts/gpu-check.sh)
 
 MFU = (tokens/s x training FLOPs per token) / matmul ceiling of the same dtype, with FLOPs per token
 from `gptkit.model.training_flops_per_token` (6 N + 12 L C T).
@@ -83,12 +84,14 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     impl, preset_name, dtype_name = spec["impl"], spec["preset"], spec["dtype"]
+    device = torch.device(spec.get("device", "cpu"))
     model, config = build(impl, preset_name, spec.get("dropout", True))
+    model.to(device)
     optimizer = build_optimizer(model, lr=2.5e-4, weight_decay=0.01)
     params = [p for p in model.parameters() if p.requires_grad]
     B, T, V = spec.get("batch") or BATCH[preset_name], config.n_ctx, config.vocab_size
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, V, (B, T + 1), generator=g)
+    ids = torch.randint(0, V, (B, T + 1), generator=g).to(device)
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
     forward = torch.compile(model) if spec["compile"] else model
     if impl == "gptkit":
@@ -96,7 +99,7 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         # forward (training/precision.py), the chunked head loss (model/loss.py), no B x T x V logits.
         from gptkit.training.precision import MixedPrecision
 
-        policy = MixedPrecision(model, dtype_name, "cpu")
+        policy = MixedPrecision(model, dtype_name, device)
 
         def forward_loss() -> torch.Tensor:
             with policy.forward():
@@ -106,12 +109,12 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
         autocast_dtype = DTYPES[dtype_name]
 
         def forward_loss() -> torch.Tensor:
-            with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
                 out = forward(x)
                 logits = out if impl == "gptkit-legacy" else out.logits
                 return F.cross_entropy(logits.float().view(-1, V), y.view(-1))
 
-    def step() -> float:
+    def step() -> float:  # loss.item() waits for the device, so a timed step is complete on CUDA too
         loss = forward_loss()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -122,9 +125,13 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("profile"):
         step()
         step()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
             step()
-        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=40)
         print(f"--- profile of one step: {impl} {preset_name} {dtype_name} ---\n{table}", file=sys.stderr)
     t0 = time.perf_counter()
     first_loss = step()  # warm-up: allocator, oneDNN primitives, compilation
@@ -132,8 +139,10 @@ def run_config(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(spec.get("warmup", 1) - 1):
         step()
     best, median = common.time_best(step, spec["steps"])
+    device_peak = {"peak_device_mib": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
     return {
         **spec,
+        **device_peak,
         "batch": B,
         "seq_len": T,
         "first_loss": first_loss,
@@ -205,6 +214,7 @@ COLUMNS = [
     ("vs_hf_fp32", "vs HF fp32", ".2f"),
     ("peak_rss_mib", "peak RSS MiB", ".0f"),
 ]
+DEVICE_COLUMNS = [("peak_device_mib", "peak GPU MiB", ".0f")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-dropout", action="store_true",
                    help="dropout 0 in both models (shows the cost of attention dropout, which rules out fused SDPA)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the workers (default: torch's)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda[:N]: where the models train and the matmul ceilings are measured")
     p.add_argument("--rounds", type=int, default=1,
                    help="run the whole set of configurations this many times, keeping each one's best: on a "
                         "shared machine this spreads the neighbours' load over every configuration")
@@ -252,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     preloads = {a: allocator_path(a) for a in allocators}
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        p.error(f"--device: expected cpu or cuda[:N], got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch.cuda.is_available() is False (no GPU or a CPU build of torch)")
 
     from gptkit.model import preset, training_flops_per_token
     from gptkit.training.precision import bf16_matmul_speed, cpu_emulates_bf16
@@ -260,16 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     # on the ceiling's 3072^3 square, a minute per product): its bf16 rows and ceiling are left out.
     ceiling_dtypes = ["fp32", "bf16"]
     speed = bf16_matmul_speed()
-    if cpu_emulates_bf16():
+    if device.type == "cpu" and cpu_emulates_bf16():
         print(f"bf16 left out: this CPU runs a bf16 matmul at {speed:.2f}x its fp32 rate (no bf16 units; "
               "torch emulates bf16)", file=sys.stderr)
         dtypes = [d for d in dtypes if d != "bf16"]
         ceiling_dtypes = ["fp32"]
 
     def measure_ceilings() -> dict[str, float]:
-        return {d: common.matmul_ceiling(torch.float32 if d == "fp32" else torch.bfloat16) for d in ceiling_dtypes}
+        return {d: common.matmul_ceiling(torch.float32 if d == "fp32" else torch.bfloat16, device=str(device))
+                for d in ceiling_dtypes}
 
-    print(f"measuring matmul ceilings ({torch.get_num_threads()} threads)...", file=sys.stderr)
+    where = str(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"measuring matmul ceilings ({where})...", file=sys.stderr)
     # Measured before and after the runs; the higher of the two is the ceiling (on a shared machine
     # the lower one mostly measures the neighbours).
     probes = [measure_ceilings()]
@@ -290,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, dtype, alloc, impl, compiled in group:
                 spec = {"impl": impl, "preset": name, "dtype": dtype, "compile": compiled, "steps": steps,
                         "warmup": args.warmup, "batch": args.batch, "dropout": not args.no_dropout,
-                        "threads": args.threads, "profile": args.profile}
+                        "threads": args.threads, "profile": args.profile, "device": args.device}
                 print(f"  [{round_ + 1}/{args.rounds}] {name} {impl} {dtype} {'compiled' if compiled else 'eager'} "
                       f"{alloc}...", file=sys.stderr)
                 r = run_in_subprocess(spec, args.timeout, alloc, preloads[alloc], show_stderr=args.profile)
@@ -334,19 +356,21 @@ def main(argv: list[str] | None = None) -> int:
         if "gflops" in r:
             r["mfu"] = r["gflops"] / ceilings[r["dtype"]]
 
-    print(f"host: {common.machine_info()['cpu']} ({os.cpu_count()} cores, torch {torch.__version__})")
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"host: {common.machine_info()['cpu']} ({os.cpu_count()} cores{gpu}, torch {torch.__version__})")
     print("ceilings: " + ", ".join(f"{d} matmul {ceilings[d]:.0f} GFLOP/s" for d in ceiling_dtypes) + ", "
           f"copy {copy_gbs:.1f} GB/s ({torch.get_num_threads()} threads); "
           f"dropout {'off' if args.no_dropout else 'on (0.1, as the paper)'}")
     print("ceiling probes (before, after): " + ", ".join(
         f"{d} {probes[0][d]:.0f} / {probes[1][d]:.0f}" for d in ceiling_dtypes) + " GFLOP/s; MFU uses the higher")
-    print(common.format_table(rows, COLUMNS))
+    print(common.format_table(rows, COLUMNS + (DEVICE_COLUMNS if device.type == "cuda" else [])))
     for r in rows:
         if "error" in r:
             print(f"{r['preset']} {r['impl']} {r['dtype']} {r['mode']}: {r['error']}")
     out = common.write_results(
         "train",
-        {"argv": sys.argv[1:], "machine": common.machine_info(), "ceilings_gflops": ceilings, "ceiling_probes": probes,
+        {"argv": sys.argv[1:], "machine": common.machine_info(), "device": str(device),
+         "ceilings_gflops": ceilings, "ceiling_probes": probes,
          "bf16_matmul_speed": speed,
          "copy_gbs": copy_gbs, "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "LD_PRELOAD"))},
          "rows": rows},

@@ -41,12 +41,7 @@ tests_rc=$?
 
 echo "gpu-check: [2/3] training benchmark (gpt1)"
 train_json="$results/gpu-train-$stamp.json"
-if "$PYTHON" benchmarks/bench_train.py --help 2>/dev/null | grep -q -- '--device'; then
-  timeout 150 "$PYTHON" benchmarks/bench_train.py --device cuda --presets gpt1 --out "$train_json" || failed=1
-else
-  echo "gpu-check: benchmarks/bench_train.py has no --device option in this checkout: training benchmark skipped"
-  failed=1
-fi
+timeout 150 "$PYTHON" benchmarks/bench_train.py --device cuda --presets gpt1 --out "$train_json" || failed=1
 
 echo "gpu-check: [3/3] generation benchmark (gpt1)"
 generate_json="$results/gpu-generate-$stamp.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,18 @@ def test_summary_reports_mfu_against_the_bf16_peak() -> None:
     assert "error: out of memory" in text and "512.0 tokens/s" in text
     failed = "\n".join(gpu_summary.summarize(1, None, None, "x", 1e12, "measured"))
     assert "FAILED (pytest exit 1)" in failed and "train benchmark: no results" in failed
+
+
+def test_every_benchmark_flag_gpu_check_passes_exists() -> None:
+    """The script's benchmark command lines use only options the benchmarks have: it passed
+    `bench_train.py --device cuda` while bench_train had no --device, so on a GPU its training
+    benchmark could never run and the check could never exit 0."""
+    script = (ROOT / "scripts" / "gpu-check.sh").read_text(encoding="utf-8").replace("\\\n", " ")
+    calls = re.findall(r"benchmarks/(bench_\w+\.py)([^\n|]*)", script)
+    calls = [(name, set(re.findall(r"(?<!\S)(--[a-z][a-z-]*)", rest))) for name, rest in calls]
+    assert {name for name, _ in calls} >= {"bench_train.py", "bench_generate.py"}
+    for name, flags in calls:
+        help_text = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--help"], capture_output=True,
+                                   text=True, timeout=120, check=True).stdout
+        missing = sorted(f for f in flags if f not in help_text)
+        assert not missing, f"scripts/gpu-check.sh passes {missing} to benchmarks/{name}, which has no such option"

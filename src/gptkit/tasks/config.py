@@ -71,7 +71,7 @@ class FinetuneConfig:
     max_len: int | None = option(None, help="token budget per sequence (default: the model's n_ctx)",
                                  check=optional(positive_int))
     metric: str | None = option(None, help="validation metric that picks the best checkpoint (accuracy; pearson "
-                                           "for regression; also f1, matthews, spearman, loss)")
+                                           "for regression; also f1, matthews, spearman, mse, loss)")
     evals_per_epoch: int = option(1, help="validation runs per epoch", check=positive_int)
     log_every: int | None = option(None, help="metrics line every N updates (default: every evaluation, at most 50)",
                                    check=optional(positive_int))
