@@ -266,6 +266,96 @@ def test_token_pieces_join_to_the_text():
     assert "".join(token_pieces(byte_decode, ids, context=list(b"xy"))) == "aé€"
 
 
+class NaiveTextStream:
+    """The reference for TextStream: every step decodes the whole row (after the prompt context),
+    emits what extends the shown text and holds back a possible stop string's start and a trailing
+    replacement character. Quadratic, and obviously what the text should be."""
+
+    def __init__(self, decode, stops=(), context=()):
+        self.stops, self.ids, self.shown, self.stopped = StopStrings(stops), [], "", False
+        self.context = list(context)[-TextStream.CONTEXT_TOKENS:]
+        self.context_text, self.raw = (decode(self.context) if self.context else ""), decode
+
+    def decode(self, ids):
+        full = self.raw(self.context + ids)
+        return full[len(self.context_text):] if full.startswith(self.context_text) else self.raw(ids)
+
+    def advance(self, visible):
+        delta = visible[len(self.shown):] if len(visible) > len(self.shown) else ""
+        self.shown = visible if delta else self.shown
+        return delta
+
+    def push(self, token):
+        if self.stopped:
+            return "", True
+        self.ids.append(token)
+        full = self.decode(self.ids)
+        cut = self.stops.find(full)
+        if cut is not None:
+            self.stopped = True
+            return self.advance(full[:cut]), True
+        safe = self.stops.safe_length(full)
+        while safe > 0 and full[safe - 1] == "\ufffd":
+            safe -= 1
+        return self.advance(full[:safe]), False
+
+    @property
+    def text(self):
+        full = self.decode(self.ids)
+        cut = self.stops.find(full)
+        return full if cut is None else full[:cut]
+
+
+def _decoders():
+    from gptkit.tokenizer import train_from_texts
+
+    texts = ["the cat sat on the mat. the dog sat on the log, a bird sang!", "héllo wörld, café crème — naïve 日本語"] * 20
+    gpt1 = train_from_texts(texts, vocab_size=300, style="gpt1")
+    bytelevel = train_from_texts(texts, vocab_size=300, style="bytelevel")
+    return {"bytes": (byte_decode, 256), "gpt1": (gpt1.decode, gpt1.vocab_size),
+            "bytelevel": (bytelevel.decode, bytelevel.vocab_size)}
+
+
+@pytest.mark.parametrize("name", ["bytes", "gpt1", "bytelevel"])
+def test_text_stream_equals_decoding_the_whole_row_every_step(name):
+    """Past many commits (rows of 600 tokens, commits every 16 past 64), with stop strings short and
+    long and with a prompt context, every delta, the stop, the text and the held-back tail are what
+    decoding the whole row at every step gives."""
+    decode, vocab = _decoders()[name]
+    g = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        ids = torch.randint(5, vocab, (600,), generator=g).tolist()
+        probe = NaiveTextStream(decode).decode(ids)
+        # a stop string the row really holds late (without U+FFFD: a partial character's stand-in is
+        # not text the row keeps), and one it never holds, longer than many tokens' text
+        k = 2 + trial % 5
+        late = next((probe[i:i + k] for i in range(400, len(probe) - k) if "\ufffd" not in probe[i:i + k]), "the")
+        stops = [] if trial % 3 == 0 else [late, "zq\u00e9" * trial]
+        context = [] if trial % 2 else torch.randint(5, vocab, (6,), generator=g).tolist()
+        fast, slow = TextStream(decode, stops, context), NaiveTextStream(decode, stops, context)
+        for i, token in enumerate(ids):
+            assert fast.push(token) == slow.push(token), (name, trial, i)
+        assert fast.text == slow.text and fast.emitted == slow.shown
+        assert fast.finish() == slow.advance(slow.text)
+        assert "".join(token_pieces(decode, ids, context)) == NaiveTextStream(decode, (), context).decode(ids)
+
+
+def test_text_stream_work_per_token_is_bounded():
+    """Each token decodes a bounded tail, not the whole row: 4,000 tokens decode well under what
+    re-decoding the row every step (8 million ids) would."""
+    decoded = []
+
+    def counting_decode(ids):
+        decoded.append(len(ids))
+        return byte_decode(ids)
+
+    stream = TextStream(counting_decode, stops=["\n\n"])
+    for i in range(4000):
+        stream.push(97 + i % 26)
+    assert sum(decoded) < 100 * 4000
+    assert stream.text == "".join(chr(97 + i % 26) for i in range(4000))
+
+
 def test_inference_mode_does_not_leak_into_the_caller():
     seen = [torch.is_inference_mode_enabled() for _ in stream_generate(lively_model(), [[1, 2]], GenerationConfig(max_new_tokens=3))]
     assert seen and not any(seen)
@@ -278,3 +368,23 @@ def test_training_mode_is_restored():
     model.eval()
     generate(model, [[1]], GenerationConfig(max_new_tokens=2))
     assert not model.training
+
+
+def test_a_tiny_temperature_acts_greedy_instead_of_overflowing():
+    """logits / 1e-40 overflows fp32: the softmax was NaN and argmax returned token 0 whatever the
+    logits said (the server answered an empty completion)."""
+    logits = torch.tensor([[1.0, 3.0, 2.0, -1.0], [-5.0, -7.0, -2.0, -9.0]])
+    for t in (1e-40, 1e-300, 5e-324):
+        assert choose_tokens(logits, temperature=t).tolist() == [1, 2]
+        assert choose_tokens(logits, temperature=t, top_k=3, top_p=0.9).tolist() == [1, 2]
+    g = torch.Generator().manual_seed(0)  # an ordinary temperature still samples (not silently greedy)
+    drawn = {choose_tokens(torch.zeros(1, 4), temperature=1.0, generator=g).item() for _ in range(50)}
+    assert len(drawn) > 1
+
+
+def test_an_extreme_repetition_penalty_keeps_logits_finite():
+    logits = torch.tensor([[1.0, 3.0, 2.0, -1.0]])
+    encouraged = apply_repetition_penalty(logits, [[0, 3]], 1e-300)  # < 1 favours seen tokens
+    assert torch.isfinite(encouraged).all() and choose_tokens(encouraged, temperature=0.7).item() == 0
+    punished = apply_repetition_penalty(logits, [[1, 3]], 1e300)
+    assert torch.isfinite(punished).all() and choose_tokens(punished, temperature=0.0).item() == 2

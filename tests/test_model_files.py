@@ -84,6 +84,8 @@ def test_pickle_payload_is_refused_and_never_runs(model_dir, tmp_path):
         pickle.dump({"transformer.tokens_embed.weight": Payload(str(marker))}, f)
     message = one_line_error(model_dir, "refused to load")
     assert "pytorch_model.bin" in message
+    assert "nsupported" in message  # what the unpickler blocked
+    assert "weights_only" not in message  # never torch's advice to retry unsafely
     assert not marker.exists()
 
 

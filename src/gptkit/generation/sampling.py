@@ -22,7 +22,11 @@ def apply_repetition_penalty(logits: torch.Tensor, history: list[list[int]], pen
             continue
         index = torch.tensor(sorted(set(ids)), device=logits.device)
         seen = logits[b, index]
-        logits[b, index] = torch.where(seen > 0, seen / penalty, seen * penalty)
+        penalised = torch.where(seen > 0, seen / penalty, seen * penalty)
+        # A tiny or huge penalty overflows to +-inf, and an inf logit turns the softmax into NaN:
+        # the largest finite value keeps the token the most (or least) likely instead.
+        limit = torch.finfo(penalised.dtype).max
+        logits[b, index] = penalised.clamp(-limit, limit)
     return logits
 
 
@@ -69,7 +73,14 @@ def choose_tokens(
     logits = logits.float()
     if temperature == 0.0 or top_k == 1:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    scaled = logits / temperature
+    if not torch.isfinite(scaled.amax(dim=-1)).all():
+        # A tiny temperature overflowed fp32 (inf / inf is NaN in the softmax, whose argmax is token
+        # 0): divide the distance to the row's top logit instead (softmax does not move with a
+        # shift), so the top token keeps its place and temperature -> 0 tends to greedy, as it should.
+        # A temperature under fp32's smallest value is 0 to torch: the top tokens' 0 / 0 is then 0.
+        scaled = torch.nan_to_num((logits - logits.amax(dim=-1, keepdim=True)) / temperature, nan=0.0)
+    logits = scaled
     if top_k is not None:
         logits = filter_top_k(logits, top_k)
     if top_p is not None:

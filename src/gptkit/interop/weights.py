@@ -7,6 +7,7 @@ refuses any pickle that would construct something other than tensors and plain c
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -32,14 +33,24 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise GptkitError(f"{path}: not a valid safetensors file ({_one_line(e)}); it may be truncated or corrupt") from None
 
 
+def _blocked_part(error: Exception) -> str:
+    """What torch's weights-only unpickler refused (e.g. 'unsupported GLOBAL posix.system'), without
+    its advice to retry with weights_only=False, which is the one thing a loader of untrusted files
+    must not suggest."""
+    found = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+|Unsupported operand \S+)",
+                      str(error))
+    return found.group(1) if found else "torch's weights-only unpickler blocked it"
+
+
 def load_torch_bin(path: Path) -> dict[str, torch.Tensor]:
     """A legacy PyTorch pickle of tensors, read with weights_only=True so no code can run."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise GptkitError(
-            f"{path}: refused to load: the pickle holds more than tensors (weights_only=True blocked it: "
-            f"{_one_line(e)[:200]})"
+            f"{path}: refused to load: the pickle holds more than tensors ({_blocked_part(e)}), and loading it "
+            "could run code; gptkit reads only tensors from a pickle (convert the file to safetensors with a "
+            "tool you trust, from a source you trust)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise GptkitError(f"{path}: not a readable PyTorch weight file ({_one_line(e)[:200]})") from None
