@@ -121,6 +121,39 @@ def test_resume_with_other_settings_is_refused(corpus, tmp_path, capsys):
     assert main(base) == 0  # no --preset on resume: the run's own model
 
 
+def test_resume_without_preset_or_seq_len_takes_the_runs_own(corpus, tmp_path, capsys):
+    """`--preset` and `--seq-len` default to the run's own on resume: the default preset's n_ctx
+    (256) was compared with the run's 64-token windows and the resume refused."""
+    run = tmp_path / "run"
+    first = [a for a in args(corpus, run, "--steps", "2", "--eval-every", "0") if a not in ("--seq-len", "32")]
+    assert main(first) == 0
+    again = [a for a in first if a not in ("--preset", "tiny")]
+    assert main([*again[:again.index("--steps")], "--steps", "3", *again[again.index("--steps") + 2:], "--resume"]) == 0, \
+        capsys.readouterr().err
+    state = json.loads((run / "checkpoints" / "step_000003" / "trainer_state.json").read_text())
+    assert state["extra"]["recipe"]["seq_len"] == 64
+
+
+def test_a_run_stopped_before_saving_anything_restarts_with_the_same_command(corpus, tmp_path, capsys, caplog):
+    """A stop in the first seconds leaves run.json (and maybe metrics) but no checkpoint: the same
+    command starts again instead of asking for --resume or --overwrite; real files are still kept."""
+    from gptkit.training.rundir import RunLock, prepare_run_dir
+
+    run = tmp_path / "run"
+    prepare_run_dir(run, kind="pretrain")
+    RunLock.release_dir(run)
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    assert main(args(corpus, run, "--steps", "2", "--eval-every", "0")) == 0
+    assert (run / "checkpoints" / "step_000002").is_dir()
+    assert "stopped before it saved anything" in caplog.text
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(args(corpus, other, "--steps", "2")) == 2
+    assert "not a gptkit run directory" in capsys.readouterr().err and (other / "notes.txt").read_text() == "mine"
+
+
 def test_bad_inputs_write_nothing(corpus, tmp_path, capsys):
     short = make_corpus(tmp_path / "short", 1)
     out = tmp_path / "out"

@@ -32,7 +32,7 @@ from ..options import (
     positive_int,
     positive_real,
 )
-from .checkpoint import Checkpoint, read_checkpoint
+from .checkpoint import RUN_FILE, Checkpoint, CheckpointManager, read_checkpoint
 from .config import TrainConfig
 from .distributed import apply_parallelism
 from .loop import TrainResult, train
@@ -72,7 +72,7 @@ class PretrainOptions:
     lr: float = option(2.5e-4, help="maximum learning rate (paper: 2.5e-4)", check=positive_real)
     warmup: int | None = option(None, help="linear warmup updates (default: the paper's 2000, capped at 10% of "
                                            "the steps)", check=optional(non_negative_int))
-    seq_len: int | None = option(None, help="window length in tokens, <= n_ctx (default: n_ctx)",
+    seq_len: int | None = option(None, help="window length in tokens, <= n_ctx (default: n_ctx; on resume: the run's own)",
                                  check=optional(positive_int))
     weight_decay: float = option(0.01, help="decoupled weight decay on matrices", check=non_negative_real)
     resume: bool = option(False, help="continue the run directory from its newest complete checkpoint", check=boolean)
@@ -103,7 +103,12 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
     loop = opts.train
     corpus, tok, tok_path = _load_data(opts)
     config = _model_config(opts, tok.vocab_size)
-    seq_len = opts.seq_len or config.n_ctx
+    # On --resume the run's own model and window length are the defaults (not the default preset's),
+    # read here, before the directory is claimed; the claimed checkpoint is checked again below.
+    peek = _newest_checkpoint(opts.out) if opts.resume else None
+    if peek is not None:
+        config = _resumed_model_config(opts, peek, config)
+    seq_len = opts.seq_len or _recipe(peek).get("seq_len") or config.n_ctx
     if not seq_len <= config.n_ctx:
         raise OptionError("PretrainOptions", "seq_len", f"{seq_len} must be at most the model's n_ctx ({config.n_ctx})")
     ranks = rank_info()
@@ -190,6 +195,18 @@ def _model_config(opts: PretrainOptions, vocab_size: int):
         return config.replace(vocab_size=vocab_size)
     except ConfigError as e:
         raise GptkitError(str(e)) from None
+
+
+def _newest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The run's newest complete checkpoint, read without claiming the directory (None: none yet)."""
+    if not (Path(run_dir) / RUN_FILE).is_file():
+        return None
+    found = CheckpointManager(run_dir).latest()
+    return read_checkpoint(found) if found is not None else None
+
+
+def _recipe(checkpoint: Checkpoint | None) -> dict[str, Any]:
+    return checkpoint.state.get("extra", {}).get("recipe", {}) if checkpoint is not None else {}
 
 
 def _resumed_model_config(opts: PretrainOptions, checkpoint: Checkpoint, config):

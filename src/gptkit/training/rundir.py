@@ -148,11 +148,16 @@ def _prepare(run_dir: Path, main: bool, *, resume: bool, overwrite: bool, kind: 
         if found is None:
             log.warning("%s: no complete checkpoint yet; starting from step 0", run_dir)
         return found
-    if occupied and not overwrite:
-        raise GptkitError(
-            f"{run_dir}: already holds {'a run' if is_run else 'files'}; pass --resume to continue it "
-            f"or --overwrite to replace it (or choose another directory)"
-        )
+    if occupied and not overwrite and is_run and _saved_nothing(run_dir, entries, kind):
+        # Stopped before its first checkpoint (a SIGTERM in its first seconds): nothing to resume or
+        # to lose, so the same command starts it again instead of asking for --resume or --overwrite.
+        log.warning("%s: holds a %s run stopped before it saved anything; starting it afresh", run_dir, kind)
+    elif occupied and not overwrite:
+        if not is_run:
+            raise GptkitError(f"{run_dir}: already holds files and is not a gptkit run directory (no {RUN_FILE}); "
+                              "choose another directory (--overwrite only replaces a gptkit run)")
+        raise GptkitError(f"{run_dir}: already holds a run; pass --resume to continue it or --overwrite to replace "
+                          "it (or choose another directory)")
     if occupied and overwrite and not is_run:
         raise GptkitError(f"{run_dir}: not a gptkit run directory (no {RUN_FILE}); refusing to delete its files")
     # Every rank has looked at the directory before rank 0 changes it: a slower rank must not see
@@ -165,6 +170,18 @@ def _prepare(run_dir: Path, main: bool, *, resume: bool, overwrite: bool, kind: 
                                                 **(info or {})})
     barrier()
     return None
+
+
+def _saved_nothing(run_dir: Path, entries: list[Path], kind: str) -> bool:
+    """A run of this kind that wrote only its start (run.json, maybe metrics lines) and no complete
+    checkpoint or model: what a stop in its first seconds leaves."""
+    if not {p.name for p in entries} <= {RUN_FILE, "metrics.jsonl", "checkpoints"}:
+        return False
+    try:
+        check_run_kind(run_dir, kind)
+    except GptkitError:
+        return False
+    return not CheckpointManager(run_dir).complete()
 
 
 def check_run_kind(run_dir: Path, kind: str) -> None:
