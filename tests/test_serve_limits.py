@@ -3,6 +3,7 @@ max_tokens cap), invalid Unicode, an API key, a vanished client, and SIGTERM in 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -180,3 +181,19 @@ def test_serve_on_a_port_in_use_is_one_line_before_the_model_loads(model_dir, tm
                                                  "Address already in use"]
         r = _serve_cli(str(model_dir), "--device", "cpu", "--port", str(port))
         assert r.returncode == 2 and "Traceback" not in r.stderr and "Address already in use" in r.stderr
+
+
+def test_stream_cut_by_shutdown_ends_with_the_shutdown_code(model_dir):
+    # was: the stream's error event had code null, while a non-streaming request in the same
+    # situation gets 503 with code "server_shutting_down"
+    with slow_server(model_dir, max_queue=4, max_batch=1, delay=0.05, max_tokens_limit=10_000) as s:
+        body = {"prompt": "the", "max_tokens": 10_000, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{s.url}/v1/completions", json=body, timeout=30) as r:
+            lines = (line for line in r.iter_lines() if line)
+            assert next(lines).startswith("data: {")  # generation is under way
+            s.server.config.app.state.worker.stop()  # what SIGTERM does first
+            rest = list(lines)
+    assert rest and rest[-1] != "data: [DONE]"
+    error = json.loads(rest[-1][len("data: "):])["error"]
+    assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
+    assert error["message"] == "the server is shutting down"

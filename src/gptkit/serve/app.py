@@ -87,7 +87,7 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, type_=exc.type, param=exc.param, code=exc.code), exc.status)
+        return JSONResponse(exc.body(), exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -301,9 +301,12 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
                         completion_tokens += 1
                         logprobs = token_logprobs(c, "", stop_token[1], stop_token[2])
                     yield chunk(c, tail, logprobs, reason)
-                elif kind in ("error", "shutdown"):
-                    message = f"generation failed: {event[1]}" if kind == "error" else event[1]
-                    yield f"data: {json.dumps(error_body(message, type_='server_error'))}\n\n"
+                elif kind == "error":
+                    body = error_body(f"generation failed: {event[1]}", type_="server_error")
+                    yield f"data: {json.dumps(body)}\n\n"
+                    return
+                elif kind == "shutdown":  # the same error a non-streaming request gets (shutting_down)
+                    yield f"data: {json.dumps(shutting_down().body())}\n\n"
                     return
                 else:
                     break

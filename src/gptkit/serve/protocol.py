@@ -112,6 +112,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
 
+    def body(self) -> dict[str, Any]:
+        """OpenAI's error body for this error (a stream sends it as its last event)."""
+        return error_body(self.message, type_=self.type, param=self.param, code=self.code)
+
 
 def error_body(message: str, *, type_: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
