@@ -197,3 +197,52 @@ def test_stream_cut_by_shutdown_ends_with_the_shutdown_code(model_dir):
     error = json.loads(rest[-1][len("data: "):])["error"]
     assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
     assert error["message"] == "the server is shutting down"
+
+
+@pytest.mark.parametrize("body, param", [
+    ('{"prompt": "x", "max_tokens": "5"}', "max_tokens"),
+    ('{"prompt": "x", "max_tokens": 5.0}', "max_tokens"),
+    ('{"prompt": "x", "max_tokens": true}', "max_tokens"),
+    ('{"prompt": "x", "stream": "yes"}', "stream"),
+    ('{"prompt": "x", "stream": "false"}', "stream"),  # a non-empty string: lax mode made it a stream
+    ('{"prompt": "x", "stream": 1}', "stream"),
+    ('{"prompt": "x", "echo": "true"}', "echo"),
+    ('{"prompt": "x", "n": true}', "n"),
+    ('{"prompt": "x", "n": "2"}', "n"),
+    ('{"prompt": "x", "logprobs": true}', "logprobs"),
+    ('{"prompt": "x", "seed": "7"}', "seed"),
+    ('{"prompt": "x", "top_k": 2.0}', "top_k"),
+    ('{"prompt": "x", "temperature": "0.5"}', "temperature"),
+    ('{"prompt": "x", "temperature": false}', "temperature"),
+    ('{"prompt": "x", "top_p": "1"}', "top_p"),
+    ('{"prompt": [true, false], "max_tokens": 1}', "prompt"),
+    ('{"prompt": [[1, 2.0]], "max_tokens": 1}', "prompt"),
+    ('{"prompt": 7, "max_tokens": 1}', "prompt"),
+    ('{"prompt": "x", "stop": 5}', "stop"),
+    ('{"prompt": "x", "model": 3}', "model"),
+    ('{"prompt": "x", "stream": true, "stream_options": {"include_usage": "yes"}}', "stream_options"),
+])
+def test_wrong_json_types_are_refused_not_coerced(server, body, param):
+    # was: 200 for every one of these (pydantic's lax mode turned "5" into 5, "yes" into true, ...)
+    r = raw(server, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error" and param in err["message"]
+
+
+def test_shapes_clients_send_still_work(server):
+    # integers where floats are expected (the openai client sends temperature=0 as 0), floats for
+    # top_p, and every prompt shape, as the openai client and lm-eval's local-completions send them
+    for body in ('{"prompt": "x", "max_tokens": 2, "temperature": 0, "top_p": 1}',
+                 '{"prompt": "x", "max_tokens": 2, "temperature": 0.7, "top_p": 0.9, "seed": 1234}',
+                 '{"prompt": ["a", "b"], "max_tokens": 1, "temperature": 0, "stop": ["\\n"], "seed": 1234}',
+                 '{"prompt": [[5, 6, 7], [8]], "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": true, "seed": 1234}',
+                 '{"prompt": [5, 6, 7], "max_tokens": 0, "echo": true, "logprobs": 0, "repetition_penalty": 1}',
+                 '{"prompt": "x", "max_tokens": 2, "stream": true, "stream_options": {"include_usage": true}}',
+                 '{"prompt": "x", "max_tokens": 2, "n": 2, "best_of": 2, "frequency_penalty": 0, "presence_penalty": 0.0}'):
+        r = raw(server, body)
+        assert r.status_code == 200, (body, r.text)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x")
+    r = client.completions.create(model="m", prompt=["the", "a"], max_tokens=2, temperature=0, top_p=1, n=2,
+                                  logprobs=1, seed=3, stop="\n", echo=False, stream=False)
+    assert len(r.choices) == 4

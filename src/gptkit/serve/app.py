@@ -41,6 +41,10 @@ from .worker import CallJob, GenerationJob, Job, QueueFull, Worker
 log = logging.getLogger(__name__)
 
 DISCONNECT_POLL_S = 0.2  # how often a non-streaming request checks that its client is still there
+UNION_SHAPES = {  # what a field of several shapes accepts, for the message when a value fits none
+    "prompt": "a string, a list of strings, a list of token ids (integers) or a list of token-id lists",
+    "stop": "a string or a list of strings",
+}
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -51,6 +55,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = loc[0] if loc else None
     if err.get("type") == "extra_forbidden":
         return f"unrecognized request argument supplied: {param}", param
+    if param in UNION_SHAPES and len(loc) > 1:
+        # a union's errors name its branches ("prompt.list[int].0"): say what the field takes instead
+        return f"{param}: must be {UNION_SHAPES[param]}", param
     where = ".".join(loc) or "body"
     return f"{where}: {err.get('msg')}", param
 

@@ -3,6 +3,11 @@
 Requests are validated by pydantic (unknown fields rejected); every validation failure is answered
 with OpenAI's error body `{"error": {"message", "type", "param", "code"}}` so that clients raise their
 usual `BadRequestError` with a readable message.
+
+Validation is strict about JSON types, as OpenAI's API is: `"max_tokens": "5"`, `"stream": "yes"`,
+`"n": true` or a prompt of booleans are refused, not coerced (a client's `"stream": "false"` would
+otherwise silently switch the response to a stream). The one conversion kept is the lossless one JSON
+clients rely on: an integer where a float is expected (`"temperature": 0`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def check_unicode(value: Any, where: str = "") -> Any:
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
@@ -53,7 +58,7 @@ class CompletionRequest(BaseModel):
     """POST /v1/completions. Fields OpenAI defines but gptkit does not implement are accepted only at
     their neutral value (e.g. frequency_penalty 0), so a client that sends defaults still works."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = None
     prompt: str | list[str] | list[int] | list[list[int]] = ""
