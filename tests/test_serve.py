@@ -19,7 +19,7 @@ uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from gptkit.generation import GenerationConfig, TextStream, generate  # noqa: E402
+from gptkit.generation import GenerationConfig, TextStream, generate, token_pieces  # noqa: E402
 from gptkit.generation.bundle import load_bundle  # noqa: E402
 from gptkit.interop import load_pretrained  # noqa: E402
 from gptkit.serve import create_app, load_app  # noqa: E402
@@ -139,6 +139,138 @@ def test_stop_string(server, reference):
     at = next(i for i in range(3, len(full) - 1) if "\ufffd" not in full[i : i + 2])
     r = server.client().completions.create(model="m", prompt="the", max_tokens=20, temperature=0, stop=[full[at : at + 2]])
     assert r.choices[0].text == full[: full.index(full[at : at + 2])] and r.choices[0].finish_reason == "stop"
+
+
+def streamed_choice(server: Server, body: dict) -> tuple[str, dict]:
+    """A streamed request's text and its logprobs lists, concatenated over the chunks (one choice)."""
+    text, lists = "", {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choice = json.loads(line[6:])["choices"][0]
+            text += choice["text"]
+            for key, value in (choice["logprobs"] or {}).items():
+                lists[key] += value or []  # (top_logprobs is null with logprobs 0)
+    return text, lists
+
+
+def test_logprobs_at_a_stop_string_are_the_model_tokens_cut_at_the_stop(server, model_dir):
+    # was: without streaming the token that completed the stop string stayed in `tokens` (they
+    # joined to more than the text, the stop string included); streamed, each `tokens` entry was
+    # the text shown with that token (truncated, empty or merged pieces), so the modes disagreed
+    bundle = load_bundle(model_dir, device="cpu")
+    prompt_ids = bundle.encode_prompt("the")
+
+    def sample(seed: int) -> list[str]:  # the server's seeded rows are these (same config, same seed)
+        config = GenerationConfig(max_new_tokens=24, temperature=1.0, seed=seed, stop_ids=bundle.stop_ids)
+        return token_pieces(bundle.decode, generate(bundle.model, [prompt_ids], config)[0].ids, prompt_ids)
+
+    def starts_of(pieces: list[str]) -> list[int]:
+        return [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
+
+    # The tiny random model writes mostly byte tokens: look for a seed whose text has a stop string
+    # beginning inside a multi-character token, and one whose stop string begins where a token does.
+    found: dict[str, tuple[int, str]] = {}
+    for seed in range(60):
+        pieces = sample(seed)
+        text, starts = "".join(pieces), starts_of(pieces)
+        for j in range(1, len(pieces) - 1):
+            if "\ufffd" in pieces[j] + pieces[j + 1] or not pieces[j + 1]:
+                continue
+            for where, stop in (("inside", pieces[j][1:] + pieces[j + 1][:1]), ("start", pieces[j] + pieces[j + 1][:1])):
+                if len(stop) >= 2 and where not in found and text.find(stop) > 0 \
+                        and (text.find(stop) in starts) == (where == "start"):
+                    found[where] = (seed, stop)
+        if len(found) == 2:
+            break
+    assert set(found) == {"inside", "start"}
+    for where, (seed, stop) in found.items():
+        pieces = sample(seed)
+        text, starts = "".join(pieces), starts_of(pieces)
+        at = text.find(stop)
+        kept = [p for p, a in zip(pieces, starts) if a < at]
+        body = {"model": "m", "prompt": "the", "max_tokens": 24, "temperature": 1.0, "seed": seed, "logprobs": 2}
+        full = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+        assert full["logprobs"]["tokens"][: len(pieces)] == pieces  # no stop string: every token, whole
+        choice = httpx.post(f"{server.url}/v1/completions", json={**body, "stop": [stop]}, timeout=60).json()["choices"][0]
+        lp = choice["logprobs"]
+        assert choice["text"] == text[:at] and choice["finish_reason"] == "stop"
+        assert lp["tokens"] == kept, (where, stop)
+        joined = "".join(lp["tokens"])
+        if where == "start":  # the stop string starts where a token does: the tokens join to the text
+            assert joined == choice["text"]
+        else:  # it starts inside the last token kept, which is listed whole
+            assert joined.startswith(choice["text"]) and joined != choice["text"]
+            assert stop.startswith(joined[len(choice["text"]):])
+        assert lp["text_offset"] == starts[: len(kept)]
+        assert lp["token_logprobs"] == pytest.approx(full["logprobs"]["token_logprobs"][: len(kept)], abs=1e-6)
+        assert len(lp["top_logprobs"]) == len(kept)
+        streamed_text, streamed = streamed_choice(server, {**body, "stop": [stop]})
+        assert streamed_text == choice["text"]
+        assert streamed["tokens"] == lp["tokens"] and streamed["text_offset"] == lp["text_offset"]
+        assert streamed["token_logprobs"] == pytest.approx(lp["token_logprobs"], abs=1e-6)
+        assert streamed["top_logprobs"] == [pytest.approx(t, abs=1e-6) for t in lp["top_logprobs"]]
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "gpt1"])
+def test_token_pieces_one_token_at_a_time_equal_token_pieces(style):
+    # The worker works the logprobs entries out as tokens come (for streaming); they must be exactly
+    # token_pieces' pieces, each released once its text is shown, and cut at a stop string.
+    import random
+
+    from gptkit.serve.worker import TokenPieces
+    from gptkit.tokenizer import train_from_texts
+    from test_generation_cli import CORPUS
+
+    tok = train_from_texts(CORPUS * 20, vocab_size=300, style=style)
+
+    def decode(ids: list[int]) -> str:
+        return tok.decode(ids, skip_special_tokens=True)
+
+    rng, cut = random.Random(0), 0
+    for case in range(60):
+        context = [rng.randrange(tok.vocab_size) for _ in range(rng.randrange(0, 6))]
+        ids = [rng.randrange(tok.vocab_size) for _ in range(rng.randrange(1, 25))]
+        expected = token_pieces(decode, ids, context)
+        starts = [sum(len(p) for p in expected[:i]) for i in range(len(expected))]
+        whole = "".join(expected)
+        stops = [whole[len(whole) // 2 : len(whole) // 2 + 2]] if case % 2 and len(whole) > 3 else []
+        stream = TextStream(decode, stops, context=context)
+        tracker, released, shown = TokenPieces(stream), [], ""
+        for t in ids:
+            delta, stopped = stream.push(t)
+            shown += delta
+            got = tracker.push(t, -1.0, (), delta)
+            assert all(e[1] < len(shown) for e in got)  # released only once its text is shown
+            released += got
+            if stopped:
+                break
+        tail, text = stream.finish(), stream.text
+        if stream.stopped:  # a stop string: the tokens that start before it
+            released += tracker.finish(tail, text, True, None)
+            keep = sum(a < len(text) for a in starts)
+            end, cut = [], cut + 1
+        else:  # the row ended on the end-of-text token: listed last, at the end of the text
+            released += tracker.finish(tail, text, False, (0, -2.0, ()))
+            keep = len(expected)
+            end = [("", len(whole), 0)]
+        assert [e[:3] for e in released] == [*zip(expected[:keep], starts[:keep], ids[:keep]), *end], (case, ids)
+    assert cut >= 10  # the stop strings were hit
+
+
+def test_streamed_and_whole_logprobs_list_the_same_entries(server):
+    # sampled rows ending on the end-of-text token, or mid-character, and echo: the same lists both ways
+    for body in ({"prompt": "caf", "max_tokens": 30, "temperature": 1.5, "seed": 5, "logprobs": 1},
+                 {"prompt": "héllo", "max_tokens": 30, "temperature": 2.0, "seed": 11, "logprobs": 0, "echo": True},
+                 {"prompt": "the", "max_tokens": 30, "temperature": 1.0, "seed": 2, "logprobs": 3, "stop": ["a", "é"]}):
+        whole = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+        text, lists = streamed_choice(server, body)
+        assert text == whole["text"]
+        assert lists["tokens"] == whole["logprobs"]["tokens"] and lists["text_offset"] == whole["logprobs"]["text_offset"]
+        assert lists["token_logprobs"] == pytest.approx(whole["logprobs"]["token_logprobs"], abs=1e-6)
+        assert len(lists["top_logprobs"]) == len(whole["logprobs"]["top_logprobs"] or [])
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ from ..errors import GptkitError
 from ..generation import GenerationConfig
 from ..generation.bundle import ModelBundle
 from ..generation.scoring import score_sequences
-from ..generation.text import token_pieces
 from .auth import require_api_key
 from .prompts import Prompt, PromptReader
 from .protocol import (
@@ -178,6 +177,13 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
             else:
                 return result
 
+    def entries_logprobs(entries: list[tuple], at: int, k: int) -> dict[str, Any]:
+        """A logprobs object of worker.TokenPieces entries, offsets shifted by `at` (the echoed prompt);
+        the same entries give the same object whether they come in one response or over a stream."""
+        return logprobs_object([e[0] for e in entries], [e[3] for e in entries],
+                               reader.tops_as_dicts([e[4] for e in entries]) if k else None, at,
+                               offsets=[at + e[1] for e in entries])
+
     async def prompt_logprobs(prompts: list[Prompt], k: int) -> list[dict[str, Any]]:
         """echo + logprobs: every prompt token's logprob under the model (the first is null)."""
         scores = await run_call(lambda: score_sequences(bundle.model, [p.ids for p in prompts], k), "scoring")
@@ -205,7 +211,8 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
         echoed = await prompt_logprobs(prompts, req.logprobs or 0) if req.echo and want_lp else None
         job = None
         if config is not None:
-            job = GenerationJob(asyncio.get_running_loop(), [p.ids for p in prompts], config, req.stop_list())
+            job = GenerationJob(asyncio.get_running_loop(), [p.ids for p in prompts], config, req.stop_list(),
+                                logprobs_entries=want_lp)
             enqueue(job)
         cid, created, name = completion_id(), int(time.time()), req.model or bundle.name
         prefix = [prompts[c // n].text if req.echo else "" for c in range(n_choices)]
@@ -214,17 +221,15 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
 
         if req.stream:
             return StreamingResponse(
-                stream_events(job, cid, created, name, prefix, prefix_lp, prompt_tokens, want_lp, n_choices,
-                              bool(req.stream_options and req.stream_options.include_usage)),
+                stream_events(job, cid, created, name, prefix, prefix_lp, prompt_tokens, want_lp, req.logprobs or 0,
+                              n_choices, bool(req.stream_options and req.stream_options.include_usage)),
                 media_type="text/event-stream",
             )
 
-        ids: list[list[int]] = [[] for _ in range(n_choices)]
-        lps: list[list[float]] = [[] for _ in range(n_choices)]
-        tops: list[list[tuple]] = [[] for _ in range(n_choices)]
+        entries: list[list[tuple]] = [[] for _ in range(n_choices)]
         texts: list[str] = [""] * n_choices
         reasons: list[str | None] = ["length"] * n_choices
-        stop_tokens: list[tuple | None] = [None] * n_choices
+        completion_tokens = 0
         if job is not None:
             watcher = asyncio.create_task(cancel_on_disconnect(request, job))
             try:
@@ -232,15 +237,14 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
                     event = await job.events.get()
                     kind = event[0]
                     if kind == "token":
-                        _, c, _delta, token, lp, top = event
-                        ids[c].append(token)
-                        lps[c].append(lp)
-                        tops[c].append(top)
+                        _, c, _delta, released = event
+                        entries[c] += released
+                        completion_tokens += 1
                     elif kind == "finish":
-                        _, c, reason, _tail, text, n_at_stop, stop_token = event
-                        texts[c], reasons[c], stop_tokens[c] = text, reason, stop_token
-                        if n_at_stop is not None:  # a stop string: report the tokens up to it
-                            del ids[c][n_at_stop:], lps[c][n_at_stop:], tops[c][n_at_stop:]
+                        _, c, reason, _tail, text, released, on_stop_token = event
+                        texts[c], reasons[c] = text, reason
+                        entries[c] += released
+                        completion_tokens += on_stop_token
                     elif kind == "error":
                         raise ApiError(500, f"generation failed: {event[1]}", type_="server_error")
                     elif kind == "shutdown":
@@ -254,34 +258,21 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
         for c in range(n_choices):
             logprobs = None
             if want_lp:
-                pieces = token_pieces(bundle.decode, ids[c], prompts[c // n].ids)
-                chosen, top = list(lps[c]), list(tops[c])
-                if stop_tokens[c] is not None:  # the end-of-text token: a position, but no text
-                    pieces.append("")
-                    chosen.append(stop_tokens[c][1])
-                    top.append(stop_tokens[c][2])
-                logprobs = logprobs_object(pieces, chosen, reader.tops_as_dicts(top) if req.logprobs else None, len(prefix[c]))
+                logprobs = entries_logprobs(entries[c], len(prefix[c]), req.logprobs or 0)
                 if prefix_lp[c] is not None:
                     logprobs = join_logprobs(prefix_lp[c], logprobs)
             choices.append({"text": prefix[c] + texts[c], "index": c, "logprobs": logprobs, "finish_reason": reasons[c]})
-        completion_tokens = sum(len(x) for x in ids) + sum(s is not None for s in stop_tokens)
         return completion_object(cid, name, choices, usage(prompt_tokens, completion_tokens), created)
 
     async def stream_events(job: GenerationJob | None, cid: str, created: int, name: str, prefix: list[str],
-                            prefix_lp: list[dict[str, Any] | None], prompt_tokens: int, want_lp: bool,
+                            prefix_lp: list[dict[str, Any] | None], prompt_tokens: int, want_lp: bool, k: int,
                             n_choices: int, include_usage: bool) -> AsyncIterator[str]:
         def chunk(choice: int, text: str, logprobs: Any = None, reason: str | None = None) -> str:
             obj = completion_object(cid, name, [{"text": text, "index": choice, "logprobs": logprobs,
                                                  "finish_reason": reason}], None, created)
             return f"data: {json.dumps(obj)}\n\n"
 
-        def token_logprobs(c: int, piece: str, lp: float, top: tuple) -> dict[str, Any] | None:
-            if not want_lp:
-                return None
-            return logprobs_object([piece], [lp], reader.tops_as_dicts([top]) if top else None, offsets[c])
-
         completion_tokens = 0
-        offsets = [len(p) for p in prefix]
         try:
             for c in range(n_choices):
                 if prefix[c] or prefix_lp[c]:
@@ -293,21 +284,14 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
                 event = await job.events.get()
                 kind = event[0]
                 if kind == "token":
-                    _, c, delta, token, lp, top = event
+                    _, c, delta, released = event
                     completion_tokens += 1
-                    logprobs = token_logprobs(c, delta, lp, top)
-                    offsets[c] += len(delta)
-                    if delta or logprobs:
-                        yield chunk(c, delta, logprobs)
+                    if delta or released:  # a chunk carries the entries of the tokens its text starts
+                        yield chunk(c, delta, entries_logprobs(released, len(prefix[c]), k) if released else None)
                 elif kind == "finish":
-                    _, c, reason, tail, _text, _n, stop_token = event
-                    logprobs = None
-                    if tail and want_lp:  # held-back text has been counted in no token: say where
-                        offsets[c] += len(tail)
-                    if stop_token is not None:
-                        completion_tokens += 1
-                        logprobs = token_logprobs(c, "", stop_token[1], stop_token[2])
-                    yield chunk(c, tail, logprobs, reason)
+                    _, c, reason, tail, _text, released, on_stop_token = event
+                    completion_tokens += on_stop_token
+                    yield chunk(c, tail, entries_logprobs(released, len(prefix[c]), k) if released else None, reason)
                 elif kind == "error":
                     body = error_body(f"generation failed: {event[1]}", type_="server_error")
                     yield f"data: {json.dumps(body)}\n\n"

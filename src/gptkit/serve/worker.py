@@ -24,6 +24,8 @@ from ..model.gpt import GPT
 
 log = logging.getLogger(__name__)
 
+REPLACEMENT = "\ufffd"  # what decoding shows for a character whose bytes have not all come yet
+
 
 class QueueFull(Exception):
     """The request queue is at its bound; the client should retry later."""
@@ -32,11 +34,11 @@ class QueueFull(Exception):
 class Job:
     """A unit of work for the worker plus the channel its events go back through.
 
-    Events: ("token", choice, text_delta, token_id, logprob, top) and ("finish", choice, reason,
-    held_back_text, full_text, n_tokens_at_stop_string or None, stop_token or None) for generation,
-    where stop_token is (token_id, logprob, top) of the end-of-text token that ended the row;
-    ("result", value) for calls; then ("done",), or ("error", message) for a failure and
-    ("shutdown", message) when the server stops before the job is done.
+    Events: ("token", choice, text_delta, entries) per generated token and ("finish", choice, reason,
+    held_back_text, full_text, entries, ended_on_stop_token) per row, for generation; ("result", value)
+    for calls; then ("done",), or ("error", message) for a failure and ("shutdown", message) when the
+    server stops before the job is done. `entries` are the row's logprobs entries released by that
+    event (see TokenPieces; empty unless the job asked for them).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -58,13 +60,82 @@ class Job:
         return None
 
 
+class TokenPieces:
+    """A generated row's logprobs entries, `(piece, start, token, logprob, top)`: each token's piece
+    of the text as `token_pieces` cuts it (pieces join to the row's text; a token ending inside a
+    character adds "" and the one completing it the character) and where that piece starts in the
+    text. Worked out one token at a time, beside the row's TextStream, so that a stream can send them
+    as it goes and a whole response lists exactly the same ones.
+
+    An entry is released once the text it starts in is shown, so a streamed chunk carries the entries
+    of its own text; the rest at the end of the row. After a stop string only the tokens that start
+    before it are kept (OpenAI cuts logprobs at the stop): the pieces then join to the text followed
+    by at most the beginning of the stop string, when it starts inside the last token kept. A row
+    ending on the end-of-text token gets that token last, with piece "" (a position the model chose).
+    """
+
+    def __init__(self, stream: TextStream) -> None:
+        self._decode = stream.decode  # the text ids add after the prompt's context, as token_pieces decodes
+        self._ids: list[int] = []
+        self._pending: tuple[int, float, tuple, str] | None = None  # newest token: its piece may still change
+        self._text = ""  # the pieces so far, joined
+        self._ready: list[tuple[str, int, int, float, tuple]] = []  # final entries not yet released
+        self._shown = 0  # characters of the row's text shown so far
+
+    def push(self, token: int, logprob: float, top: tuple, delta: str) -> list[tuple]:
+        """The entries that the text shown up to and including `delta` releases."""
+        self._ids.append(token)
+        if self._pending is not None:
+            self._settle(last=False)
+        self._pending = (token, logprob, top, self._decode(self._ids))
+        if not self._pending[3].endswith(REPLACEMENT):  # its piece is the same whether or not it is last
+            self._settle(last=False)
+        self._shown += len(delta)
+        return self._release(self._shown)
+
+    def finish(self, tail: str, text: str, stopped: bool, stop_token: tuple | None) -> list[tuple]:
+        """The entries still held back, once the row is over (`text`: its final text)."""
+        if self._pending is not None:
+            self._settle(last=True)
+        out = self._release(len(text) if stopped else None)
+        if stop_token is not None:
+            out.append(("", len(self._text), *stop_token))
+        return out
+
+    def _settle(self, *, last: bool) -> None:
+        # token_pieces' rule: a token's text is the ids' decoded text (a trailing unfinished character
+        # dropped unless it is the last token), and its piece is what that adds to the text so far.
+        assert self._pending is not None
+        token, logprob, top, text = self._pending
+        self._pending = None
+        if not last:
+            text = text.rstrip(REPLACEMENT)
+        start = len(self._text)
+        piece = text[start:] if len(text) > start else ""
+        if len(text) > start:
+            self._text = text
+        self._ready.append((piece, start, token, logprob, top))
+
+    def _release(self, before: int | None) -> list[tuple]:
+        """The ready entries that start before `before` (all of them for None)."""
+        n = len(self._ready)
+        if before is not None:
+            n = next((i for i, e in enumerate(self._ready) if e[1] >= before), n)
+        out, self._ready = self._ready[:n], self._ready[n:]
+        return out
+
+
 class GenerationJob(Job):
+    """Generate `prompts` with `config`, cutting rows at the stop strings `stops`; with
+    `logprobs_entries` the events carry TokenPieces entries (for the response's `logprobs`)."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop, prompts: list[list[int]], config: GenerationConfig,
-                 stops: list[str]) -> None:
+                 stops: list[str], *, logprobs_entries: bool = False) -> None:
         super().__init__(loop)
         self.prompts = prompts
         self.config = config
         self.stops = stops
+        self.logprobs_entries = logprobs_entries
 
     @property
     def rows(self) -> int:
@@ -194,6 +265,8 @@ class Worker:
                 owners.append((job, i))
         streams = [TextStream(self.decode, owners[r // n][0].stops, context=prompts[r // n])
                    for r in range(len(prompts) * n)]
+        pieces = [TokenPieces(stream) if owners[r // n][0].logprobs_entries else None
+                  for r, stream in enumerate(streams)]
 
         def owner(row: int) -> tuple[GenerationJob, int]:
             job, i = owners[row // n]
@@ -207,11 +280,13 @@ class Worker:
         log.debug("running %d job(s), %d rows", len(jobs), len(streams))
         for event in stream_generate(self.model, prompts, config, should_stop=should_stop):
             job, choice = owner(event.row)
-            stream = streams[event.row]
+            stream, row_pieces = streams[event.row], pieces[event.row]
             if isinstance(event, TokenEvent):
                 delta, _ = stream.push(event.token)
-                job.post(("token", choice, delta, event.token, event.logprob, event.top))
+                entries = row_pieces.push(event.token, event.logprob, event.top, delta) if row_pieces else []
+                job.post(("token", choice, delta, entries))
             else:
                 stop_token = None if event.token is None else (event.token, event.logprob, event.top)
-                job.post(("finish", choice, event.reason, stream.finish(), stream.text, stream.n_tokens_at_stop,
-                          stop_token))
+                tail, text = stream.finish(), stream.text
+                entries = row_pieces.finish(tail, text, stream.stopped, stop_token) if row_pieces else []
+                job.post(("finish", choice, event.reason, tail, text, entries, stop_token is not None))
