@@ -438,3 +438,44 @@ def test_client_disconnect_stops_its_generation(model_dir):
         t0 = time.time()
         wait_for(s.url, lambda h: not h["busy"], timeout=5)
         assert time.time() - t0 < 5  # 200 tokens would take >= 10 s
+
+
+def test_max_batch_bounds_a_single_request(model_dir):
+    # was: the worker took the first queued job whole, so one request of 8 prompts x n=16 ran as a
+    # 128-row batch under --max-batch 8
+    prompts = ["the", "a cat", "once", "dog", "the bird", "x", "tree", "sat on"]
+    greedy = {"prompt": prompts, "n": 2, "max_tokens": 6, "temperature": 0, "logprobs": 1, "stop": ["e"]}
+    wide_n = {"prompt": prompts[:2], "n": 6, "max_tokens": 6, "temperature": 0, "logprobs": 1}
+    with Server(load_app(str(model_dir), max_batch=64, device="cpu")) as one_batch:
+        expected = [httpx.post(f"{one_batch.url}/v1/completions", json=b, timeout=60).json() for b in (greedy, wide_n)]
+        assert httpx.get(f"{one_batch.url}/health", timeout=10).json()["largest_batch"] == 16
+    with Server(load_app(str(model_dir), max_batch=4, device="cpu")) as s:
+        for body, want in zip((greedy, wide_n), expected):
+            got = httpx.post(f"{s.url}/v1/completions", json=body, timeout=60).json()
+            assert [c["index"] for c in got["choices"]] == list(range(len(want["choices"])))
+            assert [c["text"] for c in got["choices"]] == [c["text"] for c in want["choices"]]
+            assert [c["finish_reason"] for c in got["choices"]] == [c["finish_reason"] for c in want["choices"]]
+            for a, b in zip(got["choices"], want["choices"]):
+                assert a["logprobs"]["tokens"] == b["logprobs"]["tokens"]
+                assert a["logprobs"]["token_logprobs"] == pytest.approx(b["logprobs"]["token_logprobs"], abs=1e-5)
+            assert got["usage"] == want["usage"]
+            streamed = {}
+            with httpx.stream("POST", f"{s.url}/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        choice = json.loads(line[6:])["choices"][0]
+                        streamed[choice["index"]] = streamed.get(choice["index"], "") + choice["text"]
+            assert [streamed.get(i, "") for i in range(len(want["choices"]))] == [c["text"] for c in want["choices"]]
+        sampled = httpx.post(f"{s.url}/v1/completions", json={"prompt": prompts, "n": 16, "max_tokens": 3}, timeout=60)
+        assert sampled.status_code == 200 and len(sampled.json()["choices"]) == 128
+        health = httpx.get(f"{s.url}/health", timeout=10).json()
+        assert health["largest_batch"] == 4 and health["max_batch"] == 4
+        # a seeded sample shares one generator across its batch: it must fit one, or be refused
+        seeded = {"prompt": prompts[:2], "n": 3, "max_tokens": 3, "temperature": 1.0, "seed": 7}
+        r = httpx.post(f"{s.url}/v1/completions", json=seeded, timeout=60)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "n" and "--max-batch" in err["message"] and "4" in err["message"]
+        fits = httpx.post(f"{s.url}/v1/completions", json={**seeded, "n": 2}, timeout=60)
+        assert fits.status_code == 200
+        assert fits.json()["choices"] == httpx.post(f"{s.url}/v1/completions", json={**seeded, "n": 2}, timeout=60).json()["choices"]

@@ -142,6 +142,16 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
             raise ApiError(400, f"max_tokens is {req.max_tokens}, but this server allows at most {limit} "
                            "tokens per completion", param="max_tokens")
 
+    def check_rows(req: CompletionRequest, n_prompts: int) -> None:
+        # A larger job runs in batches of max_batch rows (worker.GenerationJob.parts), except a seeded
+        # sampling one: its rows share one generator, so splitting it would change its samples.
+        rows = n_prompts * req.n
+        if rows > max_batch and req.seed is not None and req.temperature > 0 and req.max_tokens:
+            raise ApiError(400, f"prompts x n is {rows}, but a request with a seed (and temperature > 0) runs in "
+                           f"one batch, so that the seed reproduces it, and this server's batches hold at most "
+                           f"{max_batch} rows (--max-batch): lower n or the number of prompts, or leave out the "
+                           "seed", param="n")
+
     def generation_config(req: CompletionRequest) -> GenerationConfig:
         if req.best_of is not None and req.best_of != req.n:
             raise ApiError(400, "best_of is not supported (only best_of == n)", param="best_of")
@@ -204,6 +214,7 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
     async def completions(req: CompletionRequest, request: Request):
         prompts = reader.read(req)
         check_max_tokens(req)
+        check_rows(req, len(prompts))
         config = generation_config(req) if req.max_tokens else None
         want_lp = req.logprobs is not None
         n = req.n

@@ -3,8 +3,10 @@
 Why a single worker: a model (and its KV caches) is not safe to drive from several threads, and on a
 CPU concurrent forwards only fight over the same cores. Concurrency comes from batching instead:
 queued generation jobs with the same settings are merged into one left-padded batch (the engine makes
-each row equal to its run alone), up to `max_batch` rows. A full queue is refused at once (the app
-answers 503) instead of letting latency grow without bound.
+each row equal to its run alone), up to `max_batch` rows. A job with more rows than `max_batch` runs
+in parts of at most `max_batch` rows, one after the other (GenerationJob.parts), so `max_batch`
+bounds every batch, and with it the KV cache and activations. A full queue is refused at once (the
+app answers 503) instead of letting latency grow without bound.
 
 Results travel back to the asyncio side through `loop.call_soon_threadsafe`, as small event tuples.
 """
@@ -12,10 +14,12 @@ Results travel back to the asyncio side through `loop.call_soon_threadsafe`, as 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..generation import GenerationConfig, TextStream, stream_generate
@@ -125,6 +129,22 @@ class TokenPieces:
         return out
 
 
+@dataclass
+class Part:
+    """Rows of a generation job that run in one batch: samples `first` .. `first + count - 1` of each
+    of its prompts numbered in `prompts`; `last` is the job's final part."""
+
+    job: GenerationJob
+    prompts: list[int]
+    first: int
+    count: int
+    last: bool = True
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.count
+
+
 class GenerationJob(Job):
     """Generate `prompts` with `config`, cutting rows at the stop strings `stops`; with
     `logprobs_entries` the events carry TokenPieces entries (for the response's `logprobs`)."""
@@ -136,6 +156,25 @@ class GenerationJob(Job):
         self.config = config
         self.stops = stops
         self.logprobs_entries = logprobs_entries
+        self.remaining: deque[Part] | None = None  # the parts not run yet, once the worker has split it
+
+    def parts(self, max_batch: int) -> list[Part]:
+        """The job in parts of at most `max_batch` rows: whole prompts (all n samples) while n fits,
+        else each prompt's samples in runs of `max_batch`. A greedy row is the same in any batch, and
+        unseeded samples are as random in one batch as in several; a seeded sampling job shares one
+        generator across its batch, so splitting it would change (and, over a prompt's samples, repeat)
+        its draws: it is left whole, and the app refuses one that does not fit."""
+        n, count = self.config.num_samples, len(self.prompts)
+        if count * n <= max_batch or self.batch_key() is None:
+            return [Part(self, list(range(count)), 0, n)]
+        if n <= max_batch:
+            k = max_batch // n
+            parts = [Part(self, list(range(i, min(count, i + k))), 0, n) for i in range(0, count, k)]
+        else:
+            parts = [Part(self, [i], f, min(max_batch, n - f)) for i in range(count) for f in range(0, n, max_batch)]
+        for part in parts[:-1]:
+            part.last = False
+        return parts
 
     @property
     def rows(self) -> int:
@@ -213,16 +252,27 @@ class Worker:
 
     # --- worker thread ------------------------------------------------------------------------
 
-    def _take_batch(self) -> list[Job]:
-        first = self._jobs.popleft()
-        batch, rows, key = [first], first.rows, first.batch_key()
-        if key is not None:
+    def _take_batch(self) -> list[Job | Part]:
+        """The next batch: a call job, or the parts of generation jobs to run together. A job in
+        several parts stays at the head of the queue until its last part is taken."""
+        first = self._jobs[0]
+        if not isinstance(first, GenerationJob) or first.cancelled.is_set():
+            return [self._jobs.popleft()]
+        if first.remaining is None:
+            first.remaining = deque(first.parts(self.max_batch))
+        part = first.remaining.popleft()
+        if first.remaining:
+            return [part]
+        self._jobs.popleft()
+        batch: list[Job | Part] = [part]
+        rows, key = part.rows, first.batch_key()
+        if key is not None and part.rows == first.rows:  # a whole job: others with its settings may join
             for job in list(self._jobs):
                 if rows >= self.max_batch:
                     break
                 if job.batch_key() == key and rows + job.rows <= self.max_batch and not job.cancelled.is_set():
                     self._jobs.remove(job)
-                    batch.append(job)
+                    batch.append(job.parts(self.max_batch)[0])  # type: ignore[attr-defined]  (whole: it fits)
                     rows += job.rows
         return batch
 
@@ -234,50 +284,55 @@ class Worker:
                 if self._closing:
                     return
                 batch = self._take_batch()
-                self._running = batch
+                jobs = [item.job if isinstance(item, Part) else item for item in batch]
+                self._running = jobs
                 self.busy = True
             try:
-                live = [job for job in batch if not job.cancelled.is_set()]
+                live = [item for item, job in zip(batch, jobs) if not job.cancelled.is_set()]
                 if live and isinstance(live[0], CallJob):
                     live[0].post(("result", live[0].fn()))
                 elif live:
-                    self._generate(live)
-                for job in live:
-                    job.post(("done",))
+                    self._generate(live)  # type: ignore[arg-type]
+                for item in live:
+                    if not isinstance(item, Part) or item.last:
+                        (item.job if isinstance(item, Part) else item).post(("done",))
             except Exception as e:  # a failed batch must not take the server down with it
                 log.exception("generation failed")
-                for job in batch:
+                for job in jobs:
                     job.post(("error", f"{type(e).__name__}: {e}"))
+                    job.cancelled.set()  # its parts still queued are dropped
             finally:
                 with self._cv:
                     self._running = []
                 self.busy = False
 
-    def _generate(self, batch: list[Job]) -> None:
-        jobs: list[GenerationJob] = batch  # type: ignore[assignment]
-        config = jobs[0].config
-        n = config.num_samples
+    def _generate(self, parts: list[Part]) -> None:
+        # The parts share their settings and their number of samples per prompt (n in the batch).
+        config = parts[0].job.config
+        n = parts[0].count
+        if n != config.num_samples:
+            config = dataclasses.replace(config, num_samples=n)
         prompts: list[list[int]] = []
-        owners: list[tuple[GenerationJob, int]] = []  # per batch prompt: its job and index there
-        for job in jobs:
-            for i, p in enumerate(job.prompts):
-                prompts.append(p)
-                owners.append((job, i))
+        owners: list[tuple[GenerationJob, int]] = []  # per batch prompt: its job, and its first choice there
+        for part in parts:
+            for i in part.prompts:
+                prompts.append(part.job.prompts[i])
+                owners.append((part.job, i * part.job.config.num_samples + part.first))
         streams = [TextStream(self.decode, owners[r // n][0].stops, context=prompts[r // n])
                    for r in range(len(prompts) * n)]
         pieces = [TokenPieces(stream) if owners[r // n][0].logprobs_entries else None
                   for r, stream in enumerate(streams)]
 
         def owner(row: int) -> tuple[GenerationJob, int]:
-            job, i = owners[row // n]
-            return job, i * n + row % n
+            job, first_choice = owners[row // n]
+            return job, first_choice + row % n
 
         def should_stop(row: int, _ids: list[int]) -> bool:
             return streams[row].stopped or owner(row)[0].cancelled.is_set()
 
         self.batches_run += 1
         self.largest_batch = max(self.largest_batch, len(streams))
-        log.debug("running %d job(s), %d rows", len(jobs), len(streams))
+        log.debug("running %d part(s) of jobs, %d rows", len(parts), len(streams))
         for event in stream_generate(self.model, prompts, config, should_stop=should_stop):
             job, choice = owner(event.row)
             stream, row_pieces = streams[event.row], pieces[event.row]
