@@ -246,3 +246,113 @@ def test_shapes_clients_send_still_work(server):
     r = client.completions.create(model="m", prompt=["the", "a"], max_tokens=2, temperature=0, top_p=1, n=2,
                                   logprobs=1, seed=3, stop="\n", echo=False, stream=False)
     assert len(r.choices) == 4
+
+
+class RecordingTokenizer:
+    """Wraps a bundle's tokenizer: records the length of every text it encodes; a text holding
+    "SLOW" takes 2 s (sleeping, as a long tokenization keeps its thread busy)."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.lengths, self.slow_started = tok, [], threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+    def encode(self, text, **kw):
+        self.lengths.append(len(text))
+        if "SLOW" in text:
+            self.slow_started.set()
+            time.sleep(2)
+        return self.tok.encode(text, **kw)
+
+
+def recording_server(model_dir, **kw) -> tuple[Server, RecordingTokenizer]:
+    from gptkit.generation.bundle import load_bundle
+    from gptkit.serve import create_app
+
+    bundle = load_bundle(model_dir, device="cpu")
+    bundle.tokenizer = RecordingTokenizer(bundle.tokenizer)
+    return Server(create_app(bundle, **kw)), bundle.tokenizer
+
+
+def test_an_oversized_prompt_is_refused_without_tokenizing_it_all(model_dir):
+    # was: every prompt was tokenized in full before its length was checked (a 12 MB prompt: 20 s)
+    server, tok = recording_server(model_dir)
+    with server:
+        big = "the cat sat on the mat. " * 90_000  # 2.2 MB, some 400,000 tokens; n_ctx is 64
+        r = httpx.post(f"{server.url}/v1/completions", json={"prompt": ["hi", big], "max_tokens": 1}, timeout=60)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "context_length_exceeded" and err["param"] == "prompt"
+        assert "maximum context length is 64 tokens, however prompt 1 has at least" in err["message"]
+        assert max(tok.lengths) <= 64 * 32  # a bounded prefix, not the 2.2 MB
+        tok.lengths.clear()
+        many = httpx.post(f"{server.url}/v1/completions", json={"prompt": [big[:50]] * 129, "max_tokens": 1}, timeout=60)
+        assert many.status_code == 400 and many.json()["error"]["param"] == "n"
+        assert tok.lengths == []  # counted before any tokenizing
+        ids = httpx.post(f"{server.url}/v1/completions", json={"prompt": [5] * 100_000, "max_tokens": 1}, timeout=60)
+        assert ids.status_code == 400 and ids.json()["error"]["code"] == "context_length_exceeded"
+        fits = httpx.post(f"{server.url}/v1/completions", json={"prompt": "the cat " * 4, "max_tokens": 1}, timeout=60)
+        assert fits.status_code == 200
+
+
+def test_tokenizing_a_prompt_does_not_hold_up_other_requests(model_dir):
+    # was: tokenization ran on the event loop, so /health and every request waited behind it
+    server, tok = recording_server(model_dir)
+    with server:
+        slow = threading.Thread(target=httpx.post, args=(f"{server.url}/v1/completions",),
+                                kwargs={"json": {"prompt": "SLOW the cat", "max_tokens": 1}, "timeout": 60})
+        slow.start()
+        assert tok.slow_started.wait(30)
+        t0 = time.time()
+        assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
+        other = httpx.post(f"{server.url}/v1/completions", json={"prompt": "a", "max_tokens": 1}, timeout=30)
+        took = time.time() - t0
+        slow.join(30)
+    assert other.status_code == 200 and took < 1.5, took  # the slow tokenization takes 2 s
+
+
+def test_request_bodies_over_the_limit_get_413(model_dir, server):
+    server_small, _ = recording_server(model_dir, max_body_bytes=10_000)
+    body = json.dumps({"prompt": "x" * 20_000, "max_tokens": 1}).encode()
+    with server_small as s:
+        for r in (httpx.post(f"{s.url}/v1/completions", content=body, timeout=30,  # Content-Length
+                             headers={"content-type": "application/json"}),
+                  httpx.post(f"{s.url}/v1/completions", content=iter([body[:6000], body[6000:]]), timeout=30,  # chunked
+                             headers={"content-type": "application/json"})):
+            assert r.status_code == 413, r.text
+            err = r.json()["error"]
+            assert err["code"] == "request_too_large" and err["type"] == "invalid_request_error"
+            assert "10000 bytes" in err["message"]
+        assert httpx.post(f"{s.url}/v1/completions", json={"prompt": "x", "max_tokens": 1}, timeout=30).status_code == 200
+        with pytest.raises(openai.APIStatusError) as e:
+            s.client(max_retries=0).completions.create(model="m", prompt="x" * 20_000, max_tokens=1)
+        assert e.value.status_code == 413
+    r = raw(server, json.dumps({"prompt": "x" * (9 * 1024 * 1024)}))  # the default limit is 8 MiB
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "gpt1", "openai-gpt"])
+def test_a_prefix_cut_before_whitespace_tokenizes_as_the_start_of_the_whole_text(style, tmp_path):
+    # What PromptReader.tokens_at_least relies on to refuse a long prompt from a prefix of it.
+    import random
+
+    from gptkit.serve.prompts import CUT_AT, prefix_safe
+    from gptkit.tokenizer import GPTTokenizer, train_from_texts
+    from test_generation_cli import CORPUS
+
+    tok = train_from_texts(CORPUS * 20, vocab_size=300, style="bytelevel" if style == "bytelevel" else "gpt1")
+    if style == "openai-gpt":
+        tok.save(tmp_path)
+        tok = GPTTokenizer.load(tmp_path, style="openai-gpt")
+    assert prefix_safe(tok)
+    pieces = ["the", " cat", "Sat", "ΑΣ", "é", "e\u0301", "\u0301", "ﬁ", "´", "—", "...", "!?", "'s", "12", "猫",
+              "😀", "\u00a0", "\u3000", " ", "  ", "\t", "\n", "\r\n", "<|endoftext|>", "_start_", "\x00", "\x7f"]
+    rng = random.Random(0)
+    for _ in range(150):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 30)))
+        whole = tok.encode(text)
+        for k in range(1, len(text)):
+            if text[k] in CUT_AT and not text[k - 1].isspace():
+                prefix = tok.encode(text[:k])
+                assert whole[: len(prefix)] == prefix, (text, k)

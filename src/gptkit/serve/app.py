@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import GptkitError
@@ -23,6 +24,7 @@ from ..generation import GenerationConfig
 from ..generation.bundle import ModelBundle
 from ..generation.scoring import score_sequences
 from .auth import require_api_key
+from .bodylimit import DEFAULT_MAX_BODY_BYTES, TOO_LARGE_CODE, BodyLimit
 from .prompts import Prompt, PromptReader
 from .protocol import (
     ApiError,
@@ -62,13 +64,15 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, classifier: Any = None,
-               max_tokens_limit: int | None = None, api_key: str | None = None) -> FastAPI:
+               max_tokens_limit: int | None = None, api_key: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """An app serving `bundle` (model + tokenizer); `classifier` (serve.classify.Classifier) enables
     /v1/classify. The worker thread starts and stops with the app's lifespan.
 
     `max_tokens_limit` caps a request's max_tokens (default: the model's context, n_ctx; the engine
     can slide past it, so a server may allow more). With `api_key`, every /v1 request must carry
-    `Authorization: Bearer <api_key>` (what the openai client sends)."""
+    `Authorization: Bearer <api_key>` (what the openai client sends). A request body over
+    `max_body_bytes` is answered 413 `request_too_large` before it is parsed."""
     worker = Worker(bundle.model, bundle.decode, max_queue=max_queue, max_batch=max_batch)
     n_ctx = bundle.model.config.n_ctx
     limit = max_tokens_limit or n_ctx
@@ -89,6 +93,7 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
     app.state.worker = worker
     if api_key:
         require_api_key(app, api_key)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     reader = PromptReader(bundle)
 
     @app.exception_handler(ApiError)
@@ -102,7 +107,7 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else None
+        code = {404: "not_found", 413: TOO_LARGE_CODE}.get(exc.status_code)
         return JSONResponse(error_body(str(exc.detail), code=code), exc.status_code)
 
     def enqueue(job: Job) -> None:
@@ -212,9 +217,13 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):
-        prompts = reader.read(req)
+        # Everything that needs no tokenizing first (a request that cannot be served is refused
+        # cheaply); then the prompts are tokenized on a thread, so that a long one does not hold up
+        # the event loop, and with it every other request and /health.
+        items = reader.items(req)
         check_max_tokens(req)
-        check_rows(req, len(prompts))
+        check_rows(req, len(items))
+        prompts = await run_in_threadpool(reader.read, items, echo=req.echo)
         config = generation_config(req) if req.max_tokens else None
         want_lp = req.logprobs is not None
         n = req.n
@@ -336,7 +345,8 @@ def create_app(bundle: ModelBundle, *, max_queue: int = 64, max_batch: int = 8, 
 
 
 def load_app(model_dir: str, *, max_queue: int = 64, max_batch: int = 8, device: str = "auto",
-             max_tokens_limit: int | None = None, api_key: str | None = None) -> FastAPI:
+             max_tokens_limit: int | None = None, api_key: str | None = None,
+             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """An app for a model directory; a fine-tuned task directory also gets /v1/classify."""
     from pathlib import Path
 
@@ -352,6 +362,6 @@ def load_app(model_dir: str, *, max_queue: int = 64, max_batch: int = 8, device:
             raise GptkitError(f"{directory}: tokenizer and model vocabularies disagree")
         bundle = ModelBundle(task_model.gpt, tok, directory.resolve().name, directory)
         return create_app(bundle, max_queue=max_queue, max_batch=max_batch, classifier=Classifier(task_model, tok),
-                          max_tokens_limit=max_tokens_limit, api_key=api_key)
+                          max_tokens_limit=max_tokens_limit, api_key=api_key, max_body_bytes=max_body_bytes)
     return create_app(load_bundle(directory, device=device), max_queue=max_queue, max_batch=max_batch,
-                      max_tokens_limit=max_tokens_limit, api_key=api_key)
+                      max_tokens_limit=max_tokens_limit, api_key=api_key, max_body_bytes=max_body_bytes)

@@ -3,6 +3,7 @@ each token's text starts in it (OpenAI's `text_offset`); and alternatives as `{t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..generation.bundle import ModelBundle
@@ -10,6 +11,16 @@ from ..generation.text import token_pieces
 from .protocol import ApiError, CompletionRequest
 
 MAX_ROWS = 128  # prompts x n in one request
+PREFIX_CHARS_PER_TOKEN = 32
+"""A text prompt longer than n_ctx x this many characters has a prefix of about that length
+tokenized first (see PromptReader.tokens_at_least): ordinary text has 2 to 6 characters a token."""
+CUT_AT = " \t\n"
+
+# The tokenizer pipelines for which a prefix's tokens are the first tokens of the whole text when it is
+# cut before whitespace (see tokens_at_least): their normalisers work character by character (NFKC and
+# NFD never join anything to a following space), and their pre-tokenizers always split before a
+# whitespace character that follows a non-space, and BPE never merges across such a split.
+PREFIX_SAFE_STYLES = ("bytelevel", "gpt1", "openai-gpt")
 
 
 class Prompt:
@@ -35,8 +46,10 @@ class PromptReader:
         self.bundle = bundle
         self.n_ctx = bundle.model.config.n_ctx
         self.vocab = bundle.model.config.vocab_size
+        self.prefix_safe = prefix_safe(bundle.tokenizer)
 
-    def read(self, req: CompletionRequest) -> list[Prompt]:
+    def items(self, req: CompletionRequest) -> list[Any]:
+        """The request's prompts, untokenized, refused when there are none or too many rows."""
         p = req.prompt
         if isinstance(p, str):
             items: list[Any] = [p]
@@ -46,25 +59,48 @@ class PromptReader:
             items = list(p)
         if not items:
             raise ApiError(400, "prompt: give at least one prompt", param="prompt")
+        if len(items) * req.n > MAX_ROWS:
+            raise ApiError(400, f"prompts x n is {len(items) * req.n}; at most {MAX_ROWS} per request", param="n")
+        return items
+
+    def read(self, items: list[Any], *, echo: bool) -> list[Prompt]:
+        """Prompts of `items` (from `items()`); a prompt longer than n_ctx tokens is refused, without
+        tokenizing all of a long text. Blocking work: the app runs it on a thread."""
         prompts = []
         for i, item in enumerate(items):
             if isinstance(item, str):
-                prompt = self.from_text(item, with_starts=req.echo)
+                at_least = self.tokens_at_least(item)
+                if at_least is not None and at_least > self.n_ctx:
+                    raise self.too_long(i, f"at least {at_least}")
+                prompt = self.from_text(item, with_starts=echo)
             else:
+                if len(item) > self.n_ctx:
+                    raise self.too_long(i, str(len(item)))
                 if any(not 0 <= t < self.vocab for t in item):
                     raise ApiError(400, f"prompt[{i}]: token ids must be in [0, {self.vocab})", param="prompt")
                 prompt = self.from_ids(list(item) or [self.bundle.tokenizer.eot_id])
             if len(prompt.ids) > self.n_ctx:
-                raise ApiError(
-                    400,
-                    f"This model's maximum context length is {self.n_ctx} tokens, however prompt {i} has "
-                    f"{len(prompt.ids)} tokens. Please shorten the prompt.",
-                    param="prompt", code="context_length_exceeded",
-                )
+                raise self.too_long(i, str(len(prompt.ids)))
             prompts.append(prompt)
-        if len(prompts) * req.n > MAX_ROWS:
-            raise ApiError(400, f"prompts x n is {len(prompts) * req.n}; at most {MAX_ROWS} per request", param="n")
         return prompts
+
+    def too_long(self, i: int, tokens: str) -> ApiError:
+        return ApiError(400, f"This model's maximum context length is {self.n_ctx} tokens, however prompt {i} has "
+                        f"{tokens} tokens. Please shorten the prompt.", param="prompt", code="context_length_exceeded")
+
+    def tokens_at_least(self, text: str) -> int | None:
+        """For a text longer than n_ctx x PREFIX_CHARS_PER_TOKEN characters, the number of tokens of a
+        prefix of about that length, cut just before a whitespace character that follows a
+        non-space: with a PREFIX_SAFE_STYLES tokenizer these are exactly the first tokens of the
+        whole text, so the text has at least that many. None when the text is short, the tokenizer
+        is another one, or no such cut exists near the start (the text is then tokenized whole)."""
+        window = self.n_ctx * PREFIX_CHARS_PER_TOKEN
+        if len(text) <= window or not self.prefix_safe:
+            return None
+        cut = next((k for k in range(window, 0, -1) if text[k] in CUT_AT and not text[k - 1].isspace()), None)
+        if cut is None:
+            return None
+        return len(self.bundle.tokenizer.encode(text[:cut]))
 
     def from_ids(self, ids: list[int]) -> Prompt:
         pieces = token_pieces(self.bundle.decode, ids)
@@ -98,3 +134,19 @@ class PromptReader:
                 d.setdefault(self.bundle.decode([t]), lp)
             out.append(d)
         return out
+
+
+def prefix_safe(tokenizer: Any) -> bool:
+    """Whether `tokenizer` is a gptkit tokenizer whose pipeline is exactly its PREFIX_SAFE_STYLES
+    style's (a tokenizer.json from elsewhere can share a style's decoder and differ in the rest), with
+    special tokens that neither hold whitespace nor absorb the whitespace around them."""
+    style, backend = getattr(tokenizer, "style", None), getattr(tokenizer, "backend", None)
+    if style not in PREFIX_SAFE_STYLES or backend is None:
+        return False
+    from ..tokenizer.styles import empty_tokenizer
+
+    have, want = json.loads(backend.to_str()), json.loads(empty_tokenizer(style).to_str())
+    if any(have.get(part) != want.get(part) for part in ("normalizer", "pre_tokenizer")):
+        return False
+    return all(not any(c.isspace() for c in t["content"]) and not t.get("lstrip") and not t.get("rstrip")
+               and not t.get("single_word") for t in have.get("added_tokens") or [])
