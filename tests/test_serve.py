@@ -420,10 +420,12 @@ def start_cli_server(model_dir: Path, *args: str, env: dict | None = None) -> tu
 
 
 def test_cli_serve_real_process(model_dir):
-    proc, url = start_cli_server(model_dir)
+    proc, url = start_cli_server(model_dir, "--max-body-bytes", "5000")
     try:
         r = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 4}, timeout=30)
         assert r.status_code == 200 and r.json()["choices"][0]["text"]
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "the " * 2000, "max_tokens": 4}, timeout=30)
+        assert r.status_code == 413 and "5000 bytes" in r.json()["error"]["message"]  # the CLI's bound
     finally:
         proc.terminate()
         proc.wait(timeout=20)

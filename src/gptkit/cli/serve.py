@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help=f"require 'Authorization: Bearer KEY' on /v1 requests (default: ${API_KEY_ENV}, "
                    "which keeps the key out of the process list; unset: no key)")
+    p.add_argument("--max-body-bytes", type=int, default=None, metavar="N",
+                   help="larger request bodies get 413 before they are read (default 8 MiB)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run)
 
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise GptkitError("--max-queue and --max-batch must be >= 1")
     if args.max_tokens_limit is not None and args.max_tokens_limit < 1:
         raise GptkitError(f"--max-tokens-limit must be >= 1, got {args.max_tokens_limit}")
+    if args.max_body_bytes is not None and args.max_body_bytes < 1:
+        raise GptkitError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
     if not 0 < args.port < 65536:
         raise GptkitError(f"--port must be in 1..65535, got {args.port}")
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     # would load the model, log the error among its own lines and exit 3).
     with _listen(args.host, args.port) as listener:
         app = load_app(args.model_dir, max_queue=args.max_queue, max_batch=args.max_batch, device=args.device,
-                       max_tokens_limit=args.max_tokens_limit, api_key=api_key)
+                       max_tokens_limit=args.max_tokens_limit, api_key=api_key,
+                       **({} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}))
         return _serve(app, args, listener)
 
 
