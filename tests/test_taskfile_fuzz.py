@@ -70,6 +70,27 @@ def test_lone_surrogate_names_file_line_and_field(tmp_path, tok):
     assert "line 1: field 'choices' holds invalid Unicode" in one_line_error(load_examples, TaskSpec("multiple_choice"), g)
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "tsv", "csv-bom-crlf"])
+def test_invalid_utf8_names_the_line_the_byte_is_on(tmp_path, kind):
+    """The text reader decodes 8 KB ahead, so its decode error came up on an earlier line (a bad byte
+    on line 500 of a JSONL file was reported on line 482, on line 12 of a CSV on line 1)."""
+    bad = "caf\xe9".encode("latin-1")
+    if kind == "jsonl":
+        lines = [b'{"sentence": "good apple river stone", "label": 1}'] * 499
+        lines += [b'{"sentence": "' + bad + b'", "label": 1}'] + [b'{"sentence": "bad", "label": 0}'] * 20
+        want, end = 500, b"\n"
+    else:
+        sep = b"\t" if kind == "tsv" else b","
+        lines = [b"sentence" + sep + b"label"] + [b"good apple river" + sep + b"1"] * 10
+        lines += [bad + b" bad" + sep + b"0", b"bad stone" + sep + b"0"]
+        want, end = 12, (b"\r\n" if kind == "csv-bom-crlf" else b"\n")
+    data = (b"\xef\xbb\xbf" if kind == "csv-bom-crlf" else b"") + end.join(lines) + end
+    f = tmp_path / f"f.{kind.split('-')[0]}"
+    f.write_bytes(data)
+    msg = one_line_error(load_training_examples, TaskSpec("classification"), f)
+    assert msg == f"{f}, line {want}: invalid UTF-8 at byte offset {data.index(bad) + 3} (invalid continuation byte)"
+
+
 def test_byte_level_multiple_choice_joins_context_and_question_with_a_space(tmp_path):
     """A byte-level BPE encodes "atoms. What" and "atoms.What" differently: the context and the
     question must be joined as text (with a space), not as two separately encoded id lists."""

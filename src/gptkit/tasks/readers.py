@@ -86,6 +86,29 @@ def _open_text(path: Path):
         raise GptkitError(f"{path}: cannot open ({e.strerror})") from None
 
 
+def invalid_utf8(path: Path, error: UnicodeDecodeError) -> GptkitError:
+    """The error for a file that is not UTF-8, naming the line and byte offset of the first bad byte.
+
+    The text reader decodes ahead in chunks (8 KB), so the decode error surfaces on the `readline()`
+    (or the CSV record) of an earlier line, and `error.start` is an offset into a chunk: both say
+    nothing about where the byte is. The file's bytes are decoded again here to find it (task files
+    are small, and this runs once, on the way out)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return GptkitError(f"{path}: invalid UTF-8 ({error.reason})")
+    skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # the BOM utf-8-sig reads past
+    try:
+        data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = skip + e.start
+        before = data[:offset]
+        # lines as the reader counts them: \n, \r\n and a lone \r each end one
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+        return GptkitError(f"{path}, line {line}: invalid UTF-8 at byte offset {offset} ({e.reason})")
+    return GptkitError(f"{path}: invalid UTF-8 ({error.reason})")  # changed while being read
+
+
 def _read_jsonl(path: Path) -> Iterator[Row]:
     with _open_text(path) as f:
         lineno = 0
@@ -93,7 +116,7 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             try:
                 line = f.readline()
             except UnicodeDecodeError as e:
-                raise GptkitError(f"{path}, line {lineno + 1}: invalid UTF-8 ({e.reason})") from None
+                raise invalid_utf8(path, e) from None
             if not line:
                 return
             lineno += 1
@@ -192,7 +215,7 @@ def _read_delimited(path: Path, delimiter: str, *, glue_only: bool = False) -> I
         except csv.Error as e:
             raise GptkitError(f"{path}, line {reader.line_num}: malformed {'CSV' if delimiter == ',' else 'TSV'} ({e})") from None
         except UnicodeDecodeError as e:
-            raise GptkitError(f"{path}, line {reader.line_num + 1}: invalid UTF-8 ({e.reason})") from None
+            raise invalid_utf8(path, e) from None
 
 
 def _read_with_datasets(path: Path, kind: str) -> Iterator[Row]:
