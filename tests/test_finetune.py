@@ -273,3 +273,42 @@ def test_task_tokens_get_fresh_rows_from_a_language_model(tmp_path, tok_dir):
     summary, again = rows_after("again", tmp_path / "fresh" / "best")
     assert "fresh_task_tokens" not in summary
     torch.testing.assert_close(again, fresh)
+
+
+@pytest.fixture(scope="module")
+def task_model(tmp_path_factory, pretrained_dir):
+    """A fine-tuned task model (one update: only its directory matters) and a labelled file."""
+    d = tmp_path_factory.mktemp("task")
+    data = write_jsonl(d / "val.jsonl", classification_rows(random.Random(4), 8))
+    finetune(FinetuneConfig(task="classification", train=data, out=d / "run", init=pretrained_dir, max_steps=1,
+                            progress=False))
+    return d / "run" / "best", data
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--batch-size", "-1"], "--batch-size must be a positive integer, got -1"),
+    (["--device", "bogus"], "--device must be 'cpu', or 'cuda' / 'cuda:N' naming a GPU this machine has, got 'bogus'"),
+    (["--device", f"cuda:{torch.cuda.device_count()}"], "--device must be 'cpu', or 'cuda' / 'cuda:N'"),
+    (["--max-len", "0"], "--max-len must be a positive integer, got 0"),  # was silently "the default"
+    (["--max-len", "25"], "--max-len 25 exceeds the model's context window n_ctx=24"),
+])
+@pytest.mark.parametrize("command", ["evaluate", "predict", "zeroshot"])
+def test_scoring_commands_refuse_bad_options_in_one_line(command, flags, message, task_model, pretrained_dir,
+                                                         tmp_path, capsys):
+    """These were tracebacks (range() arg 3 must not be zero, Torch not compiled with CUDA, a sequence
+    longer than n_ctx) or, for --max-len 0, silently the default."""
+    model, data = task_model
+    if command == "zeroshot":
+        if flags[0] == "--max-len":
+            pytest.skip("zeroshot has no --max-len")
+        argv = ["zeroshot", str(pretrained_dir), "--task", "sentiment", "--data", str(data)]
+    else:
+        argv = [command, str(model), "--data", str(data), "--quiet"]
+        if command == "predict":
+            argv += ["--out", str(tmp_path / "p.jsonl")]
+    assert main(argv + flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gptkit {command}: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "p.jsonl").exists()
+

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .options import FLAGS_ATTR
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="metrics of a fine-tuned task model on a labelled file",
@@ -18,7 +20,12 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=run)
+    # the library's checks name evaluate.<field>; main() reports them as these flags
+    p.set_defaults(func=run, **{FLAGS_ATTR: {
+        ("evaluate", "batch_size"): "--batch-size",
+        ("evaluate", "max_len"): "--max-len",
+        ("evaluate", "device"): "--device",
+    }})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import FLAGS_ATTR
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="write a fine-tuned task model's predictions (with probabilities)",
@@ -18,7 +20,12 @@ def register(subparsers) -> None:
     p.add_argument("--max-len", type=int, help="token budget per sequence (default: as in training)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    # the library's checks name predict.<field>; main() reports them as these flags
+    p.set_defaults(func=run, **{FLAGS_ATTR: {
+        ("predict", "batch_size"): "--batch-size",
+        ("predict", "max_len"): "--max-len",
+        ("predict", "device"): "--device",
+    }})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .options import FLAGS_ATTR
+
 
 def zeroshot_tasks() -> tuple[str, ...]:
     from ..tasks.zeroshot import ZEROSHOT_TASKS
@@ -38,15 +40,21 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    # the library's checks name zeroshot.<field>; main() reports them as these flags
+    p.set_defaults(func=run, **{FLAGS_ATTR: {
+        ("zeroshot", "batch_size"): "--batch-size",
+        ("zeroshot", "device"): "--device",
+    }})
 
 
 def run(args: argparse.Namespace) -> int:
     from ..interop.loading import load_model_and_tokenizer
     from ..tasks import zeroshot
     from ..tasks.build import resolve_model_dir
+    from ..tasks.predict import check_inference_options
     from ..tasks.spec import parse_column_overrides
 
+    check_inference_options("zeroshot", batch_size=args.batch_size, device=args.device)
     gpt, tok = load_model_and_tokenizer(resolve_model_dir(args.model), device=args.device)
     columns = parse_column_overrides(args.column)
     common = {"batch_size": args.batch_size, "device": args.device, "columns": columns, "progress": not args.quiet}
