@@ -312,3 +312,16 @@ def test_scoring_commands_refuse_bad_options_in_one_line(command, flags, message
     assert err.startswith(f"gptkit {command}: error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "p.jsonl").exists()
 
+
+def test_predict_refuses_to_write_over_its_input(task_model, tmp_path, capsys):
+    """`predict --data F --out F` replaced the input file with the predictions."""
+    model, data = task_model
+    copy = tmp_path / "data.jsonl"
+    copy.write_bytes(data.read_bytes())
+    link = tmp_path / "link.jsonl"
+    link.hardlink_to(copy)
+    for out in (copy, tmp_path / ".." / tmp_path.name / "data.jsonl", link):
+        assert main(["predict", str(model), "--data", str(copy), "--out", str(out), "--quiet"]) == 2
+        assert "is the input file" in capsys.readouterr().err
+        assert copy.read_bytes() == data.read_bytes()
+    assert main(["predict", str(model), "--data", str(copy), "--out", str(tmp_path / "preds.jsonl"), "--quiet"]) == 0

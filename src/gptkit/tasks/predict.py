@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, batch_s
     suffix = out.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise GptkitError(f"{out}: predictions are written as .jsonl or .csv")
+    refuse_input_as_output(out, data)
     model, tok, examples, encoded = _open("predict", model_dir, data, device, max_len, batch_size, need_label=False)
     spec = model.spec
     preds, probs, _ = infer(model, encoded, tok.pad_id, batch_size=batch_size, device=device, progress=progress)
@@ -90,6 +92,16 @@ def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, batch_s
         text = buf.getvalue()
     atomic_write_bytes(out, text.encode("utf-8"))
     return {"task": spec.task, "rows": len(records), "truncated": count_truncated(encoded), "out": str(out)}
+
+
+def refuse_input_as_output(out: Path, data: str | Path) -> None:
+    """Refuse an `out` that is the input file itself (also through a link, or another spelling of its
+    path): writing the predictions there would replace what was read. (The model directory's files are
+    never .jsonl or .csv, and a saved dataset's neither, so `--data` is the one input `out` can name.)"""
+    data = Path(data)
+    if out.exists() and data.exists() and os.path.samefile(out, data):
+        raise GptkitError(f"{out}: is the input file {data}; writing the predictions there would replace it "
+                          "(write them to another file)")
 
 
 def resolve_task_dir(path: str | Path) -> Path:
