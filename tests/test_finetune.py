@@ -240,6 +240,47 @@ def test_resume_from_an_earlier_checkpoint_is_exact(tmp_path, tok_dir):
     assert all(torch.equal(ha[k], hb[k]) for k in ha)
 
 
+
+def test_resume_refuses_another_recipe(tmp_path, tok_dir, capsys):
+    """`finetune --resume` checked only the training file's row count and the seed: a label set in
+    another order was taken (and best/ exported with the labels inverted), and so were another
+    --batch-size or a 100x --lr. Each change is now refused in one line naming the flag, as
+    pre-training's resume does, the run is left as it was, and the same command still resumes."""
+    rows = classification_rows(random.Random(5), 16)
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    val = write_jsonl(tmp_path / "val.jsonl", rows[:8])
+    # the audit's case: label 0 -> "b", 1 -> "a", so in sorted order index 0 now means the old 1
+    swapped = [{**r, "label": "ab"[1 - r["label"]]} for r in rows]
+    swapped_train, swapped_val = write_jsonl(tmp_path / "s.jsonl", swapped), write_jsonl(tmp_path / "sv.jsonl", swapped[:8])
+    edited = write_jsonl(tmp_path / "edited.jsonl", [{**r, "sentence": r["sentence"] + " apple"} for r in rows])
+    run = tmp_path / "run"
+    base = ["finetune", "--task", "classification", "--train", str(train), "--val", str(val), "--no-pretrain",
+            "--preset", "tiny", "--tokenizer", str(tok_dir), "--epochs", "1", "--batch-size", "8", "--out", str(run),
+            "--quiet"]
+    assert main(base) == 0
+    capsys.readouterr()
+    state = run / "checkpoints" / "step_000002" / "trainer_state.json"
+    before = state.read_bytes()
+    used = f"but the run being resumed ({run / 'checkpoints' / 'step_000002'}) used"
+    for extra, message in [
+        (["--lr", "0.01"], f"--lr is 0.01 {used} 6.25e-05; resume with the same settings"),
+        (["--batch-size", "4"], f"--batch-size is 4 {used} 8;"),
+        (["--max-steps", "5"], f"--max-steps is 5 {used} None;"),
+        (["--epochs", "2"], f"--epochs is 2.0 {used} 1.0;"),
+        (["--lm-coef", "0"], f"--lm-coef is 0.0 {used} 0.5;"),
+        (["--max-len", "16"], f"--max-len is 16 {used} "),
+        (["--seed", "1"], f"--seed is 1 {used} 42;"),
+        (["--column", "text=sentence"], f"--column is {{'text': 'sentence'}} {used} {{}};"),
+        (["--train", str(swapped_train), "--val", str(swapped_val)], "--train gives the labels ['a', 'b'] but the run being resumed"),
+        (["--train", str(edited)], "--train holds other examples than the run being resumed"),
+        (["--val", str(edited)], "--val holds other examples than the run being resumed"),
+    ]:
+        assert main([*base, *extra, "--resume"]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith(f"gptkit finetune: error: {message}") and err.count("\n") == 1, (extra, err)
+        assert state.read_bytes() == before
+    assert main([*base, "--resume"]) == 0
+
 def test_task_tokens_get_fresh_rows_from_a_language_model(tmp_path, tok_dir):
     """The vocabulary a gptkit tokenizer trains already holds start/delimiter/extract, but the LM never
     read them: fine-tuning draws their rows afresh (the paper's new embeddings), leaves every other row

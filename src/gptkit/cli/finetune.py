@@ -8,7 +8,7 @@ import dataclasses
 import json
 import sys
 
-from .options import add_options, build
+from .options import FLAGS_ATTR, add_options, build
 
 # FinetuneConfig's fields with a flag (their defaults, checks and help are declared there).
 FIELDS = ("task", "glue", "train", "val", "test", "out", "init", "no_pretrain", "preset", "tokenizer", "regression",
@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     add_options(p, FinetuneConfig, FIELDS, defaults={"out": dataclasses.MISSING})
     add_column_args(p)
     add_options(p, FinetuneConfig, ("resume", "overwrite"), group=p.add_mutually_exclusive_group())
+    # --column fills FinetuneConfig.columns (a refused resume names it)
+    p.set_defaults(**{FLAGS_ATTR: {**p.get_default(FLAGS_ATTR), ("FinetuneConfig", "columns"): "--column"}})
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -8,6 +8,8 @@ checkpoint by the validation metric. Nothing here is a second loop.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -120,7 +122,15 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     resume_from = prepare_run_dir(out, resume=cfg.resume, overwrite=cfg.overwrite, kind="finetune",
                                   info={"task": spec.task})
-    checkpoint = _same_world_checkpoint(resume_from, ranks.world_size, out) if resume_from is not None else None
+    recipe = run_recipe(cfg, data)
+    checkpoint = None
+    if resume_from is not None:
+        checkpoint = _same_world_checkpoint(resume_from, ranks.world_size, out)
+        try:
+            require_same_recipe(checkpoint, recipe)
+        except GptkitError:
+            RunLock.release_dir(out)
+            raise
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     record.update(origin)
 
@@ -155,7 +165,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     result = train(
         model, FinetuneObjective(cfg.lm_coef), batches, optimizer, warmup_linear(cfg.lr, warmup, steps), train_config,
         run_dir=out, resume_from=checkpoint, save_model=save_model, load_model=load_model,
-        evaluate=evaluate if val_e is not None else None,
+        evaluate=evaluate if val_e is not None else None, extra_state={"recipe": recipe},
     )
     if not ranks.is_main:  # rank 0 alone exports best/ and writes the summary
         return {"steps": result.step, "stopped_by": result.stopped_by, "rank": ranks.rank}
@@ -170,6 +180,67 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     atomic_write_json(out / "summary.json", summary)
     RunLock.release_dir(out)
     return summary
+
+
+RECIPE_FIELDS = ("task", "glue", "columns", "regression", "label_base", "init", "no_pretrain", "preset", "tokenizer",
+                 "fresh_task_tokens", "transfer_layers", "max_len", "metric", "lm_coef", "max_steps", "epochs",
+                 "batch_size", "group_by_length", "lr", "warmup", "weight_decay", "grad_clip", "clf_pdrop",
+                 "evals_per_epoch", "seed")
+"""The FinetuneConfig fields a resumed run must share with the run it continues: each changes the
+model it starts from, the data it reads, the updates it plans or what an update computes. (Not the
+device, precision or thread count, as for pre-training: the loop warns when the precision changes.)"""
+
+
+def run_recipe(cfg: FinetuneConfig, data: TaskData) -> dict[str, Any]:
+    """What must stay the same for a resumed run to continue this one, as JSON values (it is saved with
+    every checkpoint and compared on resume): RECIPE_FIELDS as given (paths resolved; max_len and
+    metric as they took effect; epochs only when max_steps does not override them), then the label
+    set and a digest of the encoded training and validation examples, which also catch another file
+    content, another tokenizer's ids and a label set in another order."""
+    recipe: dict[str, Any] = {}
+    for name in RECIPE_FIELDS:
+        value = getattr(cfg, name)
+        if name in ("init", "tokenizer") and value is not None:
+            value = str(Path(value).resolve())
+        elif name == "max_len":
+            value = data.spec.max_len
+        elif name == "metric":
+            value = data.spec.metric
+        elif name == "epochs" and cfg.max_steps is not None:
+            value = None
+        elif isinstance(value, Path):
+            value = str(value)
+        recipe[name] = json.loads(json.dumps(value))  # as it reads back from trainer_state.json
+    recipe["labels"] = data.spec.labels
+    recipe["train_examples"] = _digest(data.train)
+    recipe["val_examples"] = _digest(data.val)
+    return recipe
+
+
+def _digest(encoded: list[EncodedExample] | None) -> str | None:
+    if encoded is None:
+        return None
+    payload = json.dumps([[x.sequences, x.label] for x in encoded], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def require_same_recipe(checkpoint: Any, recipe: dict[str, Any]) -> None:
+    """Refuse to resume with a recipe other than the checkpoint's (`Checkpoint.require_same`, the
+    wording pre-training's resume uses): every FinetuneConfig field first, so the message names the
+    flag that changed, then the label set and the examples, named as the file that gives them. A
+    checkpoint written before runs saved their recipe has nothing to compare and resumes as before."""
+    owner = "FinetuneConfig"
+    checkpoint.require_same(owner, {k: v for k, v in recipe.items() if k in RECIPE_FIELDS})
+    saved = checkpoint.state.get("extra", {}).get("recipe", {})
+    again = "resume with the same settings (or start a new run)"
+    if "labels" in saved and saved["labels"] != recipe["labels"]:
+        raise OptionError(owner, "train", f"gives the labels {recipe['labels']!r} but the run being resumed "
+                                          f"({checkpoint.path}) used {saved['labels']!r}; {again}")
+    for field, key in (("train", "train_examples"), ("val", "val_examples")):
+        if key in saved and saved[key] != recipe[key]:
+            raise OptionError(owner, field, f"holds other examples than the run being resumed ({checkpoint.path}) "
+                                            f"{'was trained on' if field == 'train' else 'was validated on'} "
+                                            f"(another file, or its content changed); {again}")
 
 
 def _same_world_checkpoint(path: Path, world_size: int, out: Path):  # noqa: ANN202 (a Checkpoint)
