@@ -366,3 +366,44 @@ def test_predict_refuses_to_write_over_its_input(task_model, tmp_path, capsys):
         assert "is the input file" in capsys.readouterr().err
         assert copy.read_bytes() == data.read_bytes()
     assert main(["predict", str(model), "--data", str(copy), "--out", str(tmp_path / "preds.jsonl"), "--quiet"]) == 0
+
+
+def test_init_refuses_a_tokenizer_that_is_not_the_models(tmp_path, tok_dir, capsys):
+    """`--init LM --tokenizer OTHER` took any tokenizer: a larger byte-level one had the LM's rows read
+    under another vocabulary, an empty one encoded every text to nothing, and both exited 0."""
+    tok = GPTTokenizer.load(tok_dir)
+    torch.manual_seed(0)
+    gpt = GPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=24))
+    save_pretrained(gpt, tmp_path / "lm")
+    tok.save(tmp_path / "lm")
+    save_pretrained(gpt, tmp_path / "weights_only")  # an HF directory without a tokenizer
+    tok.save(tmp_path / "tok_copy")
+    bigger = train_from_texts([" ".join(FILL + ["good", "bad"])] * 20, vocab_size=300, style="bytelevel",
+                              min_frequency=1)
+    bigger.save(tmp_path / "bigger")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "tokenizer.json").write_text(
+        '{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}', encoding="utf-8")
+    train = write_jsonl(tmp_path / "t.jsonl", classification_rows(random.Random(6), 8))
+
+    def run(out, init, tokenizer, *extra):
+        argv = ["finetune", "--task", "classification", "--train", str(train), "--out", str(tmp_path / out),
+                "--init", str(tmp_path / init), "--tokenizer", str(tmp_path / tokenizer), "--max-steps", "1",
+                "--quiet", *extra]
+        rc = main(argv)
+        return rc, capsys.readouterr().err
+
+    for out, init, tokenizer, message in [
+        ("a", "lm", "bigger", f"runs to id {bigger.vocab_size - 1} but the model in {tmp_path / 'lm'} embeds "
+                              f"{tok.vocab_size} tokens"),
+        ("b", "weights_only", "bigger", "runs to id"),
+        ("c", "lm", "empty", f"not the tokenizer of {tmp_path / 'lm'}, which holds its own (id 0 is "
+                             "'<|endoftext|>' there, '_start_' here)"),
+    ]:
+        rc, err = run(out, init, tokenizer)
+        assert rc == 2 and err.startswith(f"gptkit finetune: error: {tmp_path / tokenizer}: ") and message in err, err
+        assert err.count("\n") == 1 and not (tmp_path / out).exists()
+    # the model's own tokenizer (a copy), one for a weights-only directory, any one for a random model
+    assert run("d", "lm", "tok_copy")[0] == 0
+    assert run("e", "weights_only", "tok_copy")[0] == 0
+    assert run("f", "lm", "bigger", "--no-pretrain")[0] == 0

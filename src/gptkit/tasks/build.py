@@ -3,6 +3,7 @@ random weights of a given shape; the tokenizer; fresh embedding rows for the tas
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,10 @@ def build_trunk(cfg: FinetuneConfig) -> tuple[GPT, Any, dict[str, Any]]:
         if init_dir is None:
             raise OptionError("FinetuneConfig", "init", "is needed (a model or run directory), or no_pretrain with a "
                                                         "preset and a tokenizer")
-        # no vocabulary check: a model smaller than the tokenizer gets rows for the new task tokens
+        # no size check: a model smaller than the tokenizer gets rows for the new task tokens
         gpt, tok = load_model_and_tokenizer(init_dir, cfg.tokenizer, check=False)
+        if cfg.tokenizer is not None:
+            check_tokenizer_fits(tok, Path(cfg.tokenizer), gpt, init_dir)
         origin["init"] = str(init_dir)
         if cfg.fresh_task_tokens and not (init_dir / TASK_FILE).exists():
             origin["fresh_task_tokens"] = redraw_task_token_rows(gpt, tok, cfg.seed)
@@ -73,6 +76,38 @@ def build_trunk(cfg: FinetuneConfig) -> tuple[GPT, Any, dict[str, Any]]:
         gpt.resize_token_embeddings(tok.vocab_size)
     gpt.train()
     return gpt, tok, origin
+
+
+def check_tokenizer_fits(tok: Any, tok_path: Path, gpt: GPT, init_dir: Path) -> None:
+    """Refuse a `--tokenizer` that cannot be the pre-trained model's: one whose ordinary tokens (all but
+    the reserved specials, which fine-tuning gives rows) run past the model's embedding, or, when the
+    init directory holds its own tokenizer, one that encodes text otherwise. Either would read the
+    pre-trained rows under another vocabulary, or encode every text to nothing, and fine-tune to a
+    majority-class model without a word (a random model, no_pretrain, takes any tokenizer)."""
+    n = gpt.config.vocab_size
+    specials = {i for i, t in tok.backend.get_added_tokens_decoder().items() if t.special}
+    ordinary = [i for i in tok.backend.get_vocab(with_added_tokens=True).values() if i not in specials]
+    if ordinary and max(ordinary) >= n:
+        raise GptkitError(f"{tok_path}: the tokenizer's vocabulary runs to id {max(ordinary)} but the model in "
+                          f"{init_dir} embeds {n} tokens (config.json vocab_size); only special tokens (the task "
+                          f"tokens, <|endoftext|>, <pad>) may lie beyond it: not the model's tokenizer")
+    try:
+        own = load_tokenizer(init_dir)
+    except GptkitError:
+        return  # an HF directory that ships weights only: --tokenizer is how it gets one
+    if _pipeline(tok) != _pipeline(own):
+        differs = next((f"id {i} is {own.backend.id_to_token(i)!r} there, {tok.backend.id_to_token(i)!r} here"
+                        for i in range(n) if own.backend.id_to_token(i) != tok.backend.id_to_token(i)),
+                       "the same ids, but another normalizer, pre-tokenizer or merges")
+        raise GptkitError(f"{tok_path}: not the tokenizer of {init_dir}, which holds its own ({differs}); "
+                          f"fine-tune with the model's own tokenizer (leave out --tokenizer)")
+
+
+def _pipeline(tok: Any) -> tuple[Any, ...]:
+    """What decides a tokenizer's ids for a text: its style and the backend's normalizer, pre-tokenizer
+    and model (vocabulary and merges), as the tokenizers library serialises them."""
+    spec = json.loads(tok.backend.to_str())
+    return tok.style, spec.get("normalizer"), spec.get("pre_tokenizer"), spec.get("model")
 
 
 def redraw_task_token_rows(gpt: GPT, tok: Any, seed: int) -> list[int]:
