@@ -326,23 +326,26 @@ def task_model(tmp_path_factory, pretrained_dir):
     return d / "run" / "best", data
 
 
-@pytest.mark.parametrize("flags, message", [
+BAD_SCORING_OPTIONS = [
     (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
     (["--batch-size", "-1"], "--batch-size must be a positive integer, got -1"),
     (["--device", "bogus"], "--device must be 'cpu', or 'cuda' / 'cuda:N' naming a GPU this machine has, got 'bogus'"),
     (["--device", f"cuda:{torch.cuda.device_count()}"], "--device must be 'cpu', or 'cuda' / 'cuda:N'"),
     (["--max-len", "0"], "--max-len must be a positive integer, got 0"),  # was silently "the default"
     (["--max-len", "25"], "--max-len 25 exceeds the model's context window n_ctx=24"),
+]
+
+
+@pytest.mark.parametrize("command, flags, message", [
+    (command, flags, message) for command in ("evaluate", "predict", "zeroshot") for flags, message in BAD_SCORING_OPTIONS
+    if not (command == "zeroshot" and flags[0] == "--max-len")  # zeroshot has no --max-len
 ])
-@pytest.mark.parametrize("command", ["evaluate", "predict", "zeroshot"])
 def test_scoring_commands_refuse_bad_options_in_one_line(command, flags, message, task_model, pretrained_dir,
                                                          tmp_path, capsys):
     """These were tracebacks (range() arg 3 must not be zero, Torch not compiled with CUDA, a sequence
     longer than n_ctx) or, for --max-len 0, silently the default."""
     model, data = task_model
     if command == "zeroshot":
-        if flags[0] == "--max-len":
-            pytest.skip("zeroshot has no --max-len")
         argv = ["zeroshot", str(pretrained_dir), "--task", "sentiment", "--data", str(data)]
     else:
         argv = [command, str(model), "--data", str(data), "--quiet"]
