@@ -58,6 +58,18 @@ def test_generate_streams_greedy_text(model_dir, capsys):
     assert expected and out == expected + "\n"
 
 
+
+def test_prompt_may_follow_the_options(model_dir, capsys):
+    """`generate DIR --max-new-tokens 5 PROMPT` used to be refused ("unrecognized arguments", under the
+    top-level usage): argparse had filled the optional PROMPT, empty, together with DIR."""
+    assert main(["generate", str(model_dir), "--max-new-tokens", "5", "--temperature", "0", "the cat"]) == 0
+    assert capsys.readouterr().out == greedy_text(model_dir, "the cat", 5) + "\n"
+    with pytest.raises(SystemExit) as stop:  # a real extra argument: the error shows generate's usage
+        main(["generate", str(model_dir), "the", "cat", "--max-new-tokens", "5"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("usage: gptkit generate ")
+    assert "gptkit generate: error: unrecognized arguments: cat" in err
+
 def test_generate_json_has_ids_text_logprobs(model_dir, capsys):
     args = ["generate", str(model_dir), "once upon", "--max-new-tokens", "8", "--temperature", "0.8",
             "--seed", "3", "--num-samples", "3", "--json", "--logprobs", "2"]

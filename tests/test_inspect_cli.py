@@ -113,6 +113,13 @@ def test_mask_text_and_png(tmp_path, capsys):
     assert code == 2 and "--pad 4" in err
 
 
+
+def test_a_wrong_argument_shows_the_actions_usage(capsys):
+    with pytest.raises(SystemExit) as stop:  # was `usage: gptkit [-h] [-v] COMMAND ...`
+        main(["inspect", "mask", "--n", "3", "extra"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("usage: gptkit inspect mask ") and "arguments: extra" in err
+
 def test_trace_text_and_json(model_dir, capsys):
     V = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     code, out, _ = run(capsys, "trace", str(model_dir), TEXT)

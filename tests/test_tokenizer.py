@@ -281,6 +281,24 @@ def test_cli_train_encode_decode_info(tmp_path, text_file, capsys):
     assert not (tmp_path / "small").exists()
 
 
+
+def test_cli_text_and_inputs_may_follow_the_options(tmp_path, text_file, capsys):
+    """`encode TOK --tokens "the king"` used to be refused under the top-level usage (the optional
+    TEXT had been filled, empty, with TOK); so was an input after --out in `train`."""
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", str(text_file), "--out", str(out), "--vocab-size", "300", "--quiet",
+                 str(text_file)]) == 0
+    capsys.readouterr()
+    tok = GPTTokenizer.load(out)
+    assert main(["tokenizer", "encode", str(out), "--json", "the", "lazy", "dog"]) == 0
+    assert json.loads(capsys.readouterr().out)["ids"] == tok.encode("the lazy dog")
+    assert main(["tokenizer", "encode", str(out), "--tokens", "the lazy dog"]) == 0
+    assert [int(line.split("\t")[0]) for line in capsys.readouterr().out.splitlines()] == tok.encode("the lazy dog")
+    with pytest.raises(SystemExit) as stop:  # a wrong argument: the error shows the action's own usage
+        main(["tokenizer", "encode", str(out), "--bogus", "text"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("usage: gptkit tokenizer encode ") and "--bogus" in err
+
 def test_cli_train_reads_jsonl_and_directories(tmp_path, capsys):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)

@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from .generate import IntermixedParser
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, encode/decode text, describe a tokenizer")
-    sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    # intermixed: `encode TOK --tokens "text"` and `train a.txt --out T b.txt` read as meant
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True, parser_class=IntermixedParser)
 
     t = sub.add_parser("train", help="learn a BPE vocabulary from text files, directories or .jsonl (optionally .gz)")
     t.add_argument("inputs", nargs="+", help="text files, .jsonl files or directories (searched for *.txt, *.jsonl, *.gz)")
