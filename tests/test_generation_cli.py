@@ -127,6 +127,23 @@ def test_generate_bad_input_is_one_line_error(model_dir, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
+
+def test_non_utf8_prompt_is_one_line_error(model_dir, capsys, monkeypatch):
+    """Python hands argv/stdin bytes that are not UTF-8 over as lone surrogates: they used to reach the
+    tokenizer and end in "TypeError: TextInputSequence must be str"."""
+    import io
+
+    assert main(["generate", str(model_dir), "the \udcff king", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("gptkit generate: error: the PROMPT argument: invalid UTF-8 at byte offset 4 (byte 0xff: "
+                   "invalid start byte); convert it to UTF-8\n")
+    assert main(["generate", str(model_dir), "the", "--stop", "\udce9", "--max-new-tokens", "2"]) == 2
+    assert "error: --stop: invalid UTF-8 at byte offset 0" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the caf\xe9 king")))
+    assert main(["generate", str(model_dir), "--max-new-tokens", "2"]) == 2
+    assert "error: standard input: invalid UTF-8 at byte offset 7 (byte 0xe9: invalid continuation byte)" in (
+        capsys.readouterr().err)
+
 def test_gpt1_style_completion_keeps_the_space_after_the_prompt(tmp_path, capsys):
     """A GPT-1 BPE ends words with </w>: the completion of "the cat" must read " sat", not "sat"."""
     from gptkit.tokenizer import train_from_texts

@@ -120,6 +120,17 @@ def test_a_wrong_argument_shows_the_actions_usage(capsys):
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith("usage: gptkit inspect mask ") and "arguments: extra" in err
 
+
+def test_non_utf8_text_is_one_line_error(model_dir, capsys, monkeypatch):
+    import io
+
+    code, _, err = run(capsys, "next", str(model_dir), "the \udcff cat")  # argv bytes as Python hands them over
+    assert code == 2 and err == ("gptkit inspect: error: the TEXT argument: invalid UTF-8 at byte offset 4 "
+                                 "(byte 0xff: invalid start byte); convert it to UTF-8\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfet\0h\0e\0")))
+    code, _, err = run(capsys, "trace", str(model_dir), "-")
+    assert code == 2 and "standard input: invalid UTF-8 at byte offset 0" in err and "looks like UTF-16" in err
+
 def test_trace_text_and_json(model_dir, capsys):
     V = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     code, out, _ = run(capsys, "trace", str(model_dir), TEXT)

@@ -299,6 +299,30 @@ def test_cli_text_and_inputs_may_follow_the_options(tmp_path, text_file, capsys)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith("usage: gptkit tokenizer encode ") and "--bogus" in err
 
+
+def test_cli_encode_refuses_non_utf8_text_with_its_byte_offset(tmp_path, trained, capsys, monkeypatch):
+    """Argument bytes that are not UTF-8 reach Python as lone surrogates; they used to crash the
+    tokenizer with "TypeError: TextInputSequence must be str". Now: one line naming where, rc 2."""
+    import io
+
+    trained["gpt1"].save(tmp_path / "tok")
+    tok = str(tmp_path / "tok")
+    # a real process, real bytes in argv (what a Latin-1 terminal sends for "café")
+    proc = subprocess.run([os.fsencode(sys.executable), b"-m", b"gptkit", b"tokenizer", b"encode", os.fsencode(tok),
+                           b"caf\xe9"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == ("gptkit tokenizer: error: the TEXT argument: invalid UTF-8 at byte offset 3 "
+                                   "(byte 0xe9: unexpected end of data); convert it to UTF-8")
+    assert main(["tokenizer", "encode", tok, "good", "the \udcff king"]) == 2  # as Python hands them over
+    assert "TEXT argument 2 of 2: invalid UTF-8 at byte offset 4 (byte 0xff" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("café crème ".encode() + b"\xc3")))
+    assert main(["tokenizer", "encode", tok]) == 2
+    assert "standard input: invalid UTF-8 at byte offset 13 (byte 0xc3: unexpected end of data)" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("café crème\n".encode())))
+    assert main(["tokenizer", "encode", tok]) == 0  # valid UTF-8 on stdin reads as before
+    assert capsys.readouterr().out.split() == [str(i) for i in trained["gpt1"].encode("café crème\n")]
+
 def test_cli_train_reads_jsonl_and_directories(tmp_path, capsys):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)

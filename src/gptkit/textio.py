@@ -6,6 +6,9 @@ reported with its byte offset and no file, however large or however long its lin
 memory at once. Long documents are cut into pieces only just before a single whitespace character
 that sits between two non-space characters: both the `gpt1` and the byte-level pre-tokenisers start a
 new word there, so encoding the pieces separately gives the same ids as encoding the whole document.
+
+`decode_utf8` checks bytes read whole the same way (a prompt on standard input or in an argument:
+gptkit.tokenizer.inputs).
 """
 
 from __future__ import annotations
@@ -229,3 +232,14 @@ def _lone_surrogate(text: str) -> int | None:
     """Index of a lone surrogate (JSON allows "\\ud800"; no tokenizer can take it), or None."""
     m = _SURROGATE.search(text)
     return m.start() if m else None
+
+
+def decode_utf8(data: bytes, what: str) -> str:
+    """`data` as UTF-8 text; otherwise a GptkitError naming `what` and the first bad byte's offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = "it looks like UTF-16: convert it to UTF-8" if _looks_utf16(data[:4]) else "convert it to UTF-8"
+        raise GptkitError(f"{what}: invalid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}: "
+                          f"{e.reason}); {hint}") from None
+

@@ -74,11 +74,12 @@ def register(subparsers) -> None:
 
 def read_prompt(args: argparse.Namespace) -> str:
     from ..errors import GptkitError
+    from ..tokenizer.inputs import argument_text, read_stdin_text
 
     if args.prompt is not None and args.file is not None:
         raise GptkitError("give the prompt as an argument or with --file, not both")
     if args.prompt is not None:
-        return args.prompt
+        return argument_text(args.prompt, "the PROMPT argument")
     if args.file is not None:
         try:
             return args.file.read_text(encoding="utf-8")
@@ -86,7 +87,7 @@ def read_prompt(args: argparse.Namespace) -> str:
             raise GptkitError(f"{args.file}: cannot read the prompt: {e}") from None
     if sys.stdin.isatty():
         raise GptkitError("no prompt: give PROMPT, --file F, or pipe text on standard input")
-    return sys.stdin.read()
+    return read_stdin_text()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from ..generation import GenerationConfig, TextStream, stream_generate
     from ..generation.bundle import load_bundle
     from ..generation.engine import TokenEvent
+    from ..tokenizer.inputs import argument_text
 
     prompt = read_prompt(args)
+    stops = [argument_text(stop, f"--stop {i + 1}") if len(args.stop) > 1 else argument_text(stop, "--stop")
+             for i, stop in enumerate(args.stop)]
     bundle = load_bundle(args.model_dir, device=args.device)
     if args.dtype == "bf16":
         import torch
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise GptkitError(str(e).replace("GenerationConfig.", "--").replace("_", "-")) from None
 
     prompt_ids = bundle.encode_prompt(prompt)
-    streams = [TextStream(bundle.decode, args.stop, context=prompt_ids) for _ in range(args.num_samples)]
+    streams = [TextStream(bundle.decode, stops, context=prompt_ids) for _ in range(args.num_samples)]
     samples = [{"ids": [], "logprobs": [], "top_logprobs": [], "finish_reason": None} for _ in streams]
     live = not args.json and args.num_samples == 1  # several samples print whole, as each finishes
 

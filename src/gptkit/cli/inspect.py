@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 from .generate import IntermixedParser
 
@@ -56,9 +55,10 @@ def _open(args: argparse.Namespace):
     from gptkit.inspect.labels import display_tokens
     from gptkit.inspect.loading import encode_prompt
     from gptkit.interop.loading import load_model_and_tokenizer
+    from gptkit.tokenizer.inputs import argument_text, read_stdin_text
 
+    text = read_stdin_text() if args.text == "-" else argument_text(args.text, "the TEXT argument")
     model, tok = load_model_and_tokenizer(args.model, args.tokenizer)
-    text = sys.stdin.read() if args.text == "-" else args.text
     ids = encode_prompt(tok, text, model.config.n_ctx)
     return model, tok, ids, display_tokens(ids[0].tolist(), tok.id_to_token)
 

@@ -74,19 +74,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    from ..errors import GptkitError
     from ..tokenizer import GPTTokenizer
+    from ..tokenizer.inputs import argument_text, read_stdin_text
 
     tok = GPTTokenizer.load(args.tokenizer)
     if args.text:
-        text = " ".join(args.text)
+        n = len(args.text)
+        text = " ".join(argument_text(t, "the TEXT argument" if n == 1 else f"TEXT argument {i + 1} of {n}")
+                        for i, t in enumerate(args.text))
     elif args.file:
-        from ..errors import GptkitError
         try:
             text = Path(args.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise GptkitError(f"{args.file}: cannot read as UTF-8 text ({e})") from None
     else:
-        text = sys.stdin.read()
+        text = read_stdin_text()
     ids = tok.encode(text)
     if args.json:
         out = {"ids": ids}
