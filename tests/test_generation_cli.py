@@ -123,6 +123,10 @@ def test_generate_past_context_window(model_dir, capsys):
 def test_generate_bad_input_is_one_line_error(model_dir, tmp_path, capsys):
     assert main(["generate", str(model_dir), "x", "--top-p", "1.5"]) == 2
     assert "error: --top-p" in capsys.readouterr().err
+    assert main(["generate", str(model_dir), "x", "--logprobs", "-1"]) == 2  # said "--top-logprobs", a flag that is not
+    assert "gptkit generate: error: --logprobs must be >= 0, got -1\n" == capsys.readouterr().err
+    assert main(["generate", str(model_dir), "x", "--window-stride", "64"]) == 2
+    assert "error: --window-stride must be in [1, n_ctx=64), got 64\n" in capsys.readouterr().err  # not "n-ctx"
     assert main(["generate", str(tmp_path / "missing"), "x"]) == 2
     assert "missing" in capsys.readouterr().err
 

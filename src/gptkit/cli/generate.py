@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -72,6 +73,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+FIELD_FLAGS = {"top_logprobs": "--logprobs"}
+"""GenerationConfig fields whose flag is not the field's name with dashes."""
+
+
+def config_error_in_flags(message: str) -> str:
+    """A GenerationConfig error ("GenerationConfig.top_logprobs must be >= 0") in the flags the user
+    typed ("--logprobs must be >= 0"); the rest of the message (n_ctx=64) is left as it is."""
+    return re.sub(r"GenerationConfig\.(\w+)",
+                  lambda m: FIELD_FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
+
+
 def read_prompt(args: argparse.Namespace) -> str:
     from ..errors import GptkitError
     from ..tokenizer.inputs import argument_text, read_stdin_text
@@ -126,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config.validate(bundle.model.config.n_ctx)
     except ValueError as e:
-        raise GptkitError(str(e).replace("GenerationConfig.", "--").replace("_", "-")) from None
+        raise GptkitError(config_error_in_flags(str(e))) from None
 
     prompt_ids = bundle.encode_prompt(prompt)
     streams = [TextStream(bundle.decode, stops, context=prompt_ids) for _ in range(args.num_samples)]
