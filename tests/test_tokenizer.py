@@ -323,6 +323,23 @@ def test_cli_encode_refuses_non_utf8_text_with_its_byte_offset(tmp_path, trained
     assert main(["tokenizer", "encode", tok]) == 0  # valid UTF-8 on stdin reads as before
     assert capsys.readouterr().out.split() == [str(i) for i in trained["gpt1"].encode("café crème\n")]
 
+
+def test_cli_train_refuses_an_unusable_out_before_training(tmp_path, text_file, capsys, monkeypatch):
+    """`--out FILE` (or a path under a file) used to train first and then crash in mkdir with a
+    FileExistsError / NotADirectoryError traceback."""
+    import gptkit.tokenizer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although --out cannot be written")
+
+    monkeypatch.setattr(gptkit.tokenizer, "train_from_texts", no_training)
+    before = text_file.read_bytes()
+    for out, message in [(text_file, f"--out {text_file}: exists and is not a directory"),
+                         (text_file / "sub" / "tok", f"--out {text_file / 'sub' / 'tok'}: {text_file} is not a directory")]:
+        assert main(["tokenizer", "train", str(text_file), "--out", str(out), "--vocab-size", "300", "--quiet"]) == 2
+        assert capsys.readouterr().err == f"gptkit tokenizer: error: {message}\n"
+    assert text_file.read_bytes() == before and sorted(p.name for p in text_file.parent.iterdir()) == [text_file.name]
+
 def test_cli_train_reads_jsonl_and_directories(tmp_path, capsys):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)

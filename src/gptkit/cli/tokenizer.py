@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..tokenizer import train_from_texts
 
     out = Path(args.out)
+    check_out_dir(out)
     if (out / "tokenizer.json").exists() and not args.overwrite:
         raise GptkitError(f"{out / 'tokenizer.json'}: already exists (pass --overwrite to replace it)")
     files = collect_inputs(args.inputs)
@@ -67,10 +69,29 @@ def run_train(args: argparse.Namespace) -> int:
 
     show = not args.quiet and sys.stderr.isatty()
     tok = train_from_texts(texts(), args.vocab_size, args.style, args.min_frequency, show_progress=show)
-    tok.save(out)
+    try:
+        tok.save(out)
+    except OSError as e:  # checked before training, but a disk can fill up or a path change meanwhile
+        raise GptkitError(f"--out {out}: cannot write the tokenizer ({e.strerror or e})") from None
     print(f"wrote {out / 'tokenizer.json'}: {args.style} BPE, {tok.vocab_size} ids; "
           + ", ".join(f"{t}={i}" for t, i in tok.special_ids.items()))
     return 0
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse, before any training, an --out that cannot become a directory of files: an existing
+    file, a path under a file, a directory this user cannot write in."""
+    from ..errors import GptkitError
+
+    if os.path.lexists(out) and not out.is_dir():
+        raise GptkitError(f"--out {out}: exists and is not a directory")
+    existing = out
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        raise GptkitError(f"--out {out}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GptkitError(f"--out {out}: cannot write in {existing} (permission denied)")
 
 
 def run_encode(args: argparse.Namespace) -> int:
