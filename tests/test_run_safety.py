@@ -255,3 +255,42 @@ def test_any_command_exits_128_plus_n_on_a_signal_and_leaves_nothing(tmp_path, s
     assert proc.returncode == status, err
     assert "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".corpus.*"))
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_tokenizer_train_stops_at_once_on_a_signal_and_writes_nothing(tmp_path, sig, status):
+    """The `tokenizers` trainer computes its merges in Rust without returning to Python, so a SIGTERM
+    waited for the whole training (~4 s more here; sent at 9 s, exited at 15.8 s in the audit). Now
+    training runs in a child process that the command kills. SIGINT goes to the whole process group,
+    as Ctrl-C sends it: the child must not print a KeyboardInterrupt traceback of its own."""
+    import random
+    import string
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(8, 16))) for _ in range(100_000)]
+    words *= 2  # many distinct long words: ~0.1 s to read, ~5 s of merges on one core
+    rng.shuffle(words)
+    (tmp_path / "words.txt").write_text("\n".join(" ".join(words[i : i + 12]) for i in range(0, len(words), 12)))
+    out = tmp_path / "tok"
+    proc = subprocess.Popen([sys.executable, "-m", "gptkit", "-v", "tokenizer", "train", str(tmp_path / "words.txt"),
+                             "--vocab-size", "20000", "--style", "bytelevel", "--out", str(out)],
+                            env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stderr:
+        if "training a bytelevel BPE" in line:  # the last line before training starts
+            break
+    time.sleep(1.5)  # in the merges by now
+    sent = time.monotonic()
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    first = proc.stderr.readline()
+    took = time.monotonic() - sent
+    err = first + proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == status, err
+    stopped = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
+    assert first == f"gptkit tokenizer: {stopped}\n" and took < 1.5, (took, err)
+    assert "Traceback" not in err and not out.exists()
+    with pytest.raises(ProcessLookupError):  # and the training process is gone with it
+        os.killpg(proc.pid, 0)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .generate import IntermixedParser
+
+if TYPE_CHECKING:
+    from ..tokenizer import GPTTokenizer
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -68,7 +77,9 @@ def run_train(args: argparse.Namespace) -> int:
                     yield piece.text
 
     show = not args.quiet and sys.stderr.isatty()
-    tok = train_from_texts(texts(), args.vocab_size, args.style, args.min_frequency, show_progress=show)
+    log.debug("training a %s BPE of %d ids on %d input files", args.style, args.vocab_size, len(files))
+    tok = train_stoppably(lambda: train_from_texts(texts(), args.vocab_size, args.style, args.min_frequency,
+                                                   show_progress=show))
     try:
         tok.save(out)
     except OSError as e:  # checked before training, but a disk can fill up or a path change meanwhile
@@ -76,6 +87,76 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'tokenizer.json'}: {args.style} BPE, {tok.vocab_size} ids; "
           + ", ".join(f"{t}={i}" for t, i in tok.special_ids.items()))
     return 0
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def train_stoppably(train: Callable[[], GPTTokenizer]) -> GPTTokenizer:
+    """`train()`, run in a forked child process so that SIGTERM and Ctrl-C stop it at once.
+
+    The `tokenizers` trainer computes its merges in Rust without returning to Python, and Python
+    runs a signal handler only between bytecodes: in-process, a SIGTERM sent mid-training waited for
+    the whole training to finish (seconds to minutes) before the command could exit. Here the parent
+    waits on a pipe, which a signal interrupts; it then kills the child and exits 143 (130), having
+    written nothing. The child sends the trained tokenizer back as its JSON; the parent saves it
+    (atomically, as before). Where fork is not available, training runs in this process."""
+    import multiprocessing
+
+    from ..errors import GptkitError
+    from ..tokenizer import GPTTokenizer
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return train()
+    ctx = multiprocessing.get_context("fork")  # not spawn: no second import of gptkit and torch
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_training_child, args=(train, writer), daemon=True, name="tokenizer-train")
+    # The child is made with SIGINT/SIGTERM blocked, so neither can reach it before it has set its
+    # own dispositions; one that comes meanwhile is delivered to the parent when unblocked below.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        try:
+            child.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        writer.close()
+        try:
+            kind, value = reader.recv()
+        except EOFError:  # the child died without a word
+            kind, value = "died", None
+        child.join()
+    except BaseException:  # SIGTERM (Terminated), Ctrl-C (KeyboardInterrupt), anything
+        if child.pid is not None:
+            child.kill()
+            child.join()
+        raise
+    finally:
+        reader.close()
+    if kind == "ok":
+        from tokenizers import Tokenizer
+
+        backend_json, style = value
+        return GPTTokenizer(Tokenizer.from_str(backend_json), style)
+    if kind == "error":
+        raise GptkitError(value)
+    code = child.exitcode
+    how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with status {code}"
+    raise GptkitError(f"tokenizer training failed: its process {how}")
+
+
+def _training_child(train: Callable[[], GPTTokenizer], writer) -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it (and kills this process).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    from ..errors import GptkitError
+
+    try:
+        tok = train()
+    except GptkitError as e:  # a user error (a bad input file, too small a vocabulary): one line
+        writer.send(("error", str(e)))
+        return
+    writer.send(("ok", (tok.backend.to_str(), tok.style)))
 
 
 def check_out_dir(out: Path) -> None:
