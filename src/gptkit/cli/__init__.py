@@ -17,7 +17,7 @@ import threading
 
 from ..errors import GptkitError
 from ..options import OptionError
-from .options import flag_message
+from .options import IntermixedParser, flag_message
 
 # In the order of the recipe: data and tokenizer, pre-training, fine-tuning, use, inspection.
 COMMAND_MODULES = (
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="GPT (Radford et al., 2018): pre-train, fine-tune, generate, serve, inspect.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # every command's parser (and the ones nested under it) takes its options and positionals in any order
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=IntermixedParser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser

@@ -12,32 +12,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-class IntermixedParser(argparse.ArgumentParser):
-    """A command's parser that takes its positionals and options in any order, and reports a left-over
-    argument with its own usage.
-
-    Plain argparse fills every positional it can from the first run of positionals: in `generate MODEL
-    --max-new-tokens 3 "the king"` the optional PROMPT (nargs='?') is taken, empty, together with
-    MODEL, and "the king" is left over. A left-over argument then went up to the top-level parser,
-    whose error showed `gptkit`'s usage. `parse_known_intermixed_args` reads the options first and
-    the positionals after them. (Used by generate, tokenizer and inspect; the top-level and the
-    `tokenizer`/`inspect` parsers, whose positional is a sub-command, cannot be intermixed.)"""
-
-    _intermixing = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._intermixing:  # parse_known_intermixed_args calls back here for each of its two passes
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            namespace, extras = self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace, extras
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
@@ -47,7 +21,6 @@ def register(subparsers) -> None:
     )
     # The top-level parser (gptkit.cli.build_parser) makes plain parsers: this one takes the class
     # that lets "MODEL_DIR --max-new-tokens 3 PROMPT" work (the class adds no state of its own).
-    p.__class__ = IntermixedParser
     p.add_argument("model_dir", help="a model directory (config.json + model.safetensors + tokenizer)")
     p.add_argument("prompt", nargs="?", help="the prompt text (default: --file, else standard input)")
     p.add_argument("--file", type=Path, help="read the prompt from this file")

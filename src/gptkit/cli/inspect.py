@@ -6,12 +6,10 @@ import argparse
 import json
 import logging
 
-from .generate import IntermixedParser
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="attention maps, the causal mask, a traced forward pass, next-token odds")
-    sub = p.add_subparsers(dest="inspect_command", metavar="WHAT", required=True, parser_class=IntermixedParser)
+    sub = p.add_subparsers(dest="inspect_command", metavar="WHAT", required=True)
 
     a = sub.add_parser("attention", help="attention probabilities as text, a heatmap PNG and/or an HTML page")
     _model_args(a)

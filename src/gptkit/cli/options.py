@@ -93,3 +93,31 @@ def _plain_type(hint: Any) -> Any:
     if hint in (int, float, str, bool, Path):
         return hint
     raise TypeError(f"no command-line form for options of type {hint!r}")
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """A command's parser that takes its positionals and options in any order, and reports a left-over
+    argument with its own usage.
+
+    Plain argparse fills every positional it can from the first run of positionals: in `generate MODEL
+    --max-new-tokens 3 "the king"` the optional PROMPT (nargs='?') is taken, empty, together with
+    MODEL, and "the king" is left over. A left-over argument then went up to the top-level parser,
+    whose error showed `gptkit`'s usage. `parse_known_intermixed_args` reads the options first and
+    the positionals after them. Every command's parser is one (`build_parser`); a parser whose
+    positional is a sub-command (`gptkit`, `gptkit tokenizer`, `gptkit inspect`) cannot be
+    intermixed, and parses as plain argparse does."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions)
+        if self._intermixing or nested:  # parse_known_intermixed_args calls back here for its two passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras

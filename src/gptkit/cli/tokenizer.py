@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .generate import IntermixedParser
-
 if TYPE_CHECKING:
     from ..tokenizer import GPTTokenizer
 
@@ -23,7 +21,7 @@ log = logging.getLogger(__name__)
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, encode/decode text, describe a tokenizer")
     # intermixed: `encode TOK --tokens "text"` and `train a.txt --out T b.txt` read as meant
-    sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True, parser_class=IntermixedParser)
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
 
     t = sub.add_parser("train", help="learn a BPE vocabulary from text files, directories or .jsonl (optionally .gz)")
     t.add_argument("inputs", nargs="+", help="text files, .jsonl files or directories (searched for *.txt, *.jsonl, *.gz)")
