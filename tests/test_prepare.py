@@ -233,23 +233,139 @@ def test_corpus_shorter_than_a_context_window(tmp_path, tok_dir):
 def test_output_directory_not_empty_unless_overwrite(tmp_path, tok_dir):
     (tmp_path / "a.txt").write_text(words(100, 1))
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.me").write_text("precious")
-    with pytest.raises(GptkitError, match="out: output directory is not empty"):
+    prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(val_fraction=0))
+    with pytest.raises(GptkitError, match="out: output directory is not empty: it holds a prepared corpus "
+                                          r"\(pass --overwrite"):
         prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts())
-    assert (out / "keep.me").read_text() == "precious"
-    # A failing overwrite leaves the old directory as it was.
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # A failing overwrite leaves the old corpus as it was.
     (tmp_path / "bad.txt").write_bytes(b"\xff")
     with pytest.raises(GptkitError, match="invalid UTF-8"):
         prepare_corpus([tmp_path / "a.txt", tmp_path / "bad.txt"], tok_dir, out, opts(overwrite=True))
-    assert sorted(p.name for p in out.iterdir()) == ["keep.me"]
-    prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(overwrite=True, val_fraction=0))
-    assert not (out / "keep.me").exists() and load_corpus(out).meta["documents"] == 1
-    assert leftovers(tmp_path, {"a.txt", "bad.txt", "out"}) == []
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    (tmp_path / "b.txt").write_text(words(100, 2))
+    prepare_corpus([tmp_path / "a.txt", tmp_path / "b.txt"], tok_dir, out, opts(overwrite=True, val_fraction=0))
+    assert load_corpus(out).meta["documents"] == 2
+    assert leftovers(tmp_path, {"a.txt", "b.txt", "bad.txt", "out"}) == []
     empty = tmp_path / "empty_out"
     empty.mkdir()  # an existing empty directory is fine without --overwrite
     prepare_corpus([tmp_path / "a.txt"], tok_dir, empty, opts(val_fraction=0))
     assert (empty / "meta.json").is_file()
+
+
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else None) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["user_files", "corpus_plus_a_file", "tokenizer_plus_a_file", "other_format"])
+def test_overwrite_deletes_nothing_but_an_earlier_corpus(tmp_path, tok_dir, case):
+    """--overwrite used to delete whatever --out held (a user's thesis included): now, like pretrain's,
+    it replaces only what gptkit made, a directory holding a corpus and nothing else."""
+    (tmp_path / "a.txt").write_text(words(100, 1))
+    out = tmp_path / "out"
+    if case == "user_files":
+        (out / "sub").mkdir(parents=True)
+        (out / "thesis.txt").write_text("precious")
+        (out / "sub" / "notes.md").write_text("x")
+        why = "no meta.json"
+    else:
+        prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(val_fraction=0))
+        if case == "corpus_plus_a_file":
+            (out / "thesis.txt").write_text("precious")
+            why = r"it also holds thesis\.txt, which prepare did not write"
+        elif case == "tokenizer_plus_a_file":
+            (out / "tokenizer" / "mine.json").write_text("{}")
+            why = r"it also holds tokenizer/mine\.json"
+        else:
+            meta = json.loads((out / "meta.json").read_text())
+            (out / "meta.json").write_text(json.dumps({**meta, "format": "something-else"}))
+            why = "format 'something-else' is not 'gptkit-corpus'"
+    before = _tree(out)
+    with pytest.raises(GptkitError, match=rf"out: not a prepared corpus \(.*{why}.*\); refusing to delete its files"):
+        prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(overwrite=True))
+    with pytest.raises(GptkitError, match=rf"out: output directory is not empty and is not a prepared corpus \(.*{why}"):
+        prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts())
+    assert _tree(out) == before
+    assert leftovers(tmp_path, {"a.txt", "out"}) == []
+
+
+def test_tokenizer_files_are_what_a_corpus_may_hold(tmp_path, tok):
+    from gptkit.data.prepare import TOKENIZER_FILES
+
+    tok.save(tmp_path)
+    assert tuple(sorted(p.name for p in tmp_path.iterdir())) == TOKENIZER_FILES
+
+
+def test_output_that_is_or_holds_an_input_or_the_working_directory(tmp_path, tok_dir, monkeypatch):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a.txt").write_text(words(100, 1))
+    before = _tree(tmp_path)
+    with pytest.raises(GptkitError, match="books: is the input .*books; give the corpus a directory of its own"):
+        prepare_corpus([books], tok_dir, books, opts(overwrite=True))
+    with pytest.raises(GptkitError, match="books: holds the input .*a.txt"):
+        prepare_corpus([books / "a.txt"], tok_dir, books, opts(overwrite=True))
+    with pytest.raises(GptkitError, match=r"\.\.: holds the input"):  # a path that only resolves to it
+        prepare_corpus([books / "a.txt"], tok_dir, books / "sub" / "..", opts(overwrite=True))
+    monkeypatch.chdir(books)
+    with pytest.raises(GptkitError, match=r"^\.: is the current directory"):
+        prepare_corpus(["a.txt"], tok_dir, ".", opts(overwrite=True))
+    with pytest.raises(GptkitError, match=r"^\.\.: is the current directory or holds it"):
+        prepare_corpus(["a.txt"], tok_dir, "..", opts(overwrite=True))
+    assert _tree(tmp_path) == before
+
+
+def test_overwrite_with_the_corpus_own_tokenizer(tmp_path, tok_dir):
+    (tmp_path / "a.txt").write_text(words(100, 1))
+    out = tmp_path / "out"
+    first = prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(val_fraction=0))
+    again = prepare_corpus([tmp_path / "a.txt"], out / "tokenizer", out, opts(val_fraction=0, overwrite=True))
+    assert again["tokens"] == first["tokens"] and load_corpus(out).meta["tokenizer_source"] == str(out / "tokenizer")
+
+
+def test_a_file_added_to_out_while_encoding_is_not_deleted(tmp_path, tok_dir, monkeypatch):
+    import gptkit.data.prepare as prep
+
+    (tmp_path / "a.txt").write_text(words(100, 1))
+    out = tmp_path / "out"
+    prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(val_fraction=0))
+    real = prep._prepare_into
+
+    def meanwhile(*args):
+        (out / "new.txt").write_text("written while prepare ran")
+        return real(*args)
+
+    monkeypatch.setattr(prep, "_prepare_into", meanwhile)
+    with pytest.raises(GptkitError, match=r"new\.txt, which prepare did not write"):
+        prepare_corpus([tmp_path / "a.txt"], tok_dir, out, opts(overwrite=True))
+    assert (out / "new.txt").is_file() and (out / "meta.json").is_file()
+    assert leftovers(tmp_path, {"a.txt", "out"}) == []
+
+
+def test_cli_prepare_overwrite_refusals(tmp_path, tok_dir, capsys, monkeypatch):
+    """The audit's reproductions: the input directory as --out, a user's directory, and `--out .`
+    (a traceback and a `..old-*` directory left behind)."""
+    d2 = tmp_path / "d2"
+    d2.mkdir()
+    (d2 / "books.txt").write_text(words(100, 1))
+    common = ["--tokenizer", str(tok_dir), "--workers", "1", "--quiet", "--overwrite"]
+    assert main(["prepare", str(d2), "--out", str(d2), *common]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the input" in err, err
+    assert sorted(p.name for p in d2.iterdir()) == ["books.txt"]
+    monkeypatch.chdir(d2)
+    assert main(["prepare", "books.txt", "--out", ".", *common]) == 2
+    err = capsys.readouterr().err
+    assert err == "gptkit prepare: error: .: is the current directory; give the corpus a directory of its own " \
+                  "(e.g. --out corpus)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d2"]
+    assert sorted(p.name for p in d2.iterdir()) == ["books.txt"]
+
+
+def test_output_below_a_file(tmp_path, tok_dir):
+    (tmp_path / "a.txt").write_text(words(100, 1))
+    with pytest.raises(GptkitError, match=r"a\.txt/corpus: .*a\.txt is not a directory"):
+        prepare_corpus([tmp_path / "a.txt"], tok_dir, tmp_path / "a.txt" / "corpus", opts())
 
 
 def test_load_corpus_errors(tmp_path):

@@ -74,7 +74,8 @@ class PrepareOptions:
                             choices=("file", "blank-line"))
     min_tokens: int | None = option(None, help="refuse a corpus with fewer training tokens than this (e.g. one "
                                                "context window, n_ctx + 1)", check=optional(positive_int))
-    overwrite: bool = option(False, help="replace a non-empty output directory", check=boolean)
+    overwrite: bool = option(False, help="replace an earlier corpus in the output directory (only a directory that "
+                                         "holds nothing but a corpus gptkit prepared)", check=boolean)
     show_progress: bool | None = None
     """None: a progress bar only when stderr is a terminal."""
 
@@ -196,16 +197,21 @@ def prepare_corpus(inputs: list[str | Path], tokenizer: str | Path, out: str | P
     opts.check()
     out = Path(out)
     files = collect_inputs(inputs)
-    _check_output(out, opts.overwrite)
+    _check_output(out, opts.overwrite, [Path(i) for i in inputs] + files)
+    if out.name in ("", ".", ".."):  # "a/..": name the directory itself (the temporary one is named after it)
+        out = out.resolve()
     if not files:
         raise GptkitError(f"empty corpus: no *.txt, *.jsonl or *.gz files in {', '.join(map(str, inputs))}")
     tok = GPTTokenizer.load(tokenizer)
     workers = opts.workers or os.cpu_count() or 1
     total_bytes = sum(f.stat().st_size for f in files)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(out)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(out)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+    except OSError as e:
+        raise GptkitError(f"{out}: cannot create it in {out.parent} ({e.strerror or e})") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -214,6 +220,8 @@ def prepare_corpus(inputs: list[str | Path], tokenizer: str | Path, out: str | P
         meta["inputs"] = [str(f) for f in inputs]
         meta["tokenizer_source"] = str(tokenizer)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        # Again, now that the corpus is done: `out` may have gained files while it was being encoded.
+        _check_output(out, opts.overwrite, [])
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -330,11 +338,74 @@ def summary_line(meta: dict) -> str:
             f"{meta['bytes'] / 1e6:.2f} MB in {meta['seconds']:.2f} s = {meta['mb_per_s']:.2f} MB/s")
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
+# What a prepared corpus directory holds besides its shards (listed in its meta.json); `--overwrite`
+# replaces a directory only when it holds nothing else. TOKENIZER_FILES are what GPTTokenizer.save
+# writes (a test holds the two in step).
+CORPUS_ENTRIES = ("meta.json", "tokenizer")
+TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json")
+
+
+def _check_output(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse an `out` that prepare must not write, before anything is read or written: a file, the
+    current directory or one holding it, a directory that is or holds an input, and a non-empty
+    directory unless `overwrite` and it holds a corpus gptkit prepared (nothing else is ever deleted)."""
     if out.exists() and not out.is_dir():
         raise GptkitError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise GptkitError(f"{out}: output directory is not empty (pass --overwrite to replace it)")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise GptkitError(f"{out}: {above} is not a directory")
+    target = out.resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise GptkitError(f"{out}: is the current directory{'' if target == cwd else ' or holds it'}; "
+                          f"give the corpus a directory of its own (e.g. --out corpus)")
+    for item in inputs:
+        path = item.resolve()
+        if path == target or target in path.parents:
+            raise GptkitError(f"{out}: {'is' if path == target else 'holds'} the input {item}; give the corpus "
+                              f"a directory of its own")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    foreign = _not_a_corpus(out)
+    if not overwrite:
+        if foreign is None:
+            raise GptkitError(f"{out}: output directory is not empty: it holds a prepared corpus (pass --overwrite "
+                              f"to replace it, or choose another directory)")
+        raise GptkitError(f"{out}: output directory is not empty and is not a prepared corpus ({foreign}); "
+                          f"choose another directory")
+    if foreign is not None:
+        raise GptkitError(f"{out}: not a prepared corpus ({foreign}); refusing to delete its files")
+
+
+def _not_a_corpus(out: Path) -> str | None:
+    """None if `out` holds a corpus gptkit prepared and nothing else; otherwise why not, in a few words."""
+    from ..jsonio import read_json
+
+    meta_path = out / "meta.json"
+    if meta_path.is_symlink() or not meta_path.is_file():
+        return "meta.json is a symbolic link" if meta_path.is_symlink() else "no meta.json"
+    try:
+        meta = read_json(meta_path)
+    except GptkitError as e:
+        return str(e)
+    if meta.get("format") != FORMAT:
+        return f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}"
+    expected = set(CORPUS_ENTRIES)
+    splits = meta.get("splits")
+    for split in splits.values() if isinstance(splits, dict) else ():
+        shards = split.get("shards") if isinstance(split, dict) else None
+        expected.update(name for name in shards or () if isinstance(name, str))
+    others = sorted(p.name for p in out.iterdir() if p.name not in expected)
+    tok_dir = out / "tokenizer"
+    if tok_dir.is_symlink() or tok_dir.exists() and not tok_dir.is_dir():
+        others.append("tokenizer (not a directory)")
+    elif tok_dir.is_dir():
+        others += [f"tokenizer/{p.name}" for p in sorted(tok_dir.iterdir())
+                   if p.name not in TOKENIZER_FILES or p.is_dir() or p.is_symlink()]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        return f"it also holds {shown}, which prepare did not write"
+    return None
 
 
 def _remove_stale_partials(out: Path) -> None:
@@ -348,11 +419,17 @@ def _remove_stale_partials(out: Path) -> None:
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished directory to `out`; an old `out` is moved aside first and removed after."""
+    """Rename the finished directory to `out`; an old `out` (checked to be a corpus) is moved aside
+    first and removed after, or put back if the new one cannot take its place."""
     if out.is_dir() and any(out.iterdir()):
         trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
         os.replace(out, trash / "old")
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(trash / "old", out)
+            trash.rmdir()
+            raise
         shutil.rmtree(trash, ignore_errors=True)
         return
     if out.is_dir():
