@@ -137,6 +137,17 @@ def test_no_document_in_validation_holds_out_the_tail(tmp_path, tok_dir):
     assert s["val"]["tokens"] == -(-(s["train"]["tokens"] + s["val"]["tokens"]) // 10)
 
 
+@pytest.mark.parametrize("doc_split", ["file", "blank-line"])
+def test_tail_note_suggests_only_what_is_not_in_use(tmp_path, tok_dir, capsys, doc_split):
+    """The note told a user who had passed --doc-split blank-line to pass --doc-split blank-line."""
+    (tmp_path / "a.txt").write_text("\n\n".join(words(20, i) for i in range(5)))
+    assert main(["prepare", str(tmp_path / "a.txt"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "out"),
+                 "--doc-split", doc_split, "--workers", "1", "--quiet"]) == 0
+    note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "a larger --val-fraction" in note[0]
+    assert ("--doc-split blank-line" in note[0]) == (doc_split == "file"), note
+
+
 def test_uint32_shards_for_a_big_vocabulary(tmp_path):
     # A byte-level vocabulary of 70,256 entries (bytes + filler), no merges: <|endoftext|> lands above 65535.
     from tokenizers import pre_tokenizers

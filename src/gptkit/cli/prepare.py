@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     meta = prepare_corpus(args.inputs, args.tokenizer, args.out, options)
     print(f"wrote {args.out}: {summary_line(meta)}")
     if meta["val_split"] == "tail":
+        # --doc-split blank-line is advice only to someone not already using it.
+        remedy = "a larger --val-fraction" if options.doc_split == "blank-line" else \
+            "--doc-split blank-line or a larger --val-fraction"
         print("note: no whole document fell in the validation split; its tokens are the tail of the training "
-              "stream (use --doc-split blank-line or a larger --val-fraction for a split by document)",
-              file=sys.stderr)
+              f"stream (use {remedy} for a split by document)", file=sys.stderr)
     return 0
