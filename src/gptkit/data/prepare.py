@@ -15,6 +15,7 @@ and independent of the number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -168,18 +170,54 @@ def _worker_encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return _encode(_worker_tok, texts)
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Start worker processes with SIGINT blocked. A spawned worker spends its first seconds importing
+    (gptkit, torch) before `_worker_init` can ignore SIGINT, and a Ctrl-C to the process group then
+    printed a KeyboardInterrupt traceback from each one. The signal mask is inherited through fork and
+    exec, so a worker starts blocking SIGINT and keeps doing so (Ctrl-C is the main process's to
+    handle: it stops the pool and removes the partial output). Here a SIGINT that arrives meanwhile
+    waits and is delivered, as KeyboardInterrupt, when the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield  # Windows has no signal masks; off the main thread, Python gets no SIGINT anyway
+        return
+    # The pool's first lock starts multiprocessing's resource tracker, and starting it unblocks SIGINT
+    # (CPython's resource_tracker.ensure_running): have it running before SIGINT is blocked.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _start_pool(tok: GPTTokenizer, workers: int):
+    """A pool of `workers` spawned encoding processes, started with SIGINT blocked (_sigint_held)."""
+    # Fresh worker processes, not forks: the parent has already run the tokenizers library's own
+    # threads (training, encoding), and a fork taken while one of them holds a lock can hang the child
+    # forever (seen once in the test suite). Spawned workers also start without the CLI's SIGTERM
+    # handler, so the pool's own SIGTERM at the end stops them quietly.
+    ctx = multiprocessing.get_context("spawn")
+    pool = None
+    try:
+        with _sigint_held():
+            pool = ctx.Pool(workers, initializer=_worker_init, initargs=(tok.backend.to_str(), tok.style))
+    except BaseException:  # a Ctrl-C held back while the workers started
+        if pool is not None:
+            pool.terminate()
+        raise
+    return pool
+
+
 def _bounded_map(tok: GPTTokenizer, batches: Iterator[list[str]], workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Encoded batches in order; with workers > 1 at most 2 x workers batches are in flight."""
     if workers == 1:
         for texts in batches:
             yield _encode(tok, texts)
         return
-    # Fresh worker processes, not forks: the parent has already run the tokenizers library's own
-    # threads (training, encoding), and a fork taken while one of them holds a lock can hang the child
-    # forever (seen once in the test suite). Spawned workers also start without the CLI's SIGTERM
-    # handler, so the pool's own SIGTERM at the end stops them quietly.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(tok.backend.to_str(), tok.style)) as pool:
+    with _start_pool(tok, workers) as pool:
         pending: deque = deque()
         for texts in batches:
             pending.append(pool.apply_async(_worker_encode, (texts,)))
