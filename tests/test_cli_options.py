@@ -184,3 +184,68 @@ def test_unbalanced_csv_quote_is_named_as_such(task_files, tmp_path, capsys):
     assert main(finetune_args((bad, val, tok), tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert f"{bad}, line 2: unbalanced quote" in err and "ragged" not in err
+
+
+def _metrics_run(tmp_path, lines):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(lines))
+    return run
+
+
+GOOD_METRICS = [json.dumps({"step": s, "loss": 3.0 - 0.1 * s, "lr": 1e-4}) + "\n" for s in range(1, 6)]
+
+
+def test_plot_out_refuses_what_it_cannot_or_should_not_write(tmp_path, capsys):
+    """`plot --out` into a missing directory or onto a directory was a traceback; onto text.txt it
+    silently replaced the file with PNG bytes."""
+    pytest.importorskip("matplotlib")
+    run = _metrics_run(tmp_path, GOOD_METRICS)
+    (tmp_path / "text.txt").write_text("precious")
+    cases = {str(tmp_path / "nonexist" / "x.png"): f"directory {tmp_path / 'nonexist'} does not exist",
+             str(run): "is a directory; give a file name",
+             str(tmp_path / "text.txt"): "not an image file name; end it in .png, .svg, .pdf",
+             str(tmp_path / "noext"): "not an image file name"}
+    for out, message in cases.items():
+        assert main(["plot", str(run), "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"gptkit plot: error: {out}: {message}") and err.count("\n") == 1, err
+    assert (tmp_path / "text.txt").read_text() == "precious"
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
+    # The format follows the suffix (a .svg used to hold PNG bytes).
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.svg")]) == 0
+    assert (tmp_path / "c.svg").read_bytes().lstrip().startswith(b"<?xml")
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.PNG")]) == 0
+    assert (tmp_path / "c.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_skips_bad_metrics_lines_and_says_so(tmp_path, capsys, caplog):
+    """A metrics.jsonl line `[1]` was an AttributeError traceback, and malformed lines anywhere were
+    skipped without a word; only a killed run's unterminated last line is skipped quietly."""
+    pytest.importorskip("matplotlib")
+    from gptkit.training import read_metrics
+
+    lines = ["[1]\n", *GOOD_METRICS[:2], "garbage\n", '{"loss": 1.0}\n', '"text"\n', *GOOD_METRICS[2:],
+             '{"step": 9, "lo']
+    run = _metrics_run(tmp_path, lines)
+    with caplog.at_level("WARNING"):
+        assert main(["plot", str(run)]) == 0
+    assert (run / "curves.png").is_file()
+    warned = [r.getMessage() for r in caplog.records if "metrics.jsonl" in r.getMessage()]
+    assert warned == [f"{run / 'metrics.jsonl'}: skipped 3 line(s) that are not a JSON object (line 1, 4, 6)"]
+    caplog.clear()
+    run2 = tmp_path / "r2"
+    run2.mkdir()
+    (run2 / "metrics.jsonl").write_bytes("".join(GOOD_METRICS).encode() + b'{"step": 6, "lo')
+    with caplog.at_level("WARNING"):
+        assert len(read_metrics(run2)) == 5
+    assert not caplog.records  # a kill's cut-short last line: nothing to say
+
+
+def test_resume_truncation_of_metrics_survives_bad_lines(tmp_path):
+    from gptkit.training.metrics import MetricsLog
+
+    run = _metrics_run(tmp_path, ["[1]\n", *GOOD_METRICS, "garbage\n", '{"note": "no step"}\n'])
+    MetricsLog(run, tensorboard=False).truncate_after(3)  # was AttributeError: 'list' has no 'get'
+    kept = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("step") for r in kept] == [1, 2, 3, None]

@@ -9,7 +9,8 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser("plot", help="draw loss / val-loss / lr curves of a run directory to a PNG")
     p.add_argument("run_dir", type=Path, help="a run directory holding metrics.jsonl")
-    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/curves.png)")
+    p.add_argument("--out", type=Path, help="image file to write, in the format its suffix names: .png, .svg, .pdf, "
+                                            ".jpg, ... (default RUN_DIR/curves.png); its directory must exist")
     p.set_defaults(func=run)
 
 

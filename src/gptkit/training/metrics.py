@@ -38,13 +38,12 @@ class MetricsLog:
         if self.path is None or not self.path.is_file():
             return
         kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-        atomic_write_bytes(self.path, ("\n".join(kept) + "\n" if kept else "").encode("utf-8"))
+        for line in self.path.read_bytes().splitlines():
+            record = _parse(line)  # None: a line cut short by a kill
+            if isinstance(record, dict) and not (isinstance(record.get("step"), int | float)
+                                                 and record["step"] > step):
+                kept.append(line)
+        atomic_write_bytes(self.path, b"\n".join(kept) + b"\n" if kept else b"")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.path is None:
@@ -70,15 +69,34 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of RUN_DIR/metrics.jsonl (a line cut short by a kill is skipped)."""
+    """All records of RUN_DIR/metrics.jsonl. A last line cut short by a kill (no newline after it) is
+    skipped quietly; any other line that is not a JSON object is skipped with a warning naming it."""
     path = Path(run_dir) / METRICS_FILE
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise GptkitError(f"{path}: cannot read ({e.strerror or e})") from None
+    records, bad = [], []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        record = _parse(line)
+        if isinstance(record, dict):
+            records.append(record)
+        elif not (lineno == len(lines) and record is None):  # the unterminated last line: a kill's
+            bad.append(lineno)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        log.warning("%s: skipped %d line(s) that are not a JSON object (line %s)", path, len(bad), shown)
     return records
+
+
+def _parse(line: bytes) -> Any:
+    """A line's JSON value; None if it is not JSON (or not UTF-8)."""
+    try:
+        return json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
 
 
 def _finite_or_none(x: float) -> float | None:
