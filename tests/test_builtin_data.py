@@ -247,3 +247,20 @@ def test_cache_dir_resolution(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "xdg" / "gptkit"
     monkeypatch.setenv("GPTKIT_CACHE", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
+
+
+def test_cache_dir_that_is_a_file_is_one_line_before_any_download(tmp_path, monkeypatch, capsys):
+    """`data fetch --cache-dir FILE` downloaded, built, then died with NotADirectoryError."""
+    registry = make_fake_archives(tmp_path / "archives")
+    monkeypatch.setattr("gptkit.builtin_data.fetcher.REGISTRY", registry)
+    monkeypatch.setenv("GPTKIT_FETCH_FROM", str(tmp_path / "archives"))
+    (tmp_path / "file.txt").write_text("not a folder")
+    for cache in (tmp_path / "file.txt", tmp_path / "file.txt" / "below"):
+        assert main(["data", "fetch", "movie_reviews", "--cache-dir", str(cache)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"gptkit data: error: {tmp_path / 'file.txt'}: exists and is not a directory, so it cannot "
+                       f"hold the dataset cache {cache / 'datasets'}; give --cache-dir (or $GPTKIT_CACHE) a directory\n")
+    assert (tmp_path / "file.txt").read_text() == "not a folder"
+    # A cache directory that does not exist yet is created, parents included.
+    assert main(["data", "fetch", "movie_reviews", "--cache-dir", str(tmp_path / "new" / "cache")]) == 0
+    assert (tmp_path / "new" / "cache" / "datasets" / "movie_reviews" / "meta.json").is_file()

@@ -46,6 +46,17 @@ def is_cached(name: str, cache_dir: Path | None = None) -> bool:
     return (dataset_dir(name, cache_dir) / "meta.json").is_file()
 
 
+def check_cache_dir(path: Path) -> None:
+    """Refuse, before anything is downloaded, a cache path that is or lies under something other than
+    a directory (`--cache-dir` naming a file). Missing directories are fine: they are created."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise GptkitError(f"{p}: exists and is not a directory, so it cannot hold the dataset cache "
+                                  f"{path}; give --cache-dir (or $GPTKIT_CACHE) a directory")
+            return
+
+
 def get_dataset(name: str, registry: dict[str, Dataset] | None = None) -> Dataset:
     registry = REGISTRY if registry is None else registry
     if name not in registry:
@@ -109,6 +120,7 @@ def fetch(
     target = dataset_dir(name, cache_dir)
     if is_cached(name, cache_dir) and not force:
         return target
+    check_cache_dir(target.parent)
     downloader = downloader or default_downloader()
     # Download and check in the system temp folder: a failure there must not touch the cache at all.
     with tempfile.TemporaryDirectory(prefix=f"gptkit-{name}-") as download_dir:
@@ -125,7 +137,10 @@ def fetch(
                        "file": dataset.source.filename, "sha256": actual},
             "files": sorted(built.files), **built.stats}
     # Stage next to the target (same filesystem) so the final rename is atomic.
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GptkitError(f"{target.parent}: cannot create the dataset cache ({e.strerror or e})") from None
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=target.parent) as tmp:
         staging = Path(tmp) / name
         for relative, content in built.files.items():
@@ -154,8 +169,9 @@ def fetch_many(names: Iterable[str], cache_dir: Path | None = None, **kwargs: An
     names = list(names)
     if names == ["all"]:
         names = sorted(kwargs.get("registry") or REGISTRY)
-    for n in names:  # validate every name before downloading anything
+    for n in names:  # validate every name, and the cache, before downloading anything
         get_dataset(n, kwargs.get("registry"))
+    check_cache_dir(dataset_dir("NAME", cache_dir).parent)
     return {n: fetch(n, cache_dir, **kwargs) for n in names}
 
 
