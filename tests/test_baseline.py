@@ -143,6 +143,16 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
         BaselineConfig(task="classification", train=train, c_grid=(0.0,))
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_c_must_be_positive_and_finite(tmp_path, capsys, value):
+    """`--c nan` passed the `c <= 0` check (NaN compares false) and ended in scikit-learn's
+    InvalidParameterError traceback."""
+    train = _write_jsonl(tmp_path / "train.jsonl", [{"text": "a b", "label": 0}, {"text": "c d", "label": 1}])
+    assert main(["baseline", "--task", "classification", "--train", str(train), "--c", "1", value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gptkit baseline: error: --c 1.0 {float(value)}: every value must be a positive, finite number\n"
+
+
 def _choice_rows(rng: random.Random, n: int, *, base: int = 0):
     """4 candidates, the right one holds a GOOD cue word, the others a BAD one; the right answer sits at
     position 2 in 40% of the rows (the majority), else at 0, 1 or 3."""

@@ -17,6 +17,7 @@ scikit-learn does the fitting (the `baseline` extra); nothing here re-implements
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ class BaselineConfig:
     """Multiple choice: the index of the first candidate in the label column (as `finetune --label-base`)."""
 
     def __post_init__(self) -> None:
-        if not self.c_grid or any(c <= 0 for c in self.c_grid):
-            raise GptkitError(f"--c {list(self.c_grid)}: every value must be positive")
+        # `not c > 0` (not `c <= 0`): NaN compares false to everything and reached scikit-learn.
+        if not self.c_grid or any(not (math.isfinite(c) and c > 0) for c in self.c_grid):
+            raise GptkitError(f"--c {' '.join(map(str, self.c_grid))}: every value must be a positive, finite "
+                              f"number")
 
 
 MISSING_SKLEARN = "the baselines need scikit-learn: pip install 'gptkit[baseline]'"
