@@ -224,6 +224,27 @@ def test_malformed_json_line_names_file_and_line(tmp_path, tok_dir):
     assert leftovers(tmp_path, {"d.jsonl"}) == []
 
 
+def test_json_error_messages_say_at_once(tmp_path, tok_dir, capsys):
+    """The parser's "Invalid control character at" plus our " at column N" read "at at column 15"
+    (prepare and tokenizer train); jsonio's form ended in a dangling "at"."""
+    (tmp_path / "d.jsonl").write_text('{"text": "ok"}\n{"text": "a\tb"}\n')
+    want = f"{tmp_path / 'd.jsonl'}:2: malformed JSON (Invalid control character at column 12)\n"
+    assert main(["prepare", str(tmp_path / "d.jsonl"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "out"),
+                 "--workers", "1", "--quiet"]) == 2
+    assert capsys.readouterr().err == "gptkit prepare: error: " + want
+    assert main(["tokenizer", "train", str(tmp_path / "d.jsonl"), "--vocab-size", "300", "--out",
+                 str(tmp_path / "tok")]) == 2
+    assert capsys.readouterr().err == "gptkit tokenizer: error: " + want
+    (tmp_path / "u.jsonl").write_text('{"text": "unterminated}')  # no newline: the string just stops
+    with pytest.raises(GptkitError, match=r"malformed JSON \(Unterminated string starting at column 10\)$"):
+        prepare_corpus([tmp_path / "u.jsonl"], tok_dir, tmp_path / "out", opts())
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "meta.json").write_text('{"format": "a\tb"}')
+    with pytest.raises(GptkitError, match=r"meta\.json: invalid JSON at line 1, column 14: Invalid control character$"):
+        load_corpus(tmp_path / "c")
+    assert leftovers(tmp_path, {"d.jsonl", "u.jsonl", "c"}) == []
+
+
 def test_missing_text_field_lists_the_fields(tmp_path, tok_dir):
     (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"body": "x", "title": "y"}\n')
     with pytest.raises(GptkitError, match=r"d\.jsonl:2: no 'text' field \(fields found: body, title\)"):

@@ -27,7 +27,8 @@ def read_json(path: str | Path, *, expect: type | None = dict) -> Any:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise GptkitError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise GptkitError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: "
+                          f"{e.msg.removesuffix(' at')}") from None
     except RecursionError:
         raise GptkitError(f"{path}: JSON nested too deeply") from None
     except ValueError as e:  # e.g. an integer of more than 4300 digits

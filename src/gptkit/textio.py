@@ -209,7 +209,8 @@ def _field(path: Path, lineno: int, line: str, field: str) -> str:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise GptkitError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        # Some of the parser's messages end in "at" ("Invalid control character at"): one "at" here.
+        raise GptkitError(f"{path}:{lineno}: malformed JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
     if not isinstance(obj, dict):
         raise GptkitError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
     if field not in obj:

@@ -74,7 +74,7 @@ def build_wikipedia(archive: Path, source: Source) -> Built:
     try:
         entries = json.loads(data)
     except json.JSONDecodeError as e:
-        raise GptkitError(f"{archive}!{name}: line {e.lineno}: not valid JSON ({e.msg})") from e
+        raise GptkitError(f"{archive}!{name}: line {e.lineno}: not valid JSON ({e.msg.removesuffix(' at')})") from e
     if not isinstance(entries, dict):
         raise GptkitError(f"{archive}!{name}: expected a JSON object of articles by title")
     documents, splits = [], {s: [] for s in SPLITS}

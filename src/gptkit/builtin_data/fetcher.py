@@ -191,5 +191,5 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise GptkitError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
+                    raise GptkitError(f"{path}: line {lineno}: not valid JSON ({e.msg.removesuffix(' at')})") from None
     return records

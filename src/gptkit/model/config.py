@@ -112,7 +112,7 @@ class GPTConfig:
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path}: not UTF-8 (invalid byte at offset {e.start})") from None
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg.removesuffix(' at')}") from None
         except RecursionError:
             raise ConfigError(f"{path}: JSON nested too deeply") from None
         except ValueError as e:  # an integer of more than 4300 digits
