@@ -434,3 +434,14 @@ def test_inference_batches_by_length_and_answers_in_input_order(tok, tmp_path):
     # six batches of similar lengths: together far less padding than six batches in file order
     in_file_order = sum(max(len(x.sequences[0]) for x in enc[i : i + 8]) for i in range(0, 48, 8))
     assert sum(widths[:6]) < 0.8 * in_file_order
+
+
+def test_a_task_files_json_error_says_at_once(tmp_path):
+    """json's message for a control character ends in 'at'; the reader added its own 'at column'."""
+    from gptkit.tasks.readers import read_rows
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a\tb", "label": 1}\n', encoding="utf-8")
+    with pytest.raises(GptkitError) as e:
+        read_rows(bad)
+    assert "malformed JSON" in str(e.value) and " at at " not in str(e.value)

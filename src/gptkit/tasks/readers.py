@@ -138,7 +138,7 @@ def parse_json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise GptkitError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+        raise GptkitError(f"{where}: malformed JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
     except RecursionError:
         raise GptkitError(f"{where}: JSON nested too deeply") from None
     except ValueError as e:  # int("...") beyond sys.get_int_max_str_digits()
