@@ -238,7 +238,7 @@ def test_token_pieces_one_token_at_a_time_equal_token_pieces(style):
         whole = "".join(expected)
         stops = [whole[len(whole) // 2 : len(whole) // 2 + 2]] if case % 2 and len(whole) > 3 else []
         stream = TextStream(decode, stops, context=context)
-        tracker, released, shown = TokenPieces(stream), [], ""
+        tracker, released, shown = TokenPieces(decode, context), [], ""
         for t in ids:
             delta, stopped = stream.push(t)
             shown += delta

@@ -155,6 +155,13 @@ class TextStream:
         return delta, False
 
     @property
+    def holds_back(self) -> bool:
+        """Whether text decoded so far is not shown yet (a character still unfinished, or what could
+        begin a stop string): `finish()` would return it."""
+        end = self._committed_len + len(self._tail) if self._stop_at is None else self._stop_at
+        return end > self._emitted_len
+
+    @property
     def text(self) -> str:
         """The full text so far (cut before a stop string if one was hit)."""
         full = self._full()

@@ -78,47 +78,42 @@ class TokenPieces:
     ending on the end-of-text token gets that token last, with piece "" (a position the model chose).
     """
 
-    def __init__(self, stream: TextStream) -> None:
-        self._decode = stream.decode  # the text ids add after the prompt's context, as token_pieces decodes
-        self._ids: list[int] = []
-        self._pending: tuple[int, float, tuple, str] | None = None  # newest token: its piece may still change
-        self._text = ""  # the pieces so far, joined
+    def __init__(self, decode: Callable[[list[int]], str], context: list[int]) -> None:
+        # token_pieces' pieces are a stop-less TextStream's deltas (the last token's with its held-back
+        # tail): this one gives them one token at a time, at the stream's constant cost per token.
+        self._pieces = TextStream(decode, context=context)
+        self._pending: tuple[str, int, int, float, tuple] | None = None  # newest entry: its piece may still grow
+        self._length = 0  # the pieces so far, joined: their length
         self._ready: list[tuple[str, int, int, float, tuple]] = []  # final entries not yet released
         self._shown = 0  # characters of the row's text shown so far
 
     def push(self, token: int, logprob: float, top: tuple, delta: str) -> list[tuple]:
         """The entries that the text shown up to and including `delta` releases."""
-        self._ids.append(token)
-        if self._pending is not None:
-            self._settle(last=False)
-        self._pending = (token, logprob, top, self._decode(self._ids))
-        if not self._pending[3].endswith(REPLACEMENT):  # its piece is the same whether or not it is last
-            self._settle(last=False)
+        if self._pending is not None:  # a next token came: the held-back character is not the last one's
+            self._ready.append(self._pending)
+            self._pending = None
+        piece = self._pieces.push(token)[0]
+        entry = (piece, self._length, token, logprob, top)
+        self._length += len(piece)
+        if self._pieces.holds_back:  # an unfinished character: the piece grows if this token is the last
+            self._pending = entry
+        else:
+            self._ready.append(entry)
         self._shown += len(delta)
         return self._release(self._shown)
 
     def finish(self, tail: str, text: str, stopped: bool, stop_token: tuple | None) -> list[tuple]:
         """The entries still held back, once the row is over (`text`: its final text)."""
         if self._pending is not None:
-            self._settle(last=True)
+            piece, start, *rest = self._pending
+            rest_of_text = self._pieces.finish()
+            self._ready.append((piece + rest_of_text, start, *rest))
+            self._length += len(rest_of_text)
+            self._pending = None
         out = self._release(len(text) if stopped else None)
         if stop_token is not None:
-            out.append(("", len(self._text), *stop_token))
+            out.append(("", self._length, *stop_token))
         return out
-
-    def _settle(self, *, last: bool) -> None:
-        # token_pieces' rule: a token's text is the ids' decoded text (a trailing unfinished character
-        # dropped unless it is the last token), and its piece is what that adds to the text so far.
-        assert self._pending is not None
-        token, logprob, top, text = self._pending
-        self._pending = None
-        if not last:
-            text = text.rstrip(REPLACEMENT)
-        start = len(self._text)
-        piece = text[start:] if len(text) > start else ""
-        if len(text) > start:
-            self._text = text
-        self._ready.append((piece, start, token, logprob, top))
 
     def _release(self, before: int | None) -> list[tuple]:
         """The ready entries that start before `before` (all of them for None)."""
@@ -320,8 +315,8 @@ class Worker:
                 owners.append((part.job, i * part.job.config.num_samples + part.first))
         streams = [TextStream(self.decode, owners[r // n][0].stops, context=prompts[r // n])
                    for r in range(len(prompts) * n)]
-        pieces = [TokenPieces(stream) if owners[r // n][0].logprobs_entries else None
-                  for r, stream in enumerate(streams)]
+        pieces = [TokenPieces(self.decode, prompts[r // n]) if owners[r // n][0].logprobs_entries else None
+                  for r in range(len(streams))]
 
         def owner(row: int) -> tuple[GenerationJob, int]:
             job, first_choice = owners[row // n]
