@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import FLAGS_ATTR
+from .options import report_as_flags
 
 
 def register(subparsers) -> None:
@@ -20,12 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON")
-    # the library's checks name evaluate.<field>; main() reports them as these flags
-    p.set_defaults(func=run, **{FLAGS_ATTR: {
-        ("evaluate", "batch_size"): "--batch-size",
-        ("evaluate", "max_len"): "--max-len",
-        ("evaluate", "device"): "--device",
-    }})
+    p.set_defaults(func=run)
+    report_as_flags(p, "evaluate", ("batch_size", "max_len", "device"))  # the library's checks name evaluate.<field>
 
 
 def run(args: argparse.Namespace) -> int:

@@ -95,6 +95,11 @@ def _plain_type(hint: Any) -> Any:
     raise TypeError(f"no command-line form for options of type {hint!r}")
 
 
+def report_as_flags(parser: argparse.ArgumentParser, owner: str, fields: Iterable[str]) -> None:
+    """A library check on `owner`.<field> is reported as the flag `--field` (for commands whose flags
+    are plain arguments rather than `add_options` declarations)."""
+    parser.set_defaults(**{FLAGS_ATTR: {(owner, f): "--" + f.replace("_", "-") for f in fields}})
+
 class IntermixedParser(argparse.ArgumentParser):
     """A command's parser that takes its positionals and options in any order, and reports a left-over
     argument with its own usage.

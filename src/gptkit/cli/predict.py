@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import FLAGS_ATTR
+from .options import report_as_flags
 
 
 def register(subparsers) -> None:
@@ -20,12 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-len", type=int, help="token budget per sequence (default: as in training)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    # the library's checks name predict.<field>; main() reports them as these flags
-    p.set_defaults(func=run, **{FLAGS_ATTR: {
-        ("predict", "batch_size"): "--batch-size",
-        ("predict", "max_len"): "--max-len",
-        ("predict", "device"): "--device",
-    }})
+    p.set_defaults(func=run)
+    report_as_flags(p, "predict", ("batch_size", "max_len", "device"))  # the library's checks name predict.<field>
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import FLAGS_ATTR
+from .options import report_as_flags
 
 
 def zeroshot_tasks() -> tuple[str, ...]:
@@ -40,11 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    # the library's checks name zeroshot.<field>; main() reports them as these flags
-    p.set_defaults(func=run, **{FLAGS_ATTR: {
-        ("zeroshot", "batch_size"): "--batch-size",
-        ("zeroshot", "device"): "--device",
-    }})
+    p.set_defaults(func=run)
+    report_as_flags(p, "zeroshot", ("batch_size", "device"))  # the library's checks name zeroshot.<field>
 
 
 def run(args: argparse.Namespace) -> int:
