@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": BASE | {"modeldir", "model", "data", "tokenizer", "interop"},
     "generation": BASE | {"model", "tokenizer", "interop"},
     "inspect": BASE | {"model", "tokenizer", "interop", "generation"},
-    "tasks": BASE | {"modeldir", "model", "data", "tokenizer", "interop", "training"},
+    "tasks": BASE | {"textio", "modeldir", "model", "data", "tokenizer", "interop", "training"},
     "serve": BASE | {"model", "tokenizer", "interop", "generation", "tasks"},
     "baseline": BASE | {"tasks"},
     "demo": BASE | {"baseline", "modeldir", "model", "data", "tokenizer", "interop", "training", "tasks", "generation",

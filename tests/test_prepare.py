@@ -190,17 +190,34 @@ def test_invalid_utf8_names_file_and_offset(tmp_path, tok_dir):
     bad = tmp_path / "bad.txt"
     bad.write_bytes("café ok\n".encode() * 1000 + b"broken \xc3\x28 here")
     offset = len("café ok\n".encode()) * 1000 + len(b"broken ")
-    with pytest.raises(GptkitError, match=rf"bad\.txt: invalid UTF-8 at byte offset {offset}\b"):
+    with pytest.raises(GptkitError) as e:
         prepare_corpus([tmp_path / "good.txt", bad], tok_dir, tmp_path / "out", opts())
+    assert str(e.value) == (f"{bad}, line 1001: invalid UTF-8 at byte offset {offset} "
+                            "(byte 0xc3: invalid continuation byte); convert it to UTF-8")
     assert leftovers(tmp_path, {"good.txt", "bad.txt"}) == []
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 1 << 20])
+def test_invalid_utf8_line_is_counted_across_chunks(tmp_path, chunk_bytes):
+    """The streaming reader counts lines chunk by chunk: a \r\n cut by a chunk's end is one line end,
+    and a character cut by it (held by the decoder) is reported at its own first byte."""
+    path = tmp_path / "mixed.txt"
+    data = b"one\r\ntwo\rthree\n\xc3\xa9\r\n\xe2\x82 broken"
+    path.write_bytes(data)
+    with pytest.raises(GptkitError) as e:
+        list(iter_file_pieces(path, chunk_bytes=chunk_bytes))
+    offset = data.index(b"\xe2")
+    assert str(e.value) == (f"{path}, line 5: invalid UTF-8 at byte offset {offset} "
+                            "(byte 0xe2: invalid continuation byte); convert it to UTF-8")
 
 
 def test_invalid_utf8_in_gz_and_jsonl(tmp_path):
     (tmp_path / "x.txt.gz").write_bytes(gzip.compress(b"abc\xffdef"))
-    with pytest.raises(GptkitError, match=r"x\.txt\.gz: invalid UTF-8 at byte offset 3 \(in the decompressed data\)"):
+    with pytest.raises(GptkitError, match=r"x\.txt\.gz, line 1: invalid UTF-8 at byte offset 3 in the decompressed data "
+                                          r"\(byte 0xff: invalid start byte\)"):
         list(iter_file_pieces(tmp_path / "x.txt.gz"))
     (tmp_path / "y.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "\xe2\x82"}\n')
-    with pytest.raises(GptkitError, match=r"y\.jsonl: invalid UTF-8 at byte offset 25: line 2"):
+    with pytest.raises(GptkitError, match=r"y\.jsonl, line 2: invalid UTF-8 at byte offset 25 \(byte 0xe2: "):
         list(iter_jsonl_pieces(tmp_path / "y.jsonl"))
 
 
@@ -466,7 +483,7 @@ def test_byte_order_mark_is_not_text(tmp_path):
 
 def test_utf16_file_is_named_as_utf16(tmp_path, tok_dir):
     (tmp_path / "u16.txt").write_bytes("hello world, in UTF-16".encode("utf-16"))
-    with pytest.raises(GptkitError, match=r"u16\.txt: invalid UTF-8 at byte offset 0: .* looks like UTF-16"):
+    with pytest.raises(GptkitError, match=r"u16\.txt, line 1: invalid UTF-8 at byte offset 0 \(a UTF-16 .*looks like UTF-16"):
         prepare_corpus([tmp_path / "u16.txt"], tok_dir, tmp_path / "out", opts())
     (tmp_path / "u16.jsonl").write_bytes('{"text": "hi"}\n'.encode("utf-16-le"))  # no byte-order mark
     with pytest.raises(GptkitError, match="looks like UTF-16"):

@@ -88,7 +88,8 @@ def test_invalid_utf8_names_the_line_the_byte_is_on(tmp_path, kind):
     f = tmp_path / f"f.{kind.split('-')[0]}"
     f.write_bytes(data)
     msg = one_line_error(load_training_examples, TaskSpec("classification"), f)
-    assert msg == f"{f}, line {want}: invalid UTF-8 at byte offset {data.index(bad) + 3} (invalid continuation byte)"
+    assert msg == (f"{f}, line {want}: invalid UTF-8 at byte offset {data.index(bad) + 3} "
+                   "(byte 0xe9: invalid continuation byte); convert it to UTF-8")
 
 
 def test_byte_level_multiple_choice_joins_context_and_question_with_a_space(tmp_path):

@@ -187,7 +187,7 @@ def test_one_huge_line_trains_in_bounded_pieces(tmp_path):
 def test_invalid_utf8_training_file_is_named_with_offset(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes(b"fine text here\n" * 3 + b"bad \xff byte")
-    with pytest.raises(GptkitError, match=r"bad\.txt: invalid UTF-8 at byte offset 49"):
+    with pytest.raises(GptkitError, match=r"bad\.txt, line 4: invalid UTF-8 at byte offset 49 \(byte 0xff"):
         train_tokenizer([path], 300, "bytelevel")
 
 

@@ -7,8 +7,10 @@ memory at once. Long documents are cut into pieces only just before a single whi
 that sits between two non-space characters: both the `gpt1` and the byte-level pre-tokenisers start a
 new word there, so encoding the pieces separately gives the same ids as encoding the whole document.
 
-`decode_utf8` checks bytes read whole the same way (a prompt on standard input or in an argument:
-gptkit.tokenizer.inputs).
+Invalid UTF-8 is reported in one wording wherever it is found (`invalid_utf8`): the input, the line
+when it is known, the byte offset, the bad byte and what to do. `decode_utf8` checks bytes read whole
+the same way (a prompt on standard input or in an argument: gptkit.tokenizer.inputs; a task file:
+gptkit.tasks.readers).
 """
 
 from __future__ import annotations
@@ -67,23 +69,39 @@ def _looks_utf16(head: bytes) -> bool:
     return head[:2] in UTF16_BOMS or (len(head) >= 4 and (head[1:4:2] == b"\0\0" or head[0:4:2] == b"\0\0"))
 
 
-def _decode_error(path: Path, offset: int, reason: str, head: bytes = b"") -> GptkitError:
-    where = " (in the decompressed data)" if path.name.lower().endswith(".gz") else ""
-    hint = "; the file looks like UTF-16: convert it to UTF-8" if _looks_utf16(head) else ""
-    return GptkitError(f"{path}: invalid UTF-8 at byte offset {offset}{where}: {reason}{hint}")
+def line_ends(data: bytes) -> int:
+    """Line ends in `data` as text readers count them: \n, \r\n and a lone \r each end one."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def invalid_utf8(what: str, offset: int, reason: str, *, byte: int | None = None, line: int | None = None,
+                 head: bytes = b"", compressed: bool = False) -> GptkitError:
+    """The one wording of invalid UTF-8 in any input. `offset` counts bytes of the decompressed data
+    when the input is a .gz (`compressed`); `head` (the input's first bytes) tells UTF-16 apart."""
+    where = what if line is None else f"{what}, line {line}"
+    inside = " in the decompressed data" if compressed else ""
+    bad = "" if byte is None else f"byte 0x{byte:02x}: "
+    hint = "it looks like UTF-16: convert it to UTF-8" if _looks_utf16(head) else "convert it to UTF-8"
+    return GptkitError(f"{where}: invalid UTF-8 at byte offset {offset}{inside} ({bad}{reason}); {hint}")
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
 
 
 def _refuse_utf16(path: Path, head: bytes) -> None:
     """UTF-16 without a byte-order mark decodes as "valid" UTF-8 full of NULs; refuse it by name."""
     if _looks_utf16(head):
         reason = "a UTF-16 byte-order mark" if head[:2] in UTF16_BOMS else "zero bytes between characters"
-        raise _decode_error(path, 0, reason, head)
+        raise invalid_utf8(str(path), 0, reason, line=1, head=head, compressed=_compressed(path))
 
 
 def iter_decoded(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[str, int]]:
     """Decoded text chunks of a file, each with the raw-file position after it."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     consumed = 0  # decompressed bytes handed to the decoder so far
+    lines = 1  # the line the next byte is on
+    after_cr = False  # the previous chunk ended in \r: a \n starting this one ends the same line
     raw, stream = _open(path)
     with raw, stream:
         while True:
@@ -93,15 +111,19 @@ def iter_decoded(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[s
                 raise GptkitError(f"{path}: cannot read: {e}") from None
             if consumed == 0:
                 _refuse_utf16(path, data[:4])
-            pending = len(decoder.getstate()[0])
+            held = decoder.getstate()[0]  # the start of a character cut by the previous chunk's end
             try:
                 text = decoder.decode(data, final=not data)
             except UnicodeDecodeError as e:
-                head = data[:4] if consumed == 0 else b""
-                raise _decode_error(path, consumed - pending + e.start, e.reason, head) from None
+                buf = held + data  # what e.start counts in; held bytes are never line ends
+                line = lines + line_ends(buf[: e.start]) - (after_cr and buf[:1] == b"\n" and e.start > 0)
+                raise invalid_utf8(str(path), consumed - len(held) + e.start, e.reason, byte=buf[e.start], line=line,
+                                   head=data[:4] if consumed == 0 else b"", compressed=_compressed(path)) from None
             if consumed == 0 and text.startswith("\ufeff"):
                 text = text[1:]  # a byte-order mark (spreadsheet and Windows exports) is not text
             consumed += len(data)
+            lines += line_ends(data) - (after_cr and data[:1] == b"\n")
+            after_cr = data.endswith(b"\r")
             if text or not data:
                 yield text, raw.tell()
             if not data:
@@ -184,8 +206,8 @@ def iter_jsonl_pieces(path: Path, text_field: str = "text", max_chars: int = MAX
             try:
                 decoded = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise _decode_error(path, offset + e.start, f"line {lineno}, {e.reason}",
-                                    line[:4] if lineno == 1 else b"") from None
+                raise invalid_utf8(str(path), offset + e.start, e.reason, byte=line[e.start], line=lineno,
+                                   head=line[:4] if lineno == 1 else b"", compressed=_compressed(path)) from None
             offset += len(line)
             if lineno == 1 and decoded.startswith("\ufeff"):
                 decoded = decoded[1:]
@@ -235,12 +257,19 @@ def _lone_surrogate(text: str) -> int | None:
     return m.start() if m else None
 
 
-def decode_utf8(data: bytes, what: str) -> str:
-    """`data` as UTF-8 text; otherwise a GptkitError naming `what` and the first bad byte's offset."""
+def utf8_error(data: bytes, what: str, count_lines: bool = False) -> GptkitError | None:
+    """The error for the first invalid UTF-8 byte of `data` (with its line if `count_lines`), or None."""
     try:
-        return data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as e:
-        hint = "it looks like UTF-16: convert it to UTF-8" if _looks_utf16(data[:4]) else "convert it to UTF-8"
-        raise GptkitError(f"{what}: invalid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}: "
-                          f"{e.reason}); {hint}") from None
+        line = line_ends(data[: e.start]) + 1 if count_lines else None
+        return invalid_utf8(what, e.start, e.reason, byte=data[e.start], line=line, head=data[:4])
+    return None
 
+
+def decode_utf8(data: bytes, what: str, count_lines: bool = False) -> str:
+    """`data` as UTF-8 text; otherwise the GptkitError of `utf8_error`."""
+    error = utf8_error(data, what, count_lines)
+    if error is not None:
+        raise error
+    return data.decode("utf-8")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
+from ..textio import utf8_error
 from . import glue
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,8 @@ def invalid_utf8(path: Path, error: UnicodeDecodeError) -> GptkitError:
     try:
         data = path.read_bytes()
     except OSError:
-        return GptkitError(f"{path}: invalid UTF-8 ({error.reason})")
-    skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # the BOM utf-8-sig reads past
-    try:
-        data[skip:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        offset = skip + e.start
-        before = data[:offset]
-        # lines as the reader counts them: \n, \r\n and a lone \r each end one
-        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
-        return GptkitError(f"{path}, line {line}: invalid UTF-8 at byte offset {offset} ({e.reason})")
-    return GptkitError(f"{path}: invalid UTF-8 ({error.reason})")  # changed while being read
+        data = b""
+    return utf8_error(data, str(path), count_lines=True) or GptkitError(f"{path}: invalid UTF-8 ({error.reason})")
 
 
 def _read_jsonl(path: Path) -> Iterator[Row]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GptkitError
+from ..textio import decode_utf8
 from .metrics import METRICS
 from .readers import parse_json
 from .tasktype import TaskType, task_type
@@ -83,11 +84,9 @@ class TaskSpec:
     def load(cls, path: str | Path) -> TaskSpec:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = decode_utf8(path.read_bytes(), str(path), count_lines=True)
         except FileNotFoundError:
             raise GptkitError(f"{path}: no such file (is this a fine-tuned task model directory?)") from None
-        except UnicodeDecodeError as e:
-            raise GptkitError(f"{path}: invalid UTF-8 ({e.reason})") from None
         data = parse_json(text, str(path))
         if not isinstance(data, dict):
             raise GptkitError(f"{path}: not a gptkit task spec (a JSON object expected)")
