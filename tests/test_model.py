@@ -68,6 +68,29 @@ def test_default_call_returns_lm_logits_and_head_is_tied():
     assert not any(p is not model.transformer.tok_emb.weight and p.shape == (97, 32) for p in model.parameters())
 
 
+def test_gpt1_preset_is_the_papers_model():
+    """Every field of the `gpt1` preset (and GPTConfig's defaults, which it is) holds SPEC section 1's value:
+    the parity tests read eps, dropout and activation from the HF config file, so they cannot see these."""
+    c = preset("gpt1")
+    assert c == GPTConfig()
+    assert (c.n_layer, c.n_embd, c.n_head, c.head_dim, c.inner_dim, c.n_ctx, c.vocab_size) == (
+        12, 768, 12, 64, 3072, 512, 40478)
+    assert (c.activation, c.block_order) == ("gelu", "post_ln")
+    assert (c.embd_pdrop, c.attn_pdrop, c.resid_pdrop) == (0.1, 0.1, 0.1)
+    assert (c.layer_norm_epsilon, c.initializer_range) == (1e-5, 0.02)
+
+
+def test_gelu_is_the_tanh_form():
+    """0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), not the erf GELU (they differ by up to ~5e-4)."""
+    from gptkit.model.blocks import MLP
+
+    x = torch.linspace(-6, 6, 1201, dtype=torch.float64)
+    tanh_form = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    mlp = MLP(GPTConfig(vocab_size=10, n_ctx=8, n_embd=16, n_layer=1, n_head=2))
+    assert (mlp.act(x) - tanh_form).abs().max().item() < 1e-12
+    assert (F.gelu(x) - tanh_form).abs().max().item() > 1e-4  # the check can tell the two apart
+
+
 def test_init_follows_the_paper():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=4000, n_ctx=64, n_embd=128, n_layer=2, n_head=4))
