@@ -19,6 +19,17 @@ def test_similarity_head_is_symmetric_by_construction():
     assert torch.equal(out, swapped)
 
 
+def test_similarity_head_adds_the_two_states_before_the_linear_layer():
+    """SPEC section 4: the two orders' h_l^m are ADDED element-wise, then W_y (a mean or a max would
+    also be symmetric, so the symmetry test alone cannot tell)."""
+    torch.manual_seed(0)
+    head = SimilarityHead(16, 3).eval()
+    h_ab, h_ba = torch.randn(2, 7, 16), torch.randn(2, 7, 16)
+    pos_ab, pos_ba = torch.tensor([6, 3]), torch.tensor([4, 6])
+    summed = gather_positions(h_ab, pos_ab) + gather_positions(h_ba, pos_ba)
+    torch.testing.assert_close(head(h_ab, pos_ab, h_ba, pos_ba), summed @ head.linear.weight.T, rtol=0, atol=1e-6)
+
+
 def test_multiple_choice_head_scores_each_candidate_and_softmaxes():
     torch.manual_seed(0)
     head = MultipleChoiceHead(16).eval()
