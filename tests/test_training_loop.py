@@ -37,6 +37,20 @@ def tokens(n=4000, seed=0):
     return base
 
 
+def test_optimizer_and_pretrain_defaults_are_the_papers(tmp_path):
+    """SPEC section 3: Adam betas (0.9, 0.999), eps 1e-8, decay 0.01, max lr 2.5e-4, 64 windows per
+    update, clip 1.0; section 4: fine-tuning's decay and clip as in pre-training."""
+    from gptkit.tasks.config import FinetuneConfig
+    from gptkit.training.pretrain import PretrainOptions
+
+    opt = build_optimizer(tiny_gpt(), lr=1e-3)
+    assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-8
+    opts = PretrainOptions(data=tmp_path, out=tmp_path / "run")
+    assert (opts.lr, opts.batch_size, opts.weight_decay, opts.train.grad_clip) == (2.5e-4, 64, 0.01, 1.0)
+    ft = FinetuneConfig(task="classification", train="t.jsonl", init="m")
+    assert (ft.weight_decay, ft.grad_clip) == (0.01, 1.0)
+
+
 def test_optimizer_decays_matrices_only():
     model = tiny_gpt()
     opt = build_optimizer(model, lr=1e-3)
