@@ -45,11 +45,16 @@ from .sharded import export_view
 
 log = logging.getLogger(__name__)
 
+# Not the paper's model: `gpt1` (116.5M parameters) at the paper's 64 x 512 tokens per update is a GPU's
+# run, and the default is one a CPU can run. `--preset gpt1` is the paper's model (SPEC section 1), and its
+# windows then default to the paper's 512 tokens (seq_len defaults to n_ctx; `small` has 256).
 DEFAULT_PRESET = "small"
 
 
 PRETRAIN_LOOP_DEFAULTS: dict[str, Any] = {"max_steps": 1000, "eval_every": 200, "checkpoint_every": 500}
-"""Where pre-training's loop defaults differ from TrainConfig's (the rest are TrainConfig's own)."""
+"""Where pre-training's loop defaults differ from TrainConfig's (the rest are TrainConfig's own).
+1,000 updates is a short run to start from, not the paper's 100 epochs of BooksCorpus (about 3.2M
+updates of 64 x 512 tokens by docs/distributed.md's estimate): --steps sets the length for a corpus."""
 
 
 def pretrain_loop(**changes: Any) -> TrainConfig:
@@ -119,6 +124,8 @@ def pretrain(opts: PretrainOptions) -> TrainResult:
                        world_size=ranks.world_size) if "val" in corpus.splits else []
     if not val:
         log.warning("%s: no validation window of %d tokens; validation loss is skipped", opts.data, seq_len)
+    # The paper's 2,000 warmup updates, capped at 10% of the run: uncapped, a run of 2,000 updates or
+    # fewer (the default 1,000 among them) would never leave the warmup or reach the maximum rate.
     warmup = opts.warmup if opts.warmup is not None else min(2000, max(1, loop.max_steps // 10))
     # What must stay the same for a resumed run to continue this one (checked against the checkpoint).
     # (`warmup` as given: None, the default, follows --steps, which a resume may extend.)
