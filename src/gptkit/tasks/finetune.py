@@ -113,6 +113,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                            rank=ranks.rank, world_size=ranks.world_size,
                            group_by_length=cfg.group_by_length)
     steps = cfg.max_steps or max(1, round(cfg.epochs * batches.batches_per_epoch))
+    # Rounded down: 0.2% of a run of under 500 updates is less than one update, so such a run has no
+    # warmup and its first update is at the full rate (docs/finetuning.md says so).
     warmup = int(cfg.warmup * steps)
     eval_every = max(1, batches.batches_per_epoch // max(1, cfg.evals_per_epoch))
     log.info("%s: %d train examples (%d labels), %d updates of batch %d (%.3g epochs), warmup %d, lr %.3g, lm_coef %g",
