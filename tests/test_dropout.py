@@ -48,3 +48,26 @@ def test_the_model_uses_it():
     assert not torch.allclose(model(ids), a)  # another draw, other masks
     model.eval()
     torch.testing.assert_close(model(ids), model(ids))
+
+
+def test_each_of_the_papers_three_dropouts_acts():
+    """SPEC section 1: dropout on the embeddings, the attention probabilities and each sublayer's output.
+    Each rate alone (the other two 0) must change a training-mode forward; all three 0 must not."""
+    ids = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(1))
+    fields = ("embd_pdrop", "attn_pdrop", "resid_pdrop")
+    for name in (*fields, None):
+        torch.manual_seed(0)
+        model = GPT(preset("tiny", **{f: (0.5 if f == name else 0.0) for f in fields}))
+        with torch.no_grad():
+            evaluated = model.eval()(ids)
+            trained = model.train()(ids)
+        assert torch.equal(trained, evaluated) == (name is None), name
+    # and the sublayer dropout runs after BOTH sublayers of every block (one rate for the two)
+    called = []
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.register_forward_hook(lambda mod, args, out: called.append(mod))
+    model(ids)
+    blocks = model.transformer.blocks
+    want = [model.transformer.emb_dropout, *[d for b in blocks for d in (b.attn.resid_dropout, b.mlp.dropout)]]
+    assert called == want
