@@ -57,7 +57,7 @@ def _open(args: argparse.Namespace):
 
     text = read_stdin_text() if args.text == "-" else argument_text(args.text, "the TEXT argument")
     model, tok = load_model_and_tokenizer(args.model, args.tokenizer)
-    ids = encode_prompt(tok, text, model.config.n_ctx)
+    ids = encode_prompt(tok, text, model.config)
     return model, tok, ids, display_tokens(ids[0].tolist(), tok.id_to_token)
 
 

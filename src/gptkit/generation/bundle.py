@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import GptkitError
-from ..interop.loading import load_model_and_tokenizer
+from ..interop.loading import load_model_and_tokenizer, require_embedded
 from ..model.gpt import GPT
 from ..options import device as usable_device
 
@@ -30,7 +30,13 @@ class ModelBundle:
         """Token ids of a prompt; an empty prompt conditions on the end-of-text token, i.e. generation
         starts as at a document boundary (the model needs at least one token)."""
         ids = self.tokenizer.encode(text) if text else []
-        return ids or [self.tokenizer.eot_id]
+        if not ids:
+            if self.tokenizer.eot_id >= self.model.config.vocab_size:
+                raise GptkitError("an empty prompt starts at the end-of-text token, which this model was trained "
+                                  "without (it has no embedding row for it): give a prompt")
+            ids = [self.tokenizer.eot_id]
+        require_embedded(self.tokenizer, ids, self.model.config.vocab_size, "the prompt")
+        return ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -31,12 +31,32 @@ def load_tokenizer(path: str | Path, *, hint: str = "") -> GPTTokenizer:
 
 
 def check_vocab(tok: GPTTokenizer, model: GPT, tok_path: Path, model_dir: Path) -> None:
-    """Every id the tokenizer can produce must have an embedding row."""
-    if tok.vocab_size > model.config.vocab_size:
+    """Every id plain text can encode to must have an embedding row. Special tokens past the model's
+    rows are allowed (a model pre-trained on the paper's 40,478-entry vocabulary, or GPT-2's 50,257,
+    never saw the task tokens gptkit appends): a prompt that uses one is refused where it is encoded
+    (`require_embedded`)."""
+    rows = model.config.vocab_size
+    if tok.vocab_size <= rows:
+        return
+    if tok.text_vocab_size() > rows:
         raise GptkitError(
             f"{tok_path}: the tokenizer has {tok.vocab_size} tokens but the model in {model_dir} embeds only "
-            f"{model.config.vocab_size} (config.json field vocab_size): they do not belong together"
+            f"{rows} (config.json field vocab_size): they do not belong together"
         )
+
+
+def require_embedded(tok: GPTTokenizer, ids: list[int], rows: int, what: str) -> None:
+    """Refuse ids past a model's `rows` embedding rows: special tokens the tokenizer has and the model
+    was trained without (the paper's vocabulary has no end-of-text or task tokens, GPT-2's no task
+    tokens), which `check_vocab` lets load."""
+    bad = next((i for i in ids if i >= rows), None)
+    if bad is None:
+        return
+    if bad == getattr(tok, "unk_id", None):
+        raise GptkitError(f"{what} has a character the vocabulary cannot spell, and this model has no embedding "
+                          "row for the unknown token that stands for it")
+    raise GptkitError(f"{what} holds the special token {tok.id_to_token(bad)} (id {bad}), which this model was "
+                      f"trained without: it embeds only ids 0..{rows - 1}")
 
 
 def load_model_and_tokenizer(

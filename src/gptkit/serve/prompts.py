@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import GptkitError
 from ..generation.bundle import ModelBundle
 from ..generation.text import token_pieces
 from .protocol import ApiError, CompletionRequest
@@ -68,21 +69,27 @@ class PromptReader:
         tokenizing all of a long text. Blocking work: the app runs it on a thread."""
         prompts = []
         for i, item in enumerate(items):
-            if isinstance(item, str):
-                at_least = self.tokens_at_least(item)
-                if at_least is not None and at_least > self.n_ctx:
-                    raise self.too_long(i, f"at least {at_least}")
-                prompt = self.from_text(item, with_starts=echo)
-            else:
-                if len(item) > self.n_ctx:
-                    raise self.too_long(i, str(len(item)))
-                if any(not 0 <= t < self.vocab for t in item):
-                    raise ApiError(400, f"prompt[{i}]: token ids must be in [0, {self.vocab})", param="prompt")
-                prompt = self.from_ids(list(item) or [self.bundle.tokenizer.eot_id])
-            if len(prompt.ids) > self.n_ctx:
-                raise self.too_long(i, str(len(prompt.ids)))
-            prompts.append(prompt)
+            try:
+                prompts.append(self._read_one(i, item, echo))
+            except GptkitError as e:  # from the bundle: a special token the model has no row for
+                raise ApiError(400, f"prompt[{i}]: {e}", param="prompt") from None
         return prompts
+
+    def _read_one(self, i: int, item: Any, echo: bool) -> Prompt:
+        if isinstance(item, str):
+            at_least = self.tokens_at_least(item)
+            if at_least is not None and at_least > self.n_ctx:
+                raise self.too_long(i, f"at least {at_least}")
+            prompt = self.from_text(item, with_starts=echo)
+        else:
+            if len(item) > self.n_ctx:
+                raise self.too_long(i, str(len(item)))
+            if any(not 0 <= t < self.vocab for t in item):
+                raise ApiError(400, f"prompt[{i}]: token ids must be in [0, {self.vocab})", param="prompt")
+            prompt = self.from_ids(list(item) or self.bundle.encode_prompt(""))
+        if len(prompt.ids) > self.n_ctx:
+            raise self.too_long(i, str(len(prompt.ids)))
+        return prompt
 
     def too_long(self, i: int, tokens: str) -> ApiError:
         return ApiError(400, f"This model's maximum context length is {self.n_ctx} tokens, however prompt {i} has "

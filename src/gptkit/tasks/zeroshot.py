@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import GptkitError
+from ..interop.loading import require_embedded
 from ..model import GPT
 from .metrics import matthews
 from .progress import progress_bar
@@ -29,6 +30,19 @@ from .taskfile import load_examples, load_training_examples
 log = logging.getLogger(__name__)
 
 ZEROSHOT_TASKS = ("sentiment", "acceptability", "multiple_choice", "winograd")
+
+
+def document_start(gpt: GPT, tok: Any) -> list[int]:
+    """What every scored text is conditioned on first: the end-of-text token, as at the start of a
+    pre-training document; nothing for a model trained without one (the paper's own vocabulary has
+    none), whose first token of a text then goes unscored."""
+    return [tok.eot_id] if tok.eot_id < gpt.config.vocab_size else []
+
+
+def scored(gpt: GPT, tok: Any, prefix: list[int], continuation: list[int], where: str) -> tuple[list[int], list[int]]:
+    """A (prefix, continuation) item, refused if it holds a token the model has no row for."""
+    require_embedded(tok, prefix + continuation, gpt.config.vocab_size, where)
+    return prefix, continuation
 
 
 @torch.no_grad()
@@ -115,8 +129,8 @@ def sentiment(gpt: GPT, tok: Any, data: str | Path, *, label_words: str | None =
     items = []
     for x in examples:
         prompt = f"{x.texts[0]} {cue}" if cue else x.texts[0]
-        prefix = [tok.eot_id, *tok.encode(prompt)]
-        items.extend((prefix, continuation_ids(tok, prompt, w)) for w in words)
+        prefix = [*document_start(gpt, tok), *tok.encode(prompt)]
+        items.extend(scored(gpt, tok, prefix, continuation_ids(tok, prompt, w), x.where) for w in words)
     lp = continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)
     # Total log P of each label word (its full probability, not a per-token mean).
     scores = np.array([s for s, _ in lp]).reshape(len(examples), len(words))
@@ -129,13 +143,16 @@ def sentiment(gpt: GPT, tok: Any, data: str | Path, *, label_words: str | None =
 
 def mean_logprob(gpt: GPT, tok: Any, texts: Sequence[str], *, batch_size: int = 32, device: str = "cpu",
                  progress: bool = False) -> np.ndarray:
-    """Mean token log-probability of each text after an end-of-text token."""
+    """Mean token log-probability of each text after an end-of-text token (from its second token when
+    the model has none: see `document_start`)."""
+    start = document_start(gpt, tok)
     items = []
     for t in texts:
         ids = tok.encode(t)
-        if not ids:
-            raise GptkitError(f"text {t!r} encodes to no tokens")
-        items.append(([tok.eot_id], ids))
+        if len(ids) < 2 - len(start):
+            raise GptkitError(f"text {t!r} encodes to {len(ids)} tokens: too few to score"
+                              + ("" if start else " without an end-of-text token, which this model has no row for"))
+        items.append(scored(gpt, tok, start, ids, f"text {t!r}") if start else scored(gpt, tok, ids[:1], ids[1:], f"text {t!r}"))
     return np.array([s / n for s, n in continuation_logprobs(gpt, items, batch_size=batch_size, device=device, progress=progress)])
 
 
@@ -189,8 +206,8 @@ def multiple_choice(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, 
     items = []
     for x in examples:
         prompt = " ".join(t for t in x.texts if t)
-        prefix = [tok.eot_id, *tok.encode(prompt)]
-        items.extend((prefix, continuation_ids(tok, prompt, a)) for a in x.choices)
+        prefix = [*document_start(gpt, tok), *tok.encode(prompt)]
+        items.extend(scored(gpt, tok, prefix, continuation_ids(tok, prompt, a), x.where) for a in x.choices)
     return _best_mean(gpt, spec, examples, items, batch_size=batch_size, device=device, progress=progress)
 
 
@@ -215,7 +232,8 @@ def winograd(gpt: GPT, tok: Any, data: str | Path, *, columns: dict[str, str] | 
             raise GptkitError(f"{x.where}: nothing follows the blank '_': there is no rest of the sentence to score")
         for option in x.choices:
             filled = f"{before}{option}"
-            items.append(([tok.eot_id, *tok.encode(filled)], _rest_ids(tok, filled, after)))
+            items.append(scored(gpt, tok, [*document_start(gpt, tok), *tok.encode(filled)], _rest_ids(tok, filled, after),
+                                x.where))
     return _best_mean(gpt, spec, examples, items, batch_size=batch_size, device=device, progress=progress)
 
 

@@ -112,6 +112,15 @@ class GPTTokenizer:
     def special_ids(self) -> dict[str, int]:
         return {token: getattr(self, attr) for attr, token in ATTRIBUTES.items()}
 
+    def text_vocab_size(self) -> int:
+        """1 + the largest id of a token that is not special (`<unk>` counts as special): the rows a
+        model needs to read any text. A vocabulary loaded from the paper's files (40,478 entries) gets
+        its specials appended after them, so its model has no rows for those, and needs none until
+        one is used."""
+        specials = {*self.special_ids.values(), self.unk_id}
+        return 1 + max((i for i in self.backend.get_vocab(with_added_tokens=True).values() if i not in specials),
+                       default=-1)
+
     # ---- encoding and decoding ----------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
