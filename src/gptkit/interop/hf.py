@@ -227,7 +227,8 @@ def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
 
 def load_state(directory: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
     """A model directory's config and its weights as a gptkit state dict, every tensor checked: its
-    shape against the config, its values finite, the LM head tied (gptkit's only kind)."""
+    shape against the config, its dtype floating point, its values finite, the LM head tied (gptkit's
+    only kind)."""
     directory = Path(directory)
     data, path = _config_json(directory)
     config, model_type = config_from_hf(data, path), data["model_type"]
@@ -238,7 +239,12 @@ def load_state(directory: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor
         expected = _expected_shape(config, key)
         if tuple(tensor.shape) != expected:
             raise GptkitError(f"{source}: tensor for {key} has shape {tuple(tensor.shape)}, config implies {expected}")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point():
+            # A header that says I32 over float bytes keeps the file's size: loaded, the integers
+            # would be copied into the float weights as values (a resume then trains on garbage).
+            raise GptkitError(f"{source}: tensor {_hf_name(config, model_type, key)} ({key}) has dtype "
+                              f"{str(tensor.dtype).removeprefix('torch.')}; model weights are floating point")
+        if not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise GptkitError(f"{source}: tensor {_hf_name(config, model_type, key)} ({key}) holds {bad} non-finite "
                               f"value(s) (NaN or inf); the weights are corrupt")

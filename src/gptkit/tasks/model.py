@@ -96,6 +96,10 @@ def load_head(model: TaskModel, directory: str | Path) -> None:
     """The head's W_y from a task model directory; a head of another shape is a one-line error."""
     path = Path(directory) / HEAD_FILE
     state = load_safetensors(path)
+    for key, tensor in state.items():  # load_state_dict would copy integers into the float weights as values
+        if not tensor.is_floating_point():
+            raise GptkitError(f"{path}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
+                              f"head weights are floating point")
     bias = state.pop("linear.bias", None)
     if bias is not None and getattr(model.head, "linear", None) is not None and model.head.linear.bias is None:
         # a head written before W_y lost its bias (the paper's softmax(h W_y) has none): still readable

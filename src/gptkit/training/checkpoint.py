@@ -85,22 +85,40 @@ def optimizer_state_to_safetensors(optimizer: torch.optim.Optimizer) -> tuple[di
 def optimizer_state_from_safetensors(
     optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, source: Path
 ) -> None:
+    """Load what `optimizer_state_to_safetensors` wrote (`source`: the checkpoint directory). Every
+    tensor is checked against the parameter it belongs to first: torch's `load_state_dict` checks
+    neither shapes nor dtypes (it casts a moment to the parameter's dtype), so a damaged or edited
+    optimizer.safetensors would otherwise train on, silently, from corrupt AdamW moments."""
+    file = Path(source) / OPTIMIZER_FILE
+    groups = []
+    try:
+        for g in meta["param_groups"]:
+            g = dict(g)
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+            groups.append(g)
+        saved_ids = [pid for g in groups for pid in g["params"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise GptkitError(f"{Path(source) / STATE_FILE}: field optimizer.param_groups is malformed ({_one_line(e)})") from None
+    # torch pairs the saved parameter ids with the optimizer's parameters in order, group by group
+    params = dict(zip(saved_ids, (p for g in optimizer.param_groups for p in g["params"]), strict=False))
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        _, pid, key = name.split(".", 2)
+        _, pid, key = (name.split(".", 2) + ["", ""])[:3]
+        param = params.get(int(pid)) if pid.isdigit() else None
+        if param is None:
+            raise GptkitError(f"{file}: tensor {name} belongs to no parameter of this optimizer")
+        expected = () if key == "step" else tuple(param.shape)
+        if not value.is_floating_point() or tuple(value.shape) not in (expected, *(((1,),) if key == "step" else ())):
+            raise GptkitError(f"{file}: tensor {name} is {str(value.dtype).removeprefix('torch.')} of shape "
+                              f"{tuple(value.shape)}; its parameter needs a floating-point tensor of shape {expected}")
         state.setdefault(int(pid), {})[key] = value
     for pid, entry in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(entry)
-    groups = []
-    for g in meta["param_groups"]:
-        g = dict(g)
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise GptkitError(f"{source}: optimizer state does not fit this model ({e})") from None
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise GptkitError(f"{source}: optimizer state does not fit this model ({_one_line(e)})") from None
 
 
 def rng_state_to_safetensors(per_rank: dict[str, list[torch.Tensor]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
