@@ -110,3 +110,16 @@ def test_finetune_init_from_int32_weights_is_one_line(run, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "has dtype int32" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("garbage", [b"{oops", b'{"model_type": "openai-gpt", "n_layer": 1000000}'])
+def test_a_damaged_config_json_in_the_newest_checkpoint_is_passed_over(corpus, run, caplog, garbage):
+    # was: pretrain read the newest checkpoint's config.json before the resume chose the newest
+    # intact checkpoint, so `--resume` failed on the very file the resume would have passed over
+    import logging
+
+    (run / NEWEST / "config.json").write_bytes(garbage)
+    with caplog.at_level(logging.WARNING):
+        assert resume(corpus, run) == 0
+    assert "skipping damaged checkpoint" in caplog.text and "step_000004" in caplog.text
+    assert json.loads((run / "checkpoints" / "step_000006" / "trainer_state.json").read_text())["step"] == 6

@@ -189,14 +189,16 @@ class CheckpointManager:
         found = self.complete()
         return found[-1][1] if found else None
 
-    def resumable(self) -> Path | None:
+    def resumable(self, *, warn: bool = True) -> Path | None:
         """The newest checkpoint that is intact (`verify_checkpoint`); a damaged newer one (a disk
-        error, a truncated copy) is passed over with a warning instead of failing the resume."""
+        error, a truncated copy) is passed over with a warning instead of failing the resume.
+        `warn=False`: a look ahead of the resume itself, which will warn."""
         for _, path in reversed(self.complete()):
             try:
                 verify_checkpoint(path)
             except GptkitError as e:
-                log.warning("skipping damaged checkpoint %s (%s); trying the one before", path, e)
+                if warn:
+                    log.warning("skipping damaged checkpoint %s (%s); trying the one before", path, e)
                 continue
             return path
         return None

@@ -205,10 +205,12 @@ def _model_config(opts: PretrainOptions, vocab_size: int):
 
 
 def _newest_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The run's newest complete checkpoint, read without claiming the directory (None: none yet)."""
+    """The checkpoint `--resume` will take (the newest intact one), read without claiming the
+    directory (None: none yet). Not merely the newest: a damaged one, which the resume passes over,
+    must not decide the model either (its config.json may be what is damaged)."""
     if not (Path(run_dir) / RUN_FILE).is_file():
         return None
-    found = CheckpointManager(run_dir).latest()
+    found = CheckpointManager(run_dir).resumable(warn=False)
     return read_checkpoint(found) if found is not None else None
 
 
