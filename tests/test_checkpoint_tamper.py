@@ -123,3 +123,58 @@ def test_a_damaged_config_json_in_the_newest_checkpoint_is_passed_over(corpus, r
         assert resume(corpus, run) == 0
     assert "skipping damaged checkpoint" in caplog.text and "step_000004" in caplog.text
     assert json.loads((run / "checkpoints" / "step_000006" / "trainer_state.json").read_text())["step"] == 6
+
+
+def edit_state(run, **changes):
+    path = run / NEWEST / "trainer_state.json"
+    state = json.loads(path.read_text())
+    for key, value in changes.items():
+        if callable(value):
+            value(state)
+        else:
+            state[key] = value
+    path.write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"step": "six"}, "field 'step' must be an integer, got 'six'"),
+    ({"step": -5}, "field 'step' is -5, but the checkpoint is step_000004"),  # was: "resumed ... at step -5"
+    ({"world_size": 0}, "field 'world_size' must be at least 1"),  # was: blamed on --grad-accum
+    ({"optimizer": {}}, "missing field 'param_groups'"),
+    ({"rng": {}}, "missing field 'numpy'"),
+    ({"best": {"value": "x"}}, "field 'best' must be null"),
+    ({"config": lambda s: s["config"].update(grad_accum_steps="2")}, "field config.grad_accum_steps is '2'"),
+])
+def test_an_edited_trainer_state_is_passed_over_naming_the_field(corpus, run, caplog, changes, needle):
+    # was: KeyError / ValueError tracebacks, or a resume at a step the file made up
+    import logging
+
+    edit_state(run, **changes)
+    with caplog.at_level(logging.INFO):
+        assert resume(corpus, run) == 0
+    assert "skipping damaged checkpoint" in caplog.text and needle in caplog.text
+    assert "resumed from" in caplog.text and "step_000002 at step 2" in caplog.text
+
+
+def test_a_malformed_sampler_state_is_one_line_naming_the_file(corpus, run, capsys):
+    edit_state(run, batches=lambda s: s["batches"].update(draws="x"))  # was: a ValueError traceback
+    assert resume(corpus, run) == 2
+    one_error_line(capsys, str(run / NEWEST / "trainer_state.json"), "field batches is malformed")
+
+
+def test_an_rng_file_of_the_wrong_dtype_is_one_line_naming_it(corpus, run, capsys):
+    def torch_state_as_float(header):
+        header["torch"].update(dtype="F32", shape=[header["torch"]["shape"][0] // 4])
+
+    rewrite_header(run / NEWEST / "rng_state.safetensors", torch_state_as_float)  # was: a TypeError traceback
+    assert resume(corpus, run) == 2
+    one_error_line(capsys, str(run / NEWEST / "rng_state.safetensors"), "not the RNG states")
+
+
+def test_a_pointer_that_is_not_utf8_is_only_a_hint(run):
+    from gptkit.training import CheckpointManager
+
+    for pointer in ("latest", "best"):
+        (run / "checkpoints" / pointer).write_bytes(b"\xff\xfe step_000004")  # was: UnicodeDecodeError
+    manager = CheckpointManager(run)
+    assert manager.latest() == run / NEWEST and manager.best() is None

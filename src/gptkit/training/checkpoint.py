@@ -22,6 +22,7 @@ Claiming the run directory (lock, reuse rules, run kind) is rundir.py's job.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import re
@@ -38,9 +39,10 @@ from safetensors import SafetensorError, safe_open
 from ..atomic import atomic_write_bytes, atomic_write_json, replace_dir
 from ..errors import GptkitError
 from ..interop.weights import atomic_save_safetensors, load_safetensors
-from ..jsonio import read_json
+from ..jsonio import field, read_json
 from ..modeldir import discard, export_dir, fsync_tree
 from ..options import OptionError
+from .config import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +346,64 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     state = read_json(state_path)
     if state.get("format") != FORMAT_VERSION:
         raise GptkitError(f"{state_path}: unknown checkpoint format {state.get('format')!r:.40}")
+    check_state(state, state_path)
     return Checkpoint(path, state)
+
+
+def check_state(state: dict[str, Any], source: Path) -> None:
+    """The fields of trainer_state.json that a resume reads, each of the type it needs, so that a file
+    edited by hand (or damaged inside its size) is one GptkitError naming the field, not a KeyError
+    or a ValueError from deep inside the resume, and not a resume at step -5. Fields a checkpoint
+    may lack (an older one, a library user's minimal state) are checked only when present; `step`
+    must also be the one the directory's name says."""
+    step = field(state, "step", int, source)
+    m = STEP_RE.match(source.parent.name)
+    if step < 0 or (m and int(m.group(1)) != step):
+        raise GptkitError(f"{source}: field 'step' is {step}, but the checkpoint is {source.parent.name}")
+    for key, minimum in (("tokens_seen", 0), ("world_size", 1)):
+        if key in state and field(state, key, int, source) < minimum:
+            raise GptkitError(f"{source}: field {key!r} must be at least {minimum}, got {state[key]}")
+    for key in ("batches", "optimizer", "rng", "config", "extra", "files"):
+        if key in state:
+            field(state, key, dict, source)
+    if "batches_per_rank" in state:
+        per_rank = field(state, "batches_per_rank", list, source)
+        if len(per_rank) != state.get("world_size", 1) or not all(isinstance(b, dict) for b in per_rank):
+            raise GptkitError(f"{source}: field 'batches_per_rank' must hold one object per rank "
+                              f"({state.get('world_size', 1)})")
+    if "optimizer" in state:
+        groups = field(state["optimizer"], "param_groups", list, f"{source}: optimizer")
+        if not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                   and all(isinstance(i, int) and not isinstance(i, bool) for i in g["params"]) for g in groups):
+            raise GptkitError(f"{source}: field optimizer.param_groups must be objects with a list of "
+                              f"parameter ids in 'params'")
+        scalars = state["optimizer"].get("scalars", {})
+        if not (isinstance(scalars, dict) and all(isinstance(v, dict) for v in scalars.values())):
+            raise GptkitError(f"{source}: field optimizer.scalars must map parameter ids to objects")
+    if "rng" in state:
+        numpy_state = field(state["rng"], "numpy", dict, f"{source}: rng")
+        for key, kind in (("kind", str), ("pos", int), ("has_gauss", int), ("cached_gaussian", (int, float))):
+            field(numpy_state, key, kind, f"{source}: rng.numpy")
+        python_state = field(state["rng"], "python", dict, f"{source}: rng")
+        field(python_state, "version", int, f"{source}: rng.python")
+        if not all(isinstance(x, int) for x in field(python_state, "state", list, f"{source}: rng.python")):
+            raise GptkitError(f"{source}: field rng.python.state must be a list of integers")
+    config = state.get("config", {})
+    for key, check in (("grad_accum_steps", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+                       ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                       ("precision", lambda v: v in PRECISIONS)):
+        if key in config and not check(config[key]):
+            raise GptkitError(f"{source}: field config.{key} is {config[key]!r:.40}, not a value the loop takes")
+    best = state.get("best")
+    if best is not None:
+        value = best.get("value") if isinstance(best, dict) else None
+        if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                and isinstance(best.get("metric"), str) and isinstance(best.get("step"), int)):
+            raise GptkitError(f"{source}: field 'best' must be null or {{metric, value, step}} with a finite "
+                              f"value, got {best!r:.60}")
+    recipe = state.get("extra", {}).get("recipe", {})
+    if not isinstance(recipe, dict):
+        raise GptkitError(f"{source}: field extra.recipe must be an object")
 
 
 def verify_checkpoint(path: str | Path) -> Checkpoint:
@@ -375,5 +434,5 @@ def _one_line(e: BaseException) -> str:
 def _read_pointer(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # a hint only: the scan of step_* directories decides
         return None

@@ -18,6 +18,7 @@ from ..errors import GptkitError
 from .checkpoint import (
     OPTIMIZER_FILE,
     RNG_FILE,
+    STATE_FILE,
     Checkpoint,
     optimizer_state_from_safetensors,
     rng_state_from_safetensors,
@@ -55,8 +56,21 @@ def restore(checkpoint: Checkpoint, config: TrainConfig, ranks: RankInfo, load_m
         load_model(path)
         optimizer_state_from_safetensors(optimizer, checkpoint.tensors(OPTIMIZER_FILE), state["optimizer"], path)
     per_rank = state.get("batches_per_rank")
-    batches.load_state_dict(per_rank[ranks.rank] if same_world and per_rank else state["batches"])
-    rng_state_from_safetensors(checkpoint.tensors(RNG_FILE), state["rng"], ranks.rank)
+    if "batches" not in state or "rng" not in state:
+        raise GptkitError(f"{path / STATE_FILE}: missing field {'batches' if 'batches' not in state else 'rng'!r}; "
+                          f"not a checkpoint of the training loop")
+    try:  # the batch source's own checks name the setting, this names the file
+        batches.load_state_dict(per_rank[ranks.rank] if same_world and per_rank else state["batches"])
+    except GptkitError as e:
+        raise GptkitError(f"{path / STATE_FILE}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise GptkitError(f"{path / STATE_FILE}: field batches is malformed ({type(e).__name__}: {e})") from None
+    rng_tensors = checkpoint.tensors(RNG_FILE)
+    try:
+        rng_state_from_safetensors(rng_tensors, state["rng"], ranks.rank)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise GptkitError(f"{path / RNG_FILE}: not the RNG states this checkpoint's {STATE_FILE} describes "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
     if not same_world:
         reseed_new_ranks(state, config, ranks)
     return int(state["step"]), int(state.get("tokens_seen", 0)), state.get("best")
