@@ -294,3 +294,25 @@ def test_tokenizer_train_stops_at_once_on_a_signal_and_writes_nothing(tmp_path, 
     assert "Traceback" not in err and not out.exists()
     with pytest.raises(ProcessLookupError):  # and the training process is gone with it
         os.killpg(proc.pid, 0)
+
+
+def test_a_lock_that_cannot_be_removed_does_not_hide_the_result(corpus, tmp_path, monkeypatch, caplog):
+    """The run directory made read-only mid-run: the lock's removal fails on the way out. It used to
+    raise PermissionError from pretrain's `finally`, replacing the run's own one-line error (or its
+    success) with a traceback and exit 1."""
+    import pathlib
+
+    real_unlink = pathlib.Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self.name == ".lock":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        assert main(args(corpus, run, "--steps", "2", "--eval-every", "0")) == 0
+    assert "could not remove the lock file" in caplog.text
+    monkeypatch.undo()
+    assert main(args(corpus, run, "--steps", "3", "--eval-every", "0", "--resume")) == 0  # the stale lock is ours

@@ -84,9 +84,16 @@ class RunLock:
             lock.release()
 
     def release(self) -> None:
-        if _read_pid(self.path) == os.getpid():
-            self.path.unlink(missing_ok=True)
         RunLock._held = {k: v for k, v in RunLock._held.items() if v is not self}
+        if _read_pid(self.path) == os.getpid():
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as e:
+                # Released on the way out, often from a `finally` after the run failed (the run
+                # directory made read-only mid-run): that run's own error is what the user must see.
+                # A lock left behind names a process that has exited, and the next run takes it over.
+                log.warning("%s: could not remove the lock file (%s); the next run takes it over", self.path,
+                            e.strerror or e)
 
 
 @atexit.register
