@@ -316,3 +316,12 @@ def test_a_lock_that_cannot_be_removed_does_not_hide_the_result(corpus, tmp_path
     assert "could not remove the lock file" in caplog.text
     monkeypatch.undo()
     assert main(args(corpus, run, "--steps", "3", "--eval-every", "0", "--resume")) == 0  # the stale lock is ours
+
+
+def test_a_run_directory_under_a_file_is_one_line(corpus, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")  # was: a NotADirectoryError traceback from mkdir, exit 1
+    assert main(args(corpus, tmp_path / "afile" / "run", "--steps", "2")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"gptkit pretrain: error: {tmp_path / 'afile' / 'run'}: cannot create the run directory or its " \
+                      "lock: Not a directory"
+    assert (tmp_path / "afile").read_text() == "x"

@@ -130,8 +130,13 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: boo
     existed = run_dir.is_dir()
     lock = None
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock.acquire(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = RunLock.acquire(run_dir)
+        except OSError as e:  # a parent that is a file, a read-only parent, no space left
+            where = f" ({e.filename})" if e.filename and str(e.filename) != str(run_dir) else ""
+            raise GptkitError(f"{run_dir}: cannot create the run directory or its lock: "
+                              f"{e.strerror or e}{where}") from None
     try:
         return _prepare(run_dir, main, resume=resume, overwrite=overwrite, kind=kind, info=info, barrier=barrier)
     except BaseException:
