@@ -225,3 +225,28 @@ def test_loop_functions_are_short():
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             assert node.end_lineno - node.lineno + 1 <= 80, node.name
         assert not isinstance(node, ast.Nonlocal)
+
+
+def test_a_signal_during_the_last_save_is_reported_not_swallowed(tmp_path):
+    """SIGTERM while the final checkpoint is written (after the loop's last look at the flag) was
+    acknowledged ("... saving a checkpoint, then stopping") and then ignored: the run returned as
+    finished and a fine-tune went on to score and export for as long as that takes, exit 0."""
+    import os
+    import signal
+
+    from gptkit.training.resume import state_dict_io
+
+    m = nn.Linear(2, 1)
+    save, load = state_dict_io(m)
+
+    def save_and_get_terminated(directory):
+        save(directory)
+        if directory.name.startswith(".tmp-step_000002"):  # the last step's checkpoint
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler sets its flag
+
+    prepare_run_dir(tmp_path / "run")
+    res = train(m, lambda mod, b: (mod(b).sum(), {}), ListSource([torch.ones(1, 2)]), build_optimizer(m, lr=0.1),
+                constant(0.1), TrainConfig(max_steps=2, checkpoint_every=1, progress=False),
+                run_dir=tmp_path / "run", save_model=save_and_get_terminated, load_model=load)
+    assert res.step == 2 and res.stopped_by == "SIGTERM"
+    assert res.last_checkpoint.name == "step_000002"  # saved all the same

@@ -227,6 +227,10 @@ class _Trainer:
                     if stopping:
                         self.result.stopped_by = stop.signal_name or "another rank"
                         break
+                else:  # a signal during the last step's evaluation or save came after the check above:
+                    # the run is saved, but the caller must not carry on as if no stop was asked for
+                    if any_across_ranks(stop.requested, self.device):
+                        self.result.stopped_by = stop.signal_name or "another rank"
         finally:
             self.bar.close()
             self.metrics_log.close()
