@@ -208,3 +208,20 @@ def test_sigterm_then_resume_with_default_flags_is_bit_exact(corpus, tmp_path):
     assert main(cmd(whole)) == 0
     a, b = load_file(stopped / "model" / "model.safetensors"), load_file(whole / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_more_steps_warns_that_the_schedule_is_replanned(corpus, tmp_path, caplog):
+    """Extending a run is allowed, but it re-plans the cosine for the new --steps: the lr jumps back
+    up at the step resumed from. That used to happen without a word."""
+    import logging
+
+    run = tmp_path / "run"
+    assert main(args(corpus, run, "--steps", "4", "--save-every", "4", "--eval-every", "0")) == 0
+    with caplog.at_level(logging.WARNING):
+        assert main(args(corpus, run, "--steps", "4", "--eval-every", "0", "--resume")) == 0
+    assert "learning-rate schedule" not in caplog.text  # the same command: nothing to say
+    with caplog.at_level(logging.WARNING):
+        assert main(args(corpus, run, "--steps", "8", "--eval-every", "0", "--resume")) == 0
+    assert "resuming with another learning-rate schedule (warmup_cosine(max_lr=0.00025, total=8, warmup=1); " \
+           "the run's: warmup_cosine(max_lr=0.00025, total=4, warmup=1)): update 5 runs at lr 0.000153 instead " \
+           "of 0" in caplog.text

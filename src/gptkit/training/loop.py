@@ -52,7 +52,7 @@ from .ranks import (
     rank_info,
     wrap_for_training,
 )
-from .resume import restore, seed_everything, state_dict_io
+from .resume import restore, seed_everything, state_dict_io, warn_if_schedule_changed
 from .sharded import (
     fit_world_size,
     save_sharded_checkpoint,
@@ -140,6 +140,7 @@ def train(
                        save_model=save_model, evaluate=evaluate, extra_state=extra_state or {}, on_step=on_step)
     if checkpoint is not None:
         trainer.restore(checkpoint, load_model)
+        warn_if_schedule_changed(checkpoint, schedule, trainer.step)
     else:
         seed_everything(config.seed)
     trainer.precision = precision

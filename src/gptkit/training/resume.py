@@ -76,6 +76,30 @@ def restore(checkpoint: Checkpoint, config: TrainConfig, ranks: RankInfo, load_m
     return int(state["step"]), int(state.get("tokens_seen", 0)), state.get("best")
 
 
+def warn_if_schedule_changed(checkpoint: Checkpoint, schedule: Callable[[int], float], step: int) -> None:
+    """A resume with another schedule (pre-training resumed with another --steps re-plans its cosine
+    for the new total, and a left-out --warmup follows it) does not continue the run that was started:
+    the learning rate jumps at the step resumed from. Allowed, as extending a run is a real need, but
+    said, with the jump (measured: 10 steps extended to 20 went from 8e-06 at step 10 to 1.5e-04)."""
+    from .schedules import from_dict
+
+    saved = checkpoint.state.get("schedule")
+    now = schedule.to_dict() if hasattr(schedule, "to_dict") else repr(schedule)
+    if saved is None or saved == now:
+        return
+    before = from_dict(saved)
+    was = f"{before(step):.3g}" if before is not None else "another value"
+    log.warning("%s: resuming with another learning-rate schedule (%s; the run's: %s): update %d runs at lr "
+                "%.3g instead of %s, so this is not the run that was started", checkpoint.path,
+                _describe(now), _describe(saved), step + 1, schedule(step), was)
+
+
+def _describe(schedule: Any) -> str:
+    if isinstance(schedule, dict):
+        return f"{schedule.get('name')}(" + ", ".join(f"{k}={v}" for k, v in sorted(schedule.items()) if k != "name") + ")"
+    return str(schedule)
+
+
 def state_dict_io(module: nn.Module) -> tuple[Callable[[Path], None], Callable[[Path], None]]:
     """Default model I/O: the module's parameters and buffers in one safetensors file (safetensors'
     save_model/load_model handle tied weights)."""

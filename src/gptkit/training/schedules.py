@@ -96,3 +96,15 @@ def _after_warmup(max_lr: float, warmup: int, total: int, step: int, decay) -> f
     if step >= total:
         return 0.0
     return max_lr * decay((step - warmup) / max(1, total - warmup))
+
+
+def from_dict(saved: Any) -> Schedule | None:
+    """The schedule a checkpoint's `to_dict()` describes; None when it names none of these (a
+    library user's own schedule, saved as its repr) or is malformed."""
+    makers = {"warmup_cosine": WarmupCosine, "warmup_linear": WarmupLinear, "constant": Constant}
+    if not isinstance(saved, dict) or saved.get("name") not in makers:
+        return None
+    try:
+        return makers[saved["name"]](**{k: v for k, v in saved.items() if k != "name"})
+    except TypeError:
+        return None
