@@ -250,3 +250,24 @@ def test_a_signal_during_the_last_save_is_reported_not_swallowed(tmp_path):
                 run_dir=tmp_path / "run", save_model=save_and_get_terminated, load_model=load)
     assert res.step == 2 and res.stopped_by == "SIGTERM"
     assert res.last_checkpoint.name == "step_000002"  # saved all the same
+
+
+def test_a_non_finite_validation_loss_stops_before_its_weights_are_saved(tmp_path):
+    """An update can leave finite but huge weights (its own loss was finite) that evaluate to NaN:
+    the checkpoint of that step used to be saved and then named "the last good checkpoint" by the
+    non-finite error of the next step, and a resume from it failed again at once."""
+    m = nn.Linear(2, 1)
+    losses = iter([0.5, float("nan")])
+
+    def evaluate(mod):
+        return {"val_pearson": float("nan"), "val_loss": next(losses)}  # a NaN pearson is a result, not a break
+
+    prepare_run_dir(tmp_path / "run")
+    with pytest.raises(NonFiniteError) as e:
+        train(m, lambda mod, b: (mod(b).sum(), {}), ListSource([torch.ones(1, 2)]), build_optimizer(m, lr=0.1),
+              constant(0.1), TrainConfig(max_steps=4, eval_every=1, checkpoint_every=1, progress=False),
+              run_dir=tmp_path / "run", evaluate=evaluate)
+    first = tmp_path / "run" / "checkpoints" / "step_000001"
+    assert str(e.value) == (f"step 2: non-finite val_loss (nan) at evaluation; the weights of this step are not "
+                            f"saved; the last good checkpoint, {first}, is untouched")
+    assert sorted(p.name for p in first.parent.iterdir() if p.name.startswith("step_")) == ["step_000001"]

@@ -277,11 +277,23 @@ class _Trainer:
                 **{k: v / config.grad_accum_steps for k, v in sums.items()}}
 
     def _non_finite(self, loss_value: float, grad_norm: float, lr: float) -> NonFiniteError:
-        last = self.result.last_checkpoint
-        where = f"the last good checkpoint, {last}, is untouched" if last else "no checkpoint was written"
         what = "loss" if not math.isfinite(loss_value) else "gradient norm"
         return NonFiniteError(f"step {self.step + 1}: non-finite {what} (loss {loss_value}, grad norm {grad_norm}) "
-                              f"at lr {lr:.3g}; stopped before the optimizer update; {where}")
+                              f"at lr {lr:.3g}; stopped before the optimizer update; {self._last_good()}")
+
+    def _last_good(self) -> str:
+        last = self.result.last_checkpoint
+        return f"the last good checkpoint, {last}, is untouched" if last else "no checkpoint was written"
+
+    def _check_eval_losses(self, eval_metrics: dict[str, float]) -> None:
+        """A validation loss that is NaN/inf means the last update broke the weights (finite but huge:
+        the training loss of that update was still finite). Those weights are not saved, so the
+        checkpoint the message calls good is one that evaluates; all ranks hold the same averages,
+        so all stop together."""
+        for key, value in eval_metrics.items():
+            if key.endswith("loss") and not math.isfinite(value):
+                raise NonFiniteError(f"step {self.step}: non-finite {key} ({value}) at evaluation; the weights "
+                                     f"of this step are not saved; {self._last_good()}")
 
     def log_step(self, step_metrics: dict[str, float]) -> None:
         step = self.step
@@ -314,6 +326,7 @@ class _Trainer:
             self.metrics_log.write(record)
             self.result.history.append(record)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
+        self._check_eval_losses(eval_metrics)
         if config.best_metric is None:
             return False
         if config.best_metric not in eval_metrics:
