@@ -97,3 +97,17 @@ def test_torchrun_finetune_runs_unchanged_and_refuses_another_world_size(corpus:
     assert "step_000006: written by 2 process(es), resumed by 1; fine-tuning" in err
     assert "resumes only under torchrun --nproc-per-node 2" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_a_non_finite_loss_under_torchrun_names_the_same_checkpoint_on_every_rank(corpus: Path, tmp_path: Path) -> None:
+    # rank 1 used to say "no checkpoint was written" while rank 0 named step_000002
+    proc = torchrun_pretrain(corpus, tmp_path / "run", "--steps", "20", "--save-every", "2", "--eval-every", "0",
+                             "--lr", "1e5", "--warmup", "0")
+    import re
+
+    assert proc.returncode != 0
+    # the two ranks write to one stderr: their lines may run into each other
+    errors = re.findall(r"gptkit pretrain: error: step \d+: non-finite .*?(?:is untouched|no checkpoint was written)",
+                        proc.stderr)
+    assert len(errors) == 2 and errors[0] == errors[1], proc.stderr[-3000:]
+    assert f"the last good checkpoint, {tmp_path / 'run' / 'checkpoints'}/step_0000" in errors[0]

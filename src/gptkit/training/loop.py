@@ -34,6 +34,7 @@ from .checkpoint import (
     optimizer_state_to_safetensors,
     read_checkpoint,
     rng_state_to_safetensors,
+    step_dir_name,
 )
 from .config import TrainConfig
 from .metrics import MetricsLog
@@ -373,12 +374,14 @@ class _Trainer:
                 state["batches_per_rank"] = per_rank_batches
             path = self.ckpt.save(self.step, self.save_model, state,
                                   {OPTIMIZER_FILE: opt_tensors, RNG_FILE: rng_tensors}, is_best=is_best)
-        if self.ranks.is_main:
-            self.result.last_checkpoint = path
-            if is_best:
-                self.result.best_checkpoint = path
-            log.debug("checkpoint %s", path)
         barrier()
+        # Past the barrier rank 0 has committed the checkpoint; every rank names it the same (the
+        # non-finite message of rank 1 said "no checkpoint was written" when one was).
+        path = path or self.ckpt.dir / step_dir_name(self.step)
+        self.result.last_checkpoint = path
+        if is_best:
+            self.result.best_checkpoint = path
+        log.debug("checkpoint %s", path)
         return path
 
     def trainer_state(self, opt_meta: dict, rng_meta: dict) -> dict[str, Any]:
