@@ -85,10 +85,8 @@ def check_tokenizer_fits(tok: Any, tok_path: Path, gpt: GPT, init_dir: Path) -> 
     pre-trained rows under another vocabulary, or encode every text to nothing, and fine-tune to a
     majority-class model without a word (a random model, no_pretrain, takes any tokenizer)."""
     n = gpt.config.vocab_size
-    specials = {i for i, t in tok.backend.get_added_tokens_decoder().items() if t.special}
-    ordinary = [i for i in tok.backend.get_vocab(with_added_tokens=True).values() if i not in specials]
-    if ordinary and max(ordinary) >= n:
-        raise GptkitError(f"{tok_path}: the tokenizer's vocabulary runs to id {max(ordinary)} but the model in "
+    if tok.text_vocab_size() > n:
+        raise GptkitError(f"{tok_path}: the tokenizer's vocabulary runs to id {tok.text_vocab_size() - 1} but the model in "
                           f"{init_dir} embeds {n} tokens (config.json vocab_size); only special tokens (the task "
                           f"tokens, <|endoftext|>, <pad>) may lie beyond it: not the model's tokenizer")
     try:
