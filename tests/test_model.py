@@ -102,6 +102,20 @@ def test_init_follows_the_paper():
 
 
 @pytest.mark.parametrize("block_order", BLOCK_ORDERS)
+def test_residual_projections_are_scaled_only_in_the_pre_ln_order(block_order):
+    """GPT-2's order draws each block's two residual projections from N(0, 0.02 / sqrt(2 n_layer));
+    GPT-1's post-LN order draws them like every other weight, N(0, 0.02)."""
+    torch.manual_seed(0)
+    n_layer = 8
+    model = GPT(GPTConfig(vocab_size=500, n_ctx=16, n_embd=256, n_layer=n_layer, n_head=4, block_order=block_order))
+    expected = 0.02 / math.sqrt(2 * n_layer) if block_order == "pre_ln" else 0.02
+    for block in model.transformer.blocks:
+        for w in (block.attn.proj.weight, block.mlp.proj.weight):
+            assert abs(w.std().item() - expected) < 0.05 * expected
+        assert abs(block.attn.qkv.weight.std().item() - 0.02) < 0.001  # the other weights keep 0.02
+
+
+@pytest.mark.parametrize("block_order", BLOCK_ORDERS)
 def test_causality_future_tokens_never_change_past_logits(block_order):
     model = tiny(block_order)
     g = torch.Generator().manual_seed(1)
