@@ -325,3 +325,23 @@ def test_a_run_directory_under_a_file_is_one_line(corpus, tmp_path, capsys):
     assert err[-1] == f"gptkit pretrain: error: {tmp_path / 'afile' / 'run'}: cannot create the run directory or its " \
                       "lock: Not a directory"
     assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("stopped_by, status", [("SIGTERM", 143), ("SIGINT", 130), (None, 0)])
+def test_every_rank_of_a_stopped_job_exits_with_the_signal_status(tmp_path, monkeypatch, stopped_by, status):
+    """Rank 0 prints the report; the other ranks print nothing, but a rank that exits 0 after a
+    signal tells its scheduler the work is done. Both commands, seen from rank 1 of 2."""
+    import importlib
+    import types
+
+    # the modules, not the functions of the same names their packages re-export
+    finetune_module = importlib.import_module("gptkit.tasks.finetune")
+    pretrain_module = importlib.import_module("gptkit.training.pretrain")
+    ranks_module = importlib.import_module("gptkit.training.ranks")
+
+    monkeypatch.setattr(ranks_module, "rank_info", lambda: ranks_module.RankInfo(rank=1, world_size=2))
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda opts: types.SimpleNamespace(stopped_by=stopped_by, step=3))
+    monkeypatch.setattr(finetune_module, "finetune", lambda cfg: {"steps": 3, "stopped_by": stopped_by, "rank": 1})
+    assert main(["pretrain", "--data", str(tmp_path / "shards"), "--out", str(tmp_path / "lm")]) == status
+    assert main(["finetune", "--init", str(tmp_path / "lm"), "--task", "classification",
+                 "--train", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "ft")]) == status

@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = build(FinetuneConfig, args, (*FIELDS, "resume", "overwrite"),
                 columns=parse_column_overrides(args.column), progress=not args.quiet)
     summary = finetune(cfg)
-    if "rank" in summary:  # not rank 0 of a torchrun job: rank 0 reports
-        return 0
+    if "rank" in summary:  # not rank 0 of a torchrun job: rank 0 reports, every rank exits alike
+        return exit_status(summary["stopped_by"]) if summary.get("stopped_by") else 0
     if summary.get("stopped_by"):  # nothing is reported as a result: the run is not finished
         print(f"gptkit finetune: stopped by {summary['stopped_by']} after step {summary['steps']}; checkpoint "
               f"saved; continue with the same command plus --resume", file=sys.stderr)

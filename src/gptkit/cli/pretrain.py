@@ -44,8 +44,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     loop = build(TrainConfig, args, LOOP, progress=not args.quiet)
     opts = build(PretrainOptions, args, (*RECIPE, "preset", "config", "resume", "overwrite"), train=loop)
     result = pretrain(opts)
-    if not rank_info().is_main:
-        return 0
+    if not rank_info().is_main:  # rank 0 reports; every rank exits alike, so a stop is never a 0
+        return exit_status(result.stopped_by) if result.stopped_by is not None else 0
     if result.stopped_by is not None:
         print(f"gptkit pretrain: stopped by {result.stopped_by} after step {result.step}; checkpoint saved in "
               f"{result.last_checkpoint}; continue with the same command plus --resume", file=sys.stderr)
