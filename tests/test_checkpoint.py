@@ -93,6 +93,23 @@ def test_run_dir_refused_unless_resume_or_overwrite(tmp_path):
     assert (other / "precious.txt").exists()
 
 
+@pytest.mark.parametrize("damage, needle", [('{"kind": "train", ', "invalid JSON at line 1"),
+                                            ('{"kind": 3}', "field 'kind' must be string"),
+                                            ("[]", "expected a JSON object")])
+def test_a_damaged_run_json_is_refused_on_resume_and_overwrite_still_works(tmp_path, damage, needle):
+    """run.json says which kind of run the directory holds; one that does not parse must not pass
+    as 'any kind' (it did: a fine-tuning directory could then be resumed as a pre-training run)."""
+    run = tmp_path / "run"
+    prepare_run_dir(run)
+    save(CheckpointManager(run), 5)
+    (run / "run.json").write_text(damage)
+    with pytest.raises(GptkitError, match=f"run.json: {needle}.*cannot be resumed.*--overwrite"):
+        prepare_run_dir(run, resume=True)
+    assert (run / "checkpoints" / "step_000005").is_dir()  # refused before anything changed
+    assert prepare_run_dir(run, overwrite=True) is None
+    assert json.loads((run / "run.json").read_text())["kind"] == "train"
+
+
 def test_no_pickle_in_checkpoints(tmp_path):
     prepare_run_dir(tmp_path)
     path = save(CheckpointManager(tmp_path), 1)

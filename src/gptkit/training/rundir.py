@@ -10,7 +10,6 @@ Checkpoints inside it are CheckpointManager's business (checkpoint.py).
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_json, pid_alive
 from ..errors import GptkitError
+from ..jsonio import field, read_json
 from .checkpoint import RUN_FILE, CheckpointManager
 
 log = logging.getLogger(__name__)
@@ -198,10 +198,16 @@ def _saved_nothing(run_dir: Path, entries: list[Path], kind: str) -> bool:
 
 def check_run_kind(run_dir: Path, kind: str) -> None:
     """Refuse to resume, say, a fine-tuning run as a pre-training one (`prepare_run_dir` does this on
-    every resume)."""
+    every resume). A run.json that does not parse is refused too: it is written atomically, so a
+    damaged one means the directory was changed by hand, and which run it holds is unknown."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return  # not a run directory: the caller says so in its own words
     try:
-        found = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8")).get("kind")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return
+        info = read_json(path)
+        found = field(info, "kind", str, path) if "kind" in info else None
+    except GptkitError as e:
+        raise GptkitError(f"{e}; it says which run this directory holds, so it cannot be resumed: restore the "
+                          f"file, or start afresh with --overwrite") from None
     if found not in (None, kind):
         raise GptkitError(f"{run_dir}: holds a {found!r} run, not {kind!r}")
