@@ -100,6 +100,40 @@ def test_grad_accumulation_matches_one_big_batch():
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("grad_clip", [1.0, 0.25, None])
+def test_the_update_is_clipped_to_the_global_norm(grad_clip):
+    """Plain SGD makes the clipping visible in the step itself (Adam's first step hides the gradient's
+    scale): the weights move by lr x min(norm, clip); the logged grad_norm is the norm before it."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 5)
+    m = nn.Linear(5, 3)
+    before = [p.detach().clone() for p in m.parameters()]
+
+    def objective(model, batch):
+        return 100.0 * model(batch).square().mean(), {}
+
+    result = train(m, objective, ListSource([x]), torch.optim.SGD(m.parameters(), lr=0.1), constant(0.1),
+                   TrainConfig(max_steps=1, grad_clip=grad_clip, progress=False))
+    norm = result.history[-1]["grad_norm"]
+    moved = math.sqrt(sum(float((p.detach() - b).square().sum()) for p, b in zip(m.parameters(), before)))
+    assert norm > 1.0  # so a clip of 1.0 or 0.25 does act
+    assert moved == pytest.approx(0.1 * (min(norm, grad_clip) if grad_clip else norm), rel=1e-4)
+
+
+def test_a_finite_loss_with_a_non_finite_gradient_stops_before_the_update():
+    """sqrt at 0 is finite, its gradient is not: the guard checks the gradient norm too."""
+    m = nn.Linear(5, 1)
+    before = [p.detach().clone() for p in m.parameters()]
+
+    def objective(model, batch):
+        return (model(batch) - model(batch).detach()).abs().sqrt().sum(), {}  # 0, with an infinite slope
+
+    with pytest.raises(NonFiniteError, match=r"step 1: non-finite gradient norm \(loss 0.0, grad norm (inf|nan)\)"):
+        train(m, objective, ListSource([torch.randn(4, 5)]), build_optimizer(m, lr=0.1), constant(0.1),
+              TrainConfig(max_steps=3, progress=False))
+    assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before))
+
+
 def test_tiny_model_loss_falls(tmp_path):
     model = tiny_gpt(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
     sampler = WindowSampler([tokens()], batch_size=8, seq_len=32, seed=0)
