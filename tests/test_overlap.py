@@ -18,3 +18,12 @@ def test_a_document_quoting_eight_words_of_a_held_out_example_is_dropped():
 def test_a_short_held_out_example_only_matches_a_document_of_exactly_its_words():
     kept, dropped = drop_overlapping(["Truly a masterpiece of its kind.", "A masterpiece!"], HELD_OUT)
     assert kept == ["Truly a masterpiece of its kind."] and dropped == 1
+
+
+def test_a_held_out_example_of_exactly_eight_words_is_a_run_not_a_whole_text():
+    """The boundary: eight words are enough to count as a quotation wherever they appear."""
+    eight = "the jokes fall flat and the plot drags"
+    assert len(eight.split()) == NGRAM_WORDS
+    quoting = "Worse still, The jokes fall flat and the plot drags on for two hours."
+    kept, dropped = drop_overlapping([quoting, "The jokes land."], [eight])
+    assert kept == ["The jokes land."] and dropped == 1
