@@ -359,3 +359,30 @@ def test_a_prefix_cut_before_whitespace_tokenizes_as_the_start_of_the_whole_text
             if text[k] in CUT_AT and not text[k - 1].isspace():
                 prefix = tok.encode(text[:k])
                 assert whole[: len(prefix)] == prefix, (text, k)
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read():
+    """A client announcing a 1 GB upload is answered at once: the app never runs and not one body
+    chunk is read (the streaming check alone would accept the connection and read up to the limit)."""
+    import asyncio
+
+    from gptkit.serve.bodylimit import BodyLimit
+
+    calls, sent = [], []
+
+    async def app(scope, receive, send):
+        calls.append("app")
+
+    async def receive():
+        calls.append("receive")
+        return {"type": "http.request", "body": b"x" * 100, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions",
+             "headers": [(b"content-length", b"1000000000"), (b"content-type", b"application/json")]}
+    asyncio.run(BodyLimit(app, limit=10_000)(scope, receive, send))
+    assert calls == []
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["code"] == "request_too_large"
